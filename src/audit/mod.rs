@@ -1,0 +1,135 @@
+//! Step 5 of the flow: every issuance and every denial becomes an
+//! [`AuditRecord`], written durably before the caller gets an answer.
+//! Records hold who asked, for what, and why the answer was what it was;
+//! never a token, a secret or a key (only keyed hashes of token ids).
+
+mod key;
+mod sqlite;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use key::AuditKey;
+pub use sqlite::SqliteSink;
+
+/// What happened to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// A credential was issued.
+    Issued,
+    /// The caller was refused (bad token, policy, bad request).
+    Denied,
+    /// stint or an upstream failed.
+    Error,
+}
+
+impl Outcome {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Issued => "issued",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(text: &str) -> Option<Outcome> {
+        match text {
+            "issued" => Some(Outcome::Issued),
+            "denied" => Some(Outcome::Denied),
+            "error" => Some(Outcome::Error),
+            _ => None,
+        }
+    }
+}
+
+/// One audited request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the log, assigned by the store.
+    #[serde(default)]
+    pub seq: Option<i64>,
+    /// RFC 3339 UTC time the request was decided.
+    pub time: String,
+    /// Same id as the `x-request-id` response header.
+    pub request_id: String,
+    /// Issued, denied or error.
+    pub outcome: Outcome,
+    /// Reason code of a denial or error (`token_expired`, `claims_mismatch`, ...).
+    pub reason: Option<String>,
+    /// Grant name as requested.
+    pub grant: Option<String>,
+    /// Grant kind, when the grant exists.
+    pub kind: Option<String>,
+    /// Issuer config name, once the token is verified.
+    pub issuer: Option<String>,
+    /// Token `sub`, once verified.
+    pub subject: Option<String>,
+    /// Policy-relevant claims of the verified token.
+    pub claims: Map<String, Value>,
+    /// HMAC-SHA256 of the token's `jti` under the audit key (hex).
+    pub token_jti_hmac: Option<String>,
+    /// Id of the issued credential.
+    pub issuance_id: Option<String>,
+    /// Lifetime granted, in seconds.
+    pub ttl_seconds: Option<u64>,
+    /// RFC 3339 expiry of the issued credential.
+    pub expires_at: Option<String>,
+    /// Peer address of the caller.
+    pub client_addr: Option<String>,
+    /// Non-secret facts from the provider (rule index, key id, audience, ...).
+    pub detail: Map<String, Value>,
+}
+
+/// Filters for reading the log back, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this grant.
+    pub grant: Option<String>,
+    /// Only this subject.
+    pub subject: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<Outcome>,
+    /// Only this request id.
+    pub request_id: Option<String>,
+    /// At most this many (default 50).
+    pub limit: Option<u32>,
+}
+
+/// Why the audit store failed. Storage detail stays here; callers only
+/// learn that the log is unavailable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The store cannot be written or read.
+    #[error("audit store unavailable: {0}")]
+    Unavailable(String),
+    /// The store location in config is not usable.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Where audit records go. Implementations must make [`AuditSink::append`]
+/// durable before returning `Ok`: the broker releases credentials on it.
+#[async_trait::async_trait]
+pub trait AuditSink: Send + Sync {
+    /// Appends one record durably.
+    async fn append(&self, record: &AuditRecord) -> Result<(), AuditError>;
+    /// Reads records back, newest first.
+    async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError>;
+    /// Cheap liveness check for `/readyz`.
+    async fn check(&self) -> Result<(), AuditError>;
+}
+
+/// Opens the store named by a URL (`sqlite://path`).
+pub fn open(store: &str) -> Result<std::sync::Arc<dyn AuditSink>, AuditError> {
+    if let Some(path) = store.strip_prefix("sqlite://") {
+        return Ok(std::sync::Arc::new(SqliteSink::open(std::path::Path::new(path))?));
+    }
+    Err(AuditError::Config(format!(
+        "unsupported audit store `{}`: use sqlite://PATH",
+        store.split("://").next().unwrap_or(store)
+    )))
+}

@@ -1,0 +1,323 @@
+//! The whole flow, and the only place it is written down:
+//! identity → request options → policy → provider → audit → answer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::audit::{AuditKey, AuditRecord, AuditSink, Outcome};
+use crate::duration;
+use crate::identity::{IdentityError, VerifiedToken, Verifier};
+use crate::metrics::Metrics;
+use crate::policy::{Decision, Denial, GrantSpec, Policy};
+use crate::provider::{CredentialProvider, IssueContext, ProviderError};
+
+/// One `POST /v1/issue/{grant}` as the HTTP layer hands it over.
+#[derive(Debug, Clone)]
+pub struct IssueRequest<'a> {
+    /// Grant name from the path.
+    pub grant: &'a str,
+    /// The bearer token if the header had one; `Err` if it was unusable.
+    pub bearer: Result<Option<&'a str>, IdentityError>,
+    /// Raw request body (may be empty).
+    pub body: &'a [u8],
+    /// Request id, also in the response header and audit record.
+    pub request_id: &'a str,
+    /// Peer address.
+    pub client_addr: Option<SocketAddr>,
+}
+
+/// Options a caller may send in the body of an issue request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueOptions {
+    /// Requested lifetime, at most the grant's `max_ttl`.
+    ttl: Option<String>,
+}
+
+/// A credential that has been issued and audited.
+#[derive(Debug)]
+pub struct Issuance {
+    /// Response body: `issuance_id`, `grant`, `kind`, `expires_at` and the
+    /// kind's members. Secret: never log it.
+    pub body: Map<String, Value>,
+}
+
+/// Why an issue request failed. The HTTP layer maps each to a status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The token was not accepted (401, or 503 when the issuer is down).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Policy said no, or the grant does not exist (403).
+    #[error("{}", .0.detail())]
+    Denied(Denial),
+    /// The request is malformed or asks for too much (400).
+    #[error("{detail}")]
+    BadRequest {
+        /// Reason code.
+        code: &'static str,
+        /// What to change.
+        detail: String,
+    },
+    /// The provider failed (400/502/503/500 by variant).
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The audit record could not be written; nothing was issued (503).
+    #[error("the audit log is unavailable; nothing was issued")]
+    AuditUnavailable,
+}
+
+impl BrokerError {
+    /// Reason code for audit and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BrokerError::Identity(e) => e.code(),
+            BrokerError::Denied(d) => d.code(),
+            BrokerError::BadRequest { code, .. } => code,
+            BrokerError::Provider(ProviderError::Refused(_)) => "upstream_refused",
+            BrokerError::Provider(ProviderError::Unavailable(_)) => "upstream_unavailable",
+            BrokerError::Provider(ProviderError::BadRequest(_)) => "invalid_request",
+            BrokerError::Provider(_) => "internal",
+            BrokerError::AuditUnavailable => "audit_unavailable",
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        match self {
+            BrokerError::Identity(IdentityError::IssuerUnavailable)
+            | BrokerError::Provider(ProviderError::Refused(_) | ProviderError::Unavailable(_) | ProviderError::Internal(_))
+            | BrokerError::AuditUnavailable => Outcome::Error,
+            _ => Outcome::Denied,
+        }
+    }
+}
+
+/// A grant as `GET /v1/grants` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GrantSummary {
+    /// Grant name.
+    pub name: String,
+    /// Credential kind.
+    pub kind: &'static str,
+    /// Description from config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Default lifetime.
+    pub ttl: String,
+    /// Longest lifetime a request may ask for.
+    pub max_ttl: String,
+}
+
+/// The broker: verifier, policy, providers and audit sink, wired at start-up.
+pub struct Broker {
+    verifier: Verifier,
+    policy: Policy,
+    providers: HashMap<&'static str, Arc<dyn CredentialProvider>>,
+    audit: Arc<dyn AuditSink>,
+    audit_key: AuditKey,
+    metrics: Arc<Metrics>,
+}
+
+impl Broker {
+    /// Wires the parts together.
+    pub fn new(
+        verifier: Verifier,
+        policy: Policy,
+        providers: Vec<Arc<dyn CredentialProvider>>,
+        audit: Arc<dyn AuditSink>,
+        audit_key: AuditKey,
+        metrics: Arc<Metrics>,
+    ) -> Broker {
+        let providers = providers.into_iter().map(|p| (p.kind(), p)).collect();
+        Broker { verifier, policy, providers, audit, audit_key, metrics }
+    }
+
+    /// The token verifier (for readiness and metrics).
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// The audit sink (for readiness).
+    pub fn audit(&self) -> &Arc<dyn AuditSink> {
+        &self.audit
+    }
+
+    /// Issues a credential, or says why not. Either way an audit record is
+    /// written first; if that write fails, the answer is
+    /// [`BrokerError::AuditUnavailable`] and any credential is dropped.
+    pub async fn issue(&self, request: IssueRequest<'_>) -> Result<Issuance, BrokerError> {
+        let now = crate::identity::now();
+        let mut record = AuditRecord {
+            seq: None,
+            time: rfc3339(now),
+            request_id: request.request_id.to_string(),
+            outcome: Outcome::Denied,
+            reason: None,
+            grant: Some(request.grant.to_string()),
+            kind: None,
+            issuer: None,
+            subject: None,
+            claims: Map::new(),
+            token_jti_hmac: None,
+            issuance_id: None,
+            ttl_seconds: None,
+            expires_at: None,
+            client_addr: request.client_addr.map(|a| a.to_string()),
+            detail: Map::new(),
+        };
+        let known_grant = self.policy.grant(request.grant).map(|g| g.name.as_str());
+
+        let result = self.decide_and_issue(&request, now, &mut record).await;
+        match result {
+            Ok(body) => {
+                record.outcome = Outcome::Issued;
+                if self.audit.append(&record).await.is_err() {
+                    // The credential in `body` is dropped here, unseen.
+                    tracing::error!(request_id = request.request_id, "audit write failed; credential withheld");
+                    self.metrics.issuance(known_grant, "error", "audit_unavailable");
+                    return Err(BrokerError::AuditUnavailable);
+                }
+                self.metrics.issuance(known_grant, "issued", "");
+                Ok(Issuance { body })
+            }
+            Err(err) => {
+                record.outcome = err.outcome();
+                record.reason = Some(err.code().to_string());
+                if let BrokerError::Provider(detail) = &err {
+                    tracing::warn!(request_id = request.request_id, error = %detail, "provider failed");
+                }
+                if self.audit.append(&record).await.is_err() {
+                    tracing::error!(request_id = request.request_id, "audit write failed for a refusal");
+                    self.metrics.issuance(known_grant, "error", "audit_unavailable");
+                    return Err(BrokerError::AuditUnavailable);
+                }
+                self.metrics.issuance(known_grant, record.outcome.as_str(), err.code());
+                Err(err)
+            }
+        }
+    }
+
+    /// Steps 1–4; fills `record` as facts become known.
+    async fn decide_and_issue(
+        &self,
+        request: &IssueRequest<'_>,
+        now: i64,
+        record: &mut AuditRecord,
+    ) -> Result<Map<String, Value>, BrokerError> {
+        // 1 identity
+        let token = self.verify(request.bearer.clone()).await?;
+        record.issuer = Some(token.issuer().to_string());
+        record.subject = Some(token.subject().to_string());
+        record.token_jti_hmac = token.jti().map(|jti| self.audit_key.hash(jti));
+        for name in self.policy.audit_claims(request.grant, &token) {
+            if let Some(value) = token.claims().json(&name) {
+                record.claims.insert(name, value);
+            }
+        }
+
+        // 2 request options (after identity, so anonymous junk is cheap)
+        let options = parse_options(request.body)?;
+
+        // 3 policy
+        let grant = match self.policy.evaluate(request.grant, &token) {
+            Decision::Allow(grant) => grant,
+            Decision::Deny(denial) => return Err(BrokerError::Denied(denial)),
+        };
+        let spec = grant.spec();
+        record.kind = Some(spec.kind.name().to_string());
+        record.detail.insert("rule".into(), Value::from(grant.rule_index()));
+        let ttl = resolve_ttl(spec, options.ttl.as_deref())?;
+        record.ttl_seconds = Some(ttl.as_secs());
+
+        // 4 provider
+        let provider = self
+            .providers
+            .get(spec.kind.name())
+            .ok_or_else(|| ProviderError::Internal(format!("no provider for kind {}", spec.kind.name())))?;
+        let ctx = IssueContext { issuance_id: uuid::Uuid::now_v7().to_string(), ttl, now };
+        record.issuance_id = Some(ctx.issuance_id.clone());
+        let credential = provider.issue(&grant, &ctx).await?;
+        record.expires_at = Some(rfc3339(credential.expires_at));
+        record.detail.extend(credential.audit);
+
+        let mut body = Map::new();
+        body.insert("issuance_id".into(), Value::String(ctx.issuance_id));
+        body.insert("grant".into(), Value::String(spec.name.clone()));
+        body.insert("kind".into(), Value::String(spec.kind.name().to_string()));
+        body.insert("expires_at".into(), Value::String(rfc3339(credential.expires_at)));
+        body.extend(credential.response);
+        Ok(body)
+    }
+
+    async fn verify(&self, bearer: Result<Option<&str>, IdentityError>) -> Result<VerifiedToken, BrokerError> {
+        let token = bearer?.ok_or(IdentityError::Missing)?;
+        Ok(self.verifier.verify(token).await?)
+    }
+
+    /// The grants the bearer could be issued (not audited: nothing is issued).
+    pub async fn grants(&self, bearer: Result<Option<&str>, IdentityError>) -> Result<Vec<GrantSummary>, BrokerError> {
+        let token = self.verify(bearer).await?;
+        Ok(self
+            .policy
+            .grants_for(&token)
+            .into_iter()
+            .map(|g| GrantSummary {
+                name: g.name.clone(),
+                kind: g.kind.name(),
+                description: g.description.clone(),
+                ttl: duration::format(g.ttl),
+                max_ttl: duration::format(g.max_ttl),
+            })
+            .collect())
+    }
+}
+
+fn parse_options(body: &[u8]) -> Result<IssueOptions, BrokerError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(IssueOptions::default());
+    }
+    serde_json::from_slice(body).map_err(|e| BrokerError::BadRequest {
+        code: "invalid_request",
+        detail: format!("the body must be a JSON object such as {{\"ttl\":\"15m\"}}: {e}"),
+    })
+}
+
+/// The grant's ttl, or the requested one. Longer than `max_ttl` is an
+/// error, never silently shortened: the caller must know what it got.
+fn resolve_ttl(spec: &GrantSpec, requested: Option<&str>) -> Result<Duration, BrokerError> {
+    let Some(text) = requested else {
+        return Ok(spec.ttl);
+    };
+    let ttl = duration::parse(text).map_err(|e| BrokerError::BadRequest { code: "invalid_ttl", detail: e.to_string() })?;
+    if ttl < Duration::from_secs(1) {
+        return Err(BrokerError::BadRequest { code: "invalid_ttl", detail: "ttl must be at least 1s".into() });
+    }
+    if ttl > spec.max_ttl {
+        return Err(BrokerError::BadRequest {
+            code: "ttl_exceeds_max",
+            detail: format!(
+                "ttl {} is longer than grant `{}` allows (max_ttl {})",
+                duration::format(ttl),
+                spec.name,
+                duration::format(spec.max_ttl)
+            ),
+        });
+    }
+    Ok(ttl)
+}
+
+/// RFC 3339 UTC for seconds since the epoch.
+pub fn rfc3339(secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| secs.to_string())
+}

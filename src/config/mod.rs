@@ -1,0 +1,385 @@
+//! Configuration: the YAML file (plus `STINT_*` environment overrides) is
+//! parsed once at start-up into a validated [`Config`]. Every error names the
+//! file, the key and what to do.
+
+mod raw;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::duration;
+use crate::identity::{IssuerConfig, KeyCachePolicy, Platform, asymmetric_alg};
+use crate::keys::SigningAlgorithm;
+use crate::policy::{GrantKind, GrantSpec, Matcher, Policy, Rule, TokenGrant};
+use crate::provider::RESERVED_CLAIMS;
+
+use raw::{RawConfig, RawGrant, RawIssuer};
+
+/// Default public listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
+/// Default admin listener (health, readiness, metrics).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9420";
+/// No credential of any kind may be asked to live longer than this.
+pub const MAX_GRANT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A config error: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: {key}: {message}")]
+pub struct ConfigError {
+    /// The file (or `environment`) the bad value came from.
+    pub source_name: String,
+    /// Dotted path of the key, e.g. `grants.deploy.allow[0].issuer`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// Audit settings.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Store URL, e.g. `sqlite:///var/lib/stint/audit.db`.
+    pub store: String,
+    /// HMAC key for token id hashes.
+    pub key_file: PathBuf,
+}
+
+/// Settings of the key that signs stint-issued tokens.
+#[derive(Debug, Clone)]
+pub struct SigningSettings {
+    /// `iss` of issued tokens; default `http://<listen>`.
+    pub issuer: Option<String>,
+    /// PKCS#8 PEM private key; created when missing.
+    pub key_file: PathBuf,
+    /// EdDSA (default) or ES256.
+    pub algorithm: SigningAlgorithm,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from, for messages.
+    pub source_name: String,
+    /// Public API listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Audit log.
+    pub audit: AuditSettings,
+    /// Token signing.
+    pub signing: SigningSettings,
+    /// Trusted issuers.
+    pub issuers: Vec<IssuerConfig>,
+    /// Grants and their rules.
+    pub policy: Policy,
+    /// JWKS cache behaviour.
+    pub key_cache: KeyCachePolicy,
+}
+
+/// Environment variables that override config keys.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("STINT_LISTEN", "listen"),
+    ("STINT_ADMIN_LISTEN", "admin_listen"),
+    ("STINT_AUDIT_STORE", "audit.store"),
+    ("STINT_AUDIT_KEY_FILE", "audit.key_file"),
+    ("STINT_SIGNING_ISSUER", "signing.issuer"),
+    ("STINT_SIGNING_KEY_FILE", "signing.key_file"),
+];
+
+impl Config {
+    /// Reads and validates the file at `path`, applying `STINT_*` overrides
+    /// from the process environment. Relative paths inside the file are
+    /// resolved against the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source_name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: source_name.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &source_name, &base, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates config `text`; `env` looks up overrides (tests pass none).
+    pub fn parse(
+        text: &str,
+        source_name: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            source_name: source_name.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+        let mut raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." { "(document)".to_string() } else { path };
+            err(&key, e.into_inner().to_string())
+        })?;
+        apply_env(&mut raw, env);
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) }
+        };
+
+        let listen = socket_addr(raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
+            .map_err(|m| err("listen", m))?;
+        let admin_listen = socket_addr(raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN))
+            .map_err(|m| err("admin_listen", m))?;
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(err("admin_listen", "must differ from `listen`: the admin port is not public".into()));
+        }
+
+        let audit = raw.audit.ok_or_else(|| err("audit", "missing: set `audit.store` and `audit.key_file`".into()))?;
+        let store = audit
+            .store
+            .ok_or_else(|| err("audit.store", "missing: e.g. `sqlite://./stint-audit.db`".into()))?;
+        let store = match store.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => format!("sqlite://{}", resolve(path).display()),
+            _ => return Err(err("audit.store", format!("`{store}` is not supported: use sqlite://PATH"))),
+        };
+        let audit = AuditSettings {
+            store,
+            key_file: resolve(
+                &audit.key_file.ok_or_else(|| err("audit.key_file", "missing: a file for the audit HMAC key (created if absent)".into()))?,
+            ),
+        };
+
+        let signing = raw.signing.ok_or_else(|| err("signing", "missing: set `signing.key_file`".into()))?;
+        let algorithm = match signing.algorithm.as_deref() {
+            None => SigningAlgorithm::EdDSA,
+            Some(name) => SigningAlgorithm::from_name(name)
+                .ok_or_else(|| err("signing.algorithm", format!("`{name}` is not supported: use EdDSA or ES256")))?,
+        };
+        if let Some(iss) = &signing.issuer {
+            check_url(iss).map_err(|m| err("signing.issuer", m))?;
+        }
+        let signing = SigningSettings {
+            issuer: signing.issuer.map(|s| s.trim_end_matches('/').to_string()),
+            key_file: resolve(
+                &signing.key_file.ok_or_else(|| err("signing.key_file", "missing: a file for the token signing key (created if absent)".into()))?,
+            ),
+            algorithm,
+        };
+
+        let raw_issuers = raw.issuers.map(|m| m.0).unwrap_or_default();
+        if raw_issuers.is_empty() {
+            return Err(err("issuers", "no issuer is configured: add at least one (see docs/configuration.md)".into()));
+        }
+        let mut issuers = Vec::new();
+        let mut urls = BTreeSet::new();
+        for (name, issuer) in raw_issuers {
+            let key = format!("issuers.{name}");
+            let issuer = validate_issuer(&name, issuer).map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?;
+            if !urls.insert(issuer.url.clone()) {
+                return Err(err(&format!("{key}.issuer"), format!("`{}` is configured twice", issuer.url)));
+            }
+            issuers.push(issuer);
+        }
+
+        let raw_grants = raw.grants.map(|m| m.0).unwrap_or_default();
+        if raw_grants.is_empty() {
+            return Err(err("grants", "no grant is configured: add at least one".into()));
+        }
+        let issuer_names: BTreeSet<&str> = issuers.iter().map(|i| i.name.as_str()).collect();
+        let mut grants = Vec::new();
+        for (name, grant) in raw_grants {
+            let key = format!("grants.{name}");
+            grants.push(validate_grant(&name, grant, &issuer_names).map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?);
+        }
+
+        Ok(Config {
+            source_name: source_name.to_string(),
+            listen,
+            admin_listen,
+            audit,
+            signing,
+            issuers,
+            policy: Policy::new(grants),
+            key_cache: KeyCachePolicy::default(),
+        })
+    }
+}
+
+fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
+    if let Some(v) = env("STINT_LISTEN") {
+        raw.listen = Some(v);
+    }
+    if let Some(v) = env("STINT_ADMIN_LISTEN") {
+        raw.admin_listen = Some(v);
+    }
+    let audit = raw.audit.get_or_insert(raw::RawAudit { store: None, key_file: None });
+    if let Some(v) = env("STINT_AUDIT_STORE") {
+        audit.store = Some(v);
+    }
+    if let Some(v) = env("STINT_AUDIT_KEY_FILE") {
+        audit.key_file = Some(v);
+    }
+    if raw.signing.is_none() && (env("STINT_SIGNING_ISSUER").is_some() || env("STINT_SIGNING_KEY_FILE").is_some()) {
+        raw.signing = Some(raw::RawSigning { issuer: None, key_file: None, algorithm: None });
+    }
+    if let Some(signing) = raw.signing.as_mut() {
+        if let Some(v) = env("STINT_SIGNING_ISSUER") {
+            signing.issuer = Some(v);
+        }
+        if let Some(v) = env("STINT_SIGNING_KEY_FILE") {
+            signing.key_file = Some(v);
+        }
+    }
+}
+
+type FieldError = (String, String);
+
+fn field(sub: &str, message: impl Into<String>) -> FieldError {
+    (sub.to_string(), message.into())
+}
+
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| format!("`{text}` is not an address:port such as 127.0.0.1:8420"))
+}
+
+fn duration_at(sub: &str, text: &str) -> Result<Duration, FieldError> {
+    duration::parse(text).map_err(|e| field(sub, e.to_string()))
+}
+
+/// https, or http on a loopback host (development and tests only).
+fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") && url.len() > "https://".len() {
+        return Ok(());
+    }
+    if let Some(rest) = url.strip_prefix("http://") {
+        let host = rest.split(['/', ':']).next().unwrap_or("");
+        let bracketed_v6 = rest.starts_with("[::1]");
+        if host == "localhost" || host.starts_with("127.") || bracketed_v6 {
+            return Ok(());
+        }
+    }
+    Err(format!("`{url}` must be an https:// URL (http:// only on a loopback host)"))
+}
+
+fn check_name(name: &str) -> Result<(), FieldError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(field("", format!("`{name}` is not a valid name: use 1-64 of A-Z a-z 0-9 - _ .")))
+    }
+}
+
+fn validate_issuer(name: &str, raw: RawIssuer) -> Result<IssuerConfig, FieldError> {
+    check_name(name)?;
+    check_url(&raw.issuer).map_err(|m| field(".issuer", m))?;
+    if raw.audience.trim().is_empty() {
+        return Err(field(".audience", "must not be empty: the `aud` tokens must be minted for"));
+    }
+    if raw.algorithms.is_empty() {
+        return Err(field(".algorithms", "list at least one algorithm, e.g. [RS256]"));
+    }
+    let mut algorithms = Vec::new();
+    for (i, name) in raw.algorithms.iter().enumerate() {
+        let alg = asymmetric_alg(name).ok_or_else(|| {
+            field(
+                &format!(".algorithms[{i}]"),
+                format!("`{name}` is not accepted: use an asymmetric algorithm (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"),
+            )
+        })?;
+        algorithms.push(alg);
+    }
+    let max_token_lifetime = match &raw.max_token_lifetime {
+        Some(text) => duration_at(".max_token_lifetime", text)?,
+        None => Duration::from_secs(3600),
+    };
+    if max_token_lifetime.is_zero() {
+        return Err(field(".max_token_lifetime", "must be more than 0s"));
+    }
+    let leeway = match &raw.leeway {
+        Some(text) => duration_at(".leeway", text)?,
+        None => Duration::from_secs(60),
+    };
+    if leeway > Duration::from_secs(300) {
+        return Err(field(".leeway", "at most 5m: a larger leeway keeps expired tokens alive"));
+    }
+    let platform = match raw.platform.as_deref() {
+        None => Platform::infer(&raw.issuer),
+        Some(p) => Platform::from_name(p).ok_or_else(|| {
+            field(".platform", format!("`{p}` is unknown: use github, gitlab, kubernetes, buildkite, circleci or generic"))
+        })?,
+    };
+    Ok(IssuerConfig {
+        name: name.to_string(),
+        url: raw.issuer,
+        audience: raw.audience,
+        exclusive_audience: raw.exclusive_audience.unwrap_or(true),
+        algorithms,
+        max_token_lifetime,
+        leeway,
+        platform,
+    })
+}
+
+fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>) -> Result<GrantSpec, FieldError> {
+    check_name(name)?;
+    let ttl = duration_at(".ttl", &raw.ttl)?;
+    let max_ttl = match &raw.max_ttl {
+        Some(text) => duration_at(".max_ttl", text)?,
+        None => ttl,
+    };
+    if ttl < Duration::from_secs(1) {
+        return Err(field(".ttl", "must be at least 1s"));
+    }
+    if max_ttl < ttl {
+        return Err(field(".max_ttl", format!("{} is shorter than ttl {}", duration::format(max_ttl), duration::format(ttl))));
+    }
+    if max_ttl > MAX_GRANT_TTL {
+        return Err(field(".max_ttl", "at most 24h: stint issues short-lived credentials"));
+    }
+    let kind = match raw.kind.as_str() {
+        "token" => {
+            let audience = raw
+                .audience
+                .filter(|a| !a.trim().is_empty())
+                .ok_or_else(|| field(".audience", "missing: the `aud` of issued tokens (the service that accepts them)"))?;
+            let copy_claims = raw.copy_claims.unwrap_or_default();
+            if let Some((i, reserved)) = copy_claims.iter().enumerate().find(|(_, c)| RESERVED_CLAIMS.contains(&c.as_str())) {
+                return Err(field(&format!(".copy_claims[{i}]"), format!("`{reserved}` is set by stint and cannot be copied")));
+            }
+            GrantKind::Token(TokenGrant { audience, copy_claims })
+        }
+        "aws" | "secrets" | "postgres" => {
+            return Err(field(".kind", format!("`{}` grants are not available in this version of stint yet; use `token`", raw.kind)));
+        }
+        other => return Err(field(".kind", format!("`{other}` is unknown: use token"))),
+    };
+    if raw.allow.is_empty() {
+        return Err(field(".allow", "no rule: add at least one `{issuer, claims}` rule, or nobody can have this grant"));
+    }
+    let mut rules = Vec::new();
+    for (i, rule) in raw.allow.into_iter().enumerate() {
+        let at = format!(".allow[{i}]");
+        if !issuers.contains(rule.issuer.as_str()) {
+            return Err(field(&format!("{at}.issuer"), format!("`{}` is not an issuer in `issuers`", rule.issuer)));
+        }
+        if rule.claims.0.is_empty() {
+            return Err(field(
+                &format!("{at}.claims"),
+                "no claim matcher: a rule must bind at least one claim, or every token of the issuer would match",
+            ));
+        }
+        let mut claims = Vec::new();
+        for (claim, spec) in rule.claims.0 {
+            let matcher = Matcher::compile(&spec).map_err(|m| field(&format!("{at}.claims.{claim}"), m))?;
+            claims.push((claim, matcher));
+        }
+        rules.push(Rule { issuer: rule.issuer, claims });
+    }
+    Ok(GrantSpec { name: name.to_string(), description: raw.description, ttl, max_ttl, kind, rules })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,100 @@
+//! The config file as written: serde structs with `deny_unknown_fields`
+//! everywhere, so a typo is an error and never a silently ignored key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use crate::policy::MatcherSpec;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub audit: Option<RawAudit>,
+    pub signing: Option<RawSigning>,
+    pub issuers: Option<UniqueMap<RawIssuer>>,
+    pub grants: Option<UniqueMap<RawGrant>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub store: Option<String>,
+    pub key_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigning {
+    pub issuer: Option<String>,
+    pub key_file: Option<String>,
+    pub algorithm: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub issuer: String,
+    pub audience: String,
+    pub algorithms: Vec<String>,
+    pub max_token_lifetime: Option<String>,
+    pub leeway: Option<String>,
+    pub exclusive_audience: Option<bool>,
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrant {
+    pub kind: String,
+    pub description: Option<String>,
+    pub ttl: String,
+    pub max_ttl: Option<String>,
+    /// kind: token
+    pub audience: Option<String>,
+    /// kind: token
+    pub copy_claims: Option<Vec<String>>,
+    pub allow: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub issuer: String,
+    pub claims: UniqueMap<MatcherSpec>,
+}
+
+/// A map that refuses a key written twice. YAML parsers keep the last of two
+/// equal keys; in a policy that would let a later line quietly replace an
+/// earlier, narrower one.
+#[derive(Debug)]
+pub struct UniqueMap<V>(pub BTreeMap<String, V>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UniqueVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueVisitor<V> {
+            type Value = UniqueMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format!("`{key}` is written twice")));
+                    }
+                    let value = map.next_value()?;
+                    out.insert(key, value);
+                }
+                Ok(UniqueMap(out))
+            }
+        }
+        deserializer.deserialize_map(UniqueVisitor(PhantomData))
+    }
+}

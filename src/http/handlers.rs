@@ -1,0 +1,111 @@
+//! Public API handlers: extract, call the broker, map the result.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::problem::Problem;
+use super::{AppState, RequestId};
+use crate::broker::IssueRequest;
+use crate::identity::{IdentityError, MAX_TOKEN_BYTES};
+
+/// Largest accepted request body; issue options are a few dozen bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The bearer token, `Err` when the header is present but unusable.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, IdentityError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    if value.len() > MAX_TOKEN_BYTES + 16 {
+        return Err(IdentityError::TooLarge);
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| IdentityError::Malformed("the Authorization header is not ASCII".into()))?;
+    let (scheme, token) = text
+        .split_once(' ')
+        .ok_or_else(|| IdentityError::Malformed("use `Authorization: Bearer <token>`".into()))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(IdentityError::Malformed("use `Authorization: Bearer <token>`".into()));
+    }
+    Ok(Some(token.trim()))
+}
+
+/// `POST /v1/issue/{grant}`
+pub async fn issue(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(grant): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(body) = to_bytes(body, MAX_BODY_BYTES).await else {
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            &request_id,
+        )
+        .into_response();
+    };
+    // An unusable header still goes through the broker so the refusal is audited.
+    let request = IssueRequest { grant: &grant, bearer: bearer(&headers), body: &body, request_id: &request_id, client_addr: Some(peer) };
+    match state.broker.issue(request).await {
+        Ok(issuance) => (StatusCode::OK, Json(Value::Object(issuance.body))).into_response(),
+        Err(err) => Problem::from_broker(&err, &request_id).into_response(),
+    }
+}
+
+/// `GET /v1/grants`
+pub async fn grants(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    match state.broker.grants(bearer(&headers)).await {
+        Ok(grants) => Json(json!({ "grants": grants })).into_response(),
+        Err(err) => Problem::from_broker(&err, &request_id).into_response(),
+    }
+}
+
+/// `GET /.well-known/jwks.json`: keys that verify stint-signed tokens.
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.jwks.as_ref().clone()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+/// `GET /.well-known/openid-configuration`: lets OIDC libraries discover
+/// the JWKS of stint-signed tokens.
+pub async fn discovery(State(state): State<AppState>) -> Response {
+    Json(json!({
+        "issuer": state.issuer.as_str(),
+        "jwks_uri": format!("{}/.well-known/jwks.json", state.issuer),
+        "id_token_signing_alg_values_supported": state.jwks["keys"].as_array()
+            .map(|keys| keys.iter().filter_map(|k| k.get("alg").cloned()).collect::<Vec<_>>())
+            .unwrap_or_default(),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+    }))
+    .into_response()
+}
+
+/// Unknown paths.
+pub async fn not_found(Extension(RequestId(request_id)): Extension<RequestId>) -> Response {
+    Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see openapi.yaml", &request_id).into_response()
+}
+
+/// Known paths, wrong method.
+pub async fn method_not_allowed(Extension(RequestId(request_id)): Extension<RequestId>) -> Response {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method", &request_id)
+        .into_response()
+}

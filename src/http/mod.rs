@@ -1,0 +1,82 @@
+//! HTTP: the public API router, the admin router, and the middleware that
+//! gives every response a request id and a latency sample.
+
+mod admin;
+mod handlers;
+pub mod problem;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::Value;
+
+use crate::broker::Broker;
+use crate::metrics::Metrics;
+
+/// Response header carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The request id of the current request, set by middleware.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Shared state of the public and admin routers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// `/.well-known/jwks.json` body.
+    pub jwks: Arc<Value>,
+    /// `iss` of stint-signed tokens.
+    pub issuer: Arc<String>,
+}
+
+/// The public API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/issue/{grant}", post(handlers::issue))
+        .route("/v1/grants", get(handlers::grants))
+        .route("/.well-known/jwks.json", get(handlers::jwks))
+        .route("/.well-known/openid-configuration", get(handlers::discovery))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The admin API: health, readiness, metrics.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(admin::metrics))
+        .with_state(state)
+}
+
+/// Assigns a request id, echoes it in `x-request-id`, records latency.
+async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = uuid::Uuid::now_v7().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(unmatched)".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let status = response.status().as_u16();
+    state.metrics.request(&route, &method, status, started.elapsed().as_secs_f64());
+    tracing::info!(request_id = %id, %method, route = %route, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    response
+}

@@ -1,0 +1,282 @@
+//! Discovery and JWKS for one trusted issuer: fetched over HTTP, cached,
+//! refetched at most once per cooldown, concurrent refetches coalesced.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+use tokio::sync::{Mutex, RwLock};
+
+use super::IdentityError;
+
+/// Discovery and JWKS bodies larger than this are refused: an issuer that
+/// sends megabytes is broken or hostile, and stint must not buffer it.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+/// How the key cache of one issuer behaves.
+#[derive(Debug, Clone)]
+pub struct KeyCachePolicy {
+    /// Least time between two fetches triggered by an unknown `kid`.
+    pub refetch_cooldown: Duration,
+    /// Keys older than this are refreshed on the next lookup (old keys stay
+    /// usable when the refresh fails).
+    pub max_age: Duration,
+    /// Timeout of one discovery or JWKS request.
+    pub http_timeout: Duration,
+}
+
+impl Default for KeyCachePolicy {
+    fn default() -> Self {
+        KeyCachePolicy {
+            refetch_cooldown: Duration::from_secs(30),
+            max_age: Duration::from_secs(3600),
+            http_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A verification key from the issuer's JWKS.
+pub(crate) struct VerifyKey {
+    pub kid: Option<String>,
+    params: KeyParams,
+    /// The JWK's own `alg`, when it names one.
+    alg: Option<Algorithm>,
+    pub key: DecodingKey,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyParams {
+    Rsa,
+    EcP256,
+    EcP384,
+    Ed25519,
+}
+
+impl VerifyKey {
+    /// Whether this key may verify a signature made with `alg`. The key type
+    /// must fit the algorithm pinned in config; the token header never
+    /// chooses what kind of key is used.
+    pub fn fits(&self, alg: Algorithm) -> bool {
+        if self.alg.is_some_and(|own| own != alg) {
+            return false;
+        }
+        matches!(
+            (self.params, alg),
+            (
+                KeyParams::Rsa,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ) | (KeyParams::EcP256, Algorithm::ES256)
+                | (KeyParams::EcP384, Algorithm::ES384)
+                | (KeyParams::Ed25519, Algorithm::EdDSA)
+        )
+    }
+
+    /// Builds a key from one JWK, or `None` for keys stint never uses:
+    /// symmetric (`kty: oct`), encryption keys, unknown types and curves.
+    fn from_jwk(jwk: &Jwk) -> Option<VerifyKey> {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))) {
+            return None;
+        }
+        let params = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => KeyParams::Rsa,
+            AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                EllipticCurve::P256 => KeyParams::EcP256,
+                EllipticCurve::P384 => KeyParams::EcP384,
+                _ => return None,
+            },
+            AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => KeyParams::Ed25519,
+            _ => return None,
+        };
+        let alg = match jwk.common.key_algorithm {
+            None => None,
+            Some(key_alg) => Some(key_alg.to_string().parse::<Algorithm>().ok()?),
+        };
+        let key = DecodingKey::from_jwk(jwk).ok()?;
+        Some(VerifyKey { kid: jwk.common.key_id.clone(), params, alg, key })
+    }
+}
+
+#[derive(Default)]
+struct KeyState {
+    keys: Vec<Arc<VerifyKey>>,
+    fetched_at: Option<Instant>,
+    last_attempt: Option<Instant>,
+    /// Bumped on every fetch attempt, so a waiter can tell that another task
+    /// fetched while it queued.
+    generation: u64,
+}
+
+/// The key cache of one issuer.
+pub(crate) struct IssuerKeys {
+    issuer_url: String,
+    http: reqwest::Client,
+    policy: KeyCachePolicy,
+    state: RwLock<KeyState>,
+    fetching: Mutex<()>,
+    fetches: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+#[derive(Deserialize)]
+struct RawJwkSet {
+    keys: Vec<serde_json::Value>,
+}
+
+impl IssuerKeys {
+    pub fn new(issuer_url: String, http: reqwest::Client, policy: KeyCachePolicy) -> IssuerKeys {
+        IssuerKeys {
+            issuer_url,
+            http,
+            policy,
+            state: RwLock::new(KeyState::default()),
+            fetching: Mutex::new(()),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// Number of discovery+JWKS fetch attempts so far (for metrics and tests).
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Whether keys have ever been fetched successfully.
+    pub async fn has_keys(&self) -> bool {
+        self.state.read().await.fetched_at.is_some()
+    }
+
+    /// The key for `kid` that fits `alg`. An unknown `kid` refetches the JWKS
+    /// at most once per cooldown; known keys keep working when the issuer is
+    /// down.
+    pub async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerifyKey>, IdentityError> {
+        let (found, generation, stale) = {
+            let state = self.state.read().await;
+            let stale = state.fetched_at.is_none_or(|at| at.elapsed() >= self.policy.max_age);
+            (pick(&state.keys, kid, alg), state.generation, stale)
+        };
+        match found {
+            Some(key) if !stale => return Ok(key),
+            Some(key) => {
+                // Old keys still verify; a failed refresh must not lock users out.
+                let _ = self.refresh(generation).await;
+                let state = self.state.read().await;
+                return Ok(pick(&state.keys, kid, alg).unwrap_or(key));
+            }
+            None => {}
+        }
+        let refreshed = self.refresh(generation).await;
+        let state = self.state.read().await;
+        if let Some(key) = pick(&state.keys, kid, alg) {
+            return Ok(key);
+        }
+        match refreshed {
+            Err(err) if state.fetched_at.is_none() => Err(err),
+            _ => Err(IdentityError::UnknownKey),
+        }
+    }
+
+    /// Fetches discovery and JWKS unless another task already did since
+    /// `seen_generation`, or the cooldown since the last attempt has not passed.
+    async fn refresh(&self, seen_generation: u64) -> Result<(), IdentityError> {
+        let _one_at_a_time = self.fetching.lock().await;
+        {
+            let state = self.state.read().await;
+            if state.generation != seen_generation {
+                return Ok(()); // coalesced: someone fetched while we waited
+            }
+            if state.last_attempt.is_some_and(|at| at.elapsed() < self.policy.refetch_cooldown) {
+                return Ok(());
+            }
+        }
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let fetched = self.fetch().await;
+        let mut state = self.state.write().await;
+        state.generation += 1;
+        state.last_attempt = Some(Instant::now());
+        match fetched {
+            Ok(keys) => {
+                state.keys = keys;
+                state.fetched_at = Some(Instant::now());
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(issuer = %self.issuer_url, error = %err, "JWKS refresh failed; keeping known keys");
+                Err(IdentityError::IssuerUnavailable)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Vec<Arc<VerifyKey>>, String> {
+        let discovery_url = format!("{}/.well-known/openid-configuration", self.issuer_url.trim_end_matches('/'));
+        let discovery: Discovery = self.get_json(&discovery_url).await?;
+        if discovery.issuer != self.issuer_url {
+            return Err(format!(
+                "discovery says issuer `{}`, config says `{}`; they must be equal",
+                discovery.issuer, self.issuer_url
+            ));
+        }
+        if !discovery.jwks_uri.starts_with("https://") && self.issuer_url.starts_with("https://") {
+            return Err("jwks_uri is not https".to_string());
+        }
+        let set: RawJwkSet = self.get_json(&discovery.jwks_uri).await?;
+        let keys: Vec<Arc<VerifyKey>> = set
+            .keys
+            .iter()
+            .filter_map(|raw| serde_json::from_value::<Jwk>(raw.clone()).ok())
+            .filter_map(|jwk| VerifyKey::from_jwk(&jwk))
+            .map(Arc::new)
+            .collect();
+        tracing::info!(issuer = %self.issuer_url, keys = keys.len(), "fetched JWKS");
+        Ok(keys)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
+        let mut response = self
+            .http
+            .get(url)
+            .timeout(self.policy.http_timeout)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", response.status()));
+        }
+        if response.content_length().is_some_and(|len| len > MAX_DOCUMENT_BYTES as u64) {
+            return Err(format!("GET {url}: body larger than {MAX_DOCUMENT_BYTES} bytes"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(format!("GET {url}: body larger than {MAX_DOCUMENT_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not the expected JSON: {e}"))
+    }
+}
+
+/// Picks the key named by `kid`; without a `kid`, the only key that fits.
+fn pick(keys: &[Arc<VerifyKey>], kid: Option<&str>, alg: Algorithm) -> Option<Arc<VerifyKey>> {
+    match kid {
+        Some(kid) => keys.iter().find(|k| k.kid.as_deref() == Some(kid) && k.fits(alg)).cloned(),
+        None => {
+            let mut fitting = keys.iter().filter(|k| k.fits(alg));
+            match (fitting.next(), fitting.next()) {
+                (Some(only), None) => Some(only.clone()),
+                _ => None,
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! stint: a short-lived secrets broker.
+//!
+//! The request flow is identity → policy → provider → audit, one module each;
+//! [`broker`] is the only place where the whole flow is written down.
+
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+pub mod audit;
+pub mod broker;
+pub mod config;
+pub mod dev;
+pub mod duration;
+pub mod http;
+pub mod identity;
+pub mod keys;
+pub mod policy;
+pub mod provider;
+pub mod metrics;
+pub mod server;

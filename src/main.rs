@@ -1,0 +1,278 @@
+//! The `stint` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use stint::audit::{self, AuditQuery, AuditRecord, Outcome};
+use stint::config::Config;
+use stint::{dev, duration, server};
+
+#[derive(Parser)]
+#[command(name = "stint", version, about = "Short-lived secrets broker: OIDC token in, audited, expiring credential out")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "STINT_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker with a config file.
+    Serve {
+        /// The YAML config (see docs/configuration.md).
+        #[arg(long, short, env = "STINT_CONFIG", default_value = "stint.yaml")]
+        config: PathBuf,
+    },
+    /// Run the broker with a built-in dev issuer, SQLite audit and sample grants.
+    Dev {
+        /// Folder for dev keys and the audit log.
+        #[arg(long, default_value = dev::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Broker address.
+        #[arg(long, default_value = "127.0.0.1:8420")]
+        listen: SocketAddr,
+        /// Admin address.
+        #[arg(long, default_value = "127.0.0.1:9420")]
+        admin_listen: SocketAddr,
+        /// Dev issuer address.
+        #[arg(long, default_value = "127.0.0.1:8421")]
+        issuer_listen: SocketAddr,
+    },
+    /// Mint tokens for testing.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Check a config file and exit.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print an OIDC token from the `stint dev` issuer.
+    Dev {
+        /// The `sub` claim.
+        #[arg(long, default_value = "repo:acme/api:ref:refs/heads/main")]
+        sub: String,
+        /// A claim as name=value (repeatable).
+        #[arg(long = "claim", value_parser = parse_claim)]
+        claims: Vec<(String, String)>,
+        /// The `aud` claim.
+        #[arg(long)]
+        aud: Option<String>,
+        /// Lifetime.
+        #[arg(long, default_value = "5m")]
+        ttl: String,
+        /// The `stint dev` folder.
+        #[arg(long, default_value = dev::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print recent audit records, newest first.
+    Query {
+        /// Read the store named in this config.
+        #[arg(long, short, conflicts_with = "store")]
+        config: Option<PathBuf>,
+        /// Store URL (default: the `stint dev` log).
+        #[arg(long)]
+        store: Option<String>,
+        /// Only this grant.
+        #[arg(long)]
+        grant: Option<String>,
+        /// Only this subject.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only this outcome (issued, denied, error).
+        #[arg(long, value_parser = parse_outcome)]
+        outcome: Option<Outcome>,
+        /// Only this request id.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// At most this many records.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file; exit 1 with the file, key and fix on error.
+    Check {
+        /// The YAML config.
+        #[arg(long, short, env = "STINT_CONFIG", default_value = "stint.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn parse_claim(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{text}` is not name=value"))
+}
+
+fn parse_outcome(text: &str) -> Result<Outcome, String> {
+    Outcome::parse(text).ok_or_else(|| format!("`{text}` is not issued, denied or error"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STINT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Token(_) | Command::Audit(_) | Command::Config(_));
+    if !quiet {
+        init_logging(cli.log_format);
+    }
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stint: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            let running = server::start(config).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            running.shutdown().await;
+            Ok(())
+        }
+        Command::Dev { dir, listen, admin_listen, issuer_listen } => {
+            dev::run(dev::DevOptions { dir, listen, admin_listen, issuer_listen }).await
+        }
+        Command::Token(TokenCommand::Dev { sub, claims, aud, ttl, dir }) => {
+            let ttl = duration::parse(&ttl)?;
+            let token = dev::mint(&dir, &sub, &claims, aud.as_deref(), i64::try_from(ttl.as_secs())?)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check { config }) => {
+            let parsed = Config::load(&config)?;
+            println!(
+                "{}: ok ({} issuers, {} grants)",
+                config.display(),
+                parsed.issuers.len(),
+                parsed.policy.grants().count()
+            );
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Query { config, store, grant, subject, outcome, request_id, limit, format }) => {
+            let store = match (config, store) {
+                (Some(path), _) => Config::load(&path)?.audit.store,
+                (None, Some(store)) => store,
+                (None, None) => {
+                    let dev_log = PathBuf::from(dev::DEFAULT_DIR).join("audit.db");
+                    if !dev_log.exists() {
+                        anyhow::bail!("no audit store given: pass --config stint.yaml or --store sqlite://PATH");
+                    }
+                    format!("sqlite://{}", dev_log.display())
+                }
+            };
+            let sink = audit::open(&store)?;
+            let records = sink
+                .query(&AuditQuery { grant, subject, outcome, request_id, limit: Some(limit) })
+                .await?;
+            match format {
+                Format::Json => {
+                    for record in &records {
+                        println!("{}", serde_json::to_string(record)?);
+                    }
+                }
+                Format::Table => print_table(&records),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_table(records: &[AuditRecord]) {
+    let rows: Vec<[String; 7]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.seq.map(|s| s.to_string()).unwrap_or_default(),
+                r.time.clone(),
+                r.outcome.as_str().to_string(),
+                r.reason.clone().unwrap_or_else(|| "-".into()),
+                r.grant.clone().unwrap_or_else(|| "-".into()),
+                r.subject.clone().unwrap_or_else(|| "-".into()),
+                r.request_id.clone(),
+            ]
+        })
+        .collect();
+    let header = ["SEQ", "TIME", "OUTCOME", "REASON", "GRANT", "SUBJECT", "REQUEST ID"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    if rows.is_empty() {
+        println!("(no records)");
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,98 @@
+//! Prometheus metrics, served on the admin listener.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuanceLabels {
+    grant: String,
+    outcome: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    issuer: String,
+}
+
+/// The broker's metrics.
+pub struct Metrics {
+    registry: Registry,
+    issuances: Family<IssuanceLabels, Counter>,
+    requests: Family<RequestLabels, Histogram>,
+    jwks_fetches: Family<IssuerLabels, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("stint");
+        let issuances = Family::<IssuanceLabels, Counter>::default();
+        registry.register(
+            "issuances",
+            "Issue requests by grant, outcome (issued, denied, error) and reason code",
+            issuances.clone(),
+        );
+        let requests = Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("http_request_duration_seconds", "HTTP request latency by route", requests.clone());
+        let jwks_fetches = Family::<IssuerLabels, Gauge>::default();
+        registry.register("jwks_fetch_attempts", "Discovery + JWKS fetch attempts per issuer since start", jwks_fetches.clone());
+        Metrics { registry, issuances, requests, jwks_fetches }
+    }
+
+    /// Counts one issue request. Unknown grant names are folded into one
+    /// label value so that callers cannot grow the label set without bound.
+    pub fn issuance(&self, grant: Option<&str>, outcome: &str, reason: &str) {
+        self.issuances
+            .get_or_create(&IssuanceLabels {
+                grant: grant.unwrap_or("(unknown)").to_string(),
+                outcome: outcome.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records one HTTP request's latency.
+    pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels { route: route.to_string(), method: method.to_string(), status: status.to_string() })
+            .observe(seconds);
+    }
+
+    /// Sets the JWKS fetch count of an issuer.
+    pub fn jwks_fetches(&self, issuer: &str, count: u64) {
+        self.jwks_fetches
+            .get_or_create(&IssuerLabels { issuer: issuer.to_string() })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,108 @@
+//! Start-up: config → parts → listeners. Shared by `stint serve`,
+//! `stint dev` and the integration tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::audit::{self, AuditKey};
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::identity::Verifier;
+use crate::keys::SigningKey;
+use crate::metrics::Metrics;
+use crate::provider::{CredentialProvider, TokenProvider};
+
+/// A broker that is listening.
+pub struct RunningServer {
+    /// Public API address.
+    pub addr: SocketAddr,
+    /// Admin address.
+    pub admin_addr: SocketAddr,
+    /// `iss` of stint-signed tokens.
+    pub issuer: String,
+    /// The broker, for in-process inspection.
+    pub broker: Arc<Broker>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
+}
+
+/// Builds every part from `config` and starts both listeners.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let listener = bind(config.listen, "listen").await?;
+    let admin_listener = bind(config.admin_listen, "admin_listen").await?;
+    let addr = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let audit_sink = audit::open(&config.audit.store).map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.source_name))?;
+    let audit_key = AuditKey::load_or_create(&config.audit.key_file)
+        .map_err(|e| anyhow::anyhow!("{}: audit.key_file: {e}", config.source_name))?;
+    let signing_key = Arc::new(
+        SigningKey::load_or_create(&config.signing.key_file, config.signing.algorithm)
+            .map_err(|e| anyhow::anyhow!("{}: signing.key_file: {e}", config.source_name))?,
+    );
+    let issuer = config.signing.issuer.clone().unwrap_or_else(|| format!("http://{addr}"));
+
+    let verifier = Verifier::new(config.issuers.clone(), config.key_cache.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let metrics = Arc::new(Metrics::new());
+    let providers: Vec<Arc<dyn CredentialProvider>> =
+        vec![Arc::new(TokenProvider::new(signing_key.clone(), issuer.clone()))];
+    let broker = Arc::new(Broker::new(verifier, config.policy.clone(), providers, audit_sink, audit_key, metrics.clone()));
+
+    let state = AppState {
+        broker: broker.clone(),
+        metrics,
+        jwks: Arc::new(json!({ "keys": [signing_key.public_jwk()] })),
+        issuer: Arc::new(issuer.clone()),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let public = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let admin = http::admin_router(state);
+    let mut stop_public = stopped.clone();
+    let mut stop_admin = stopped;
+    let tasks = vec![
+        tokio::spawn(async move {
+            axum::serve(listener, public)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_public.wait_for(|s| *s).await;
+                })
+                .await
+        }),
+        tokio::spawn(async move {
+            axum::serve(admin_listener, admin)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_admin.wait_for(|s| *s).await;
+                })
+                .await
+        }),
+    ];
+
+    // Warm the key caches in the background; failures are logged and retried
+    // on the first request.
+    let warm = broker.clone();
+    tokio::spawn(async move { warm.verifier().prefetch().await });
+
+    tracing::info!(%addr, %admin_addr, %issuer, issuers = config.issuers.len(), grants = config.policy.grants().count(), "stint is listening");
+    Ok(RunningServer { addr, admin_addr, issuer, broker, stop, tasks })
+}
