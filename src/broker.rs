@@ -93,7 +93,9 @@ impl BrokerError {
     fn outcome(&self) -> Outcome {
         match self {
             BrokerError::Identity(IdentityError::IssuerUnavailable)
-            | BrokerError::Provider(ProviderError::Refused(_) | ProviderError::Unavailable(_) | ProviderError::Internal(_))
+            | BrokerError::Provider(
+                ProviderError::Refused(_) | ProviderError::Unavailable(_) | ProviderError::Internal(_),
+            )
             | BrokerError::AuditUnavailable => Outcome::Error,
             _ => Outcome::Denied,
         }
@@ -137,7 +139,14 @@ impl Broker {
         metrics: Arc<Metrics>,
     ) -> Broker {
         let providers = providers.into_iter().map(|p| (p.kind(), p)).collect();
-        Broker { verifier, policy, providers, audit, audit_key, metrics }
+        Broker {
+            verifier,
+            policy,
+            providers,
+            audit,
+            audit_key,
+            metrics,
+        }
     }
 
     /// The token verifier (for readiness and metrics).
@@ -181,7 +190,10 @@ impl Broker {
                 record.outcome = Outcome::Issued;
                 if self.audit.append(&record).await.is_err() {
                     // The credential in `body` is dropped here, unseen.
-                    tracing::error!(request_id = request.request_id, "audit write failed; credential withheld");
+                    tracing::error!(
+                        request_id = request.request_id,
+                        "audit write failed; credential withheld"
+                    );
                     self.metrics.issuance(known_grant, "error", "audit_unavailable");
                     return Err(BrokerError::AuditUnavailable);
                 }
@@ -242,7 +254,11 @@ impl Broker {
             .providers
             .get(spec.kind.name())
             .ok_or_else(|| ProviderError::Internal(format!("no provider for kind {}", spec.kind.name())))?;
-        let ctx = IssueContext { issuance_id: uuid::Uuid::now_v7().to_string(), ttl, now };
+        let ctx = IssueContext {
+            issuance_id: uuid::Uuid::now_v7().to_string(),
+            ttl,
+            now,
+        };
         record.issuance_id = Some(ctx.issuance_id.clone());
         let credential = provider.issue(&grant, &ctx).await?;
         record.expires_at = Some(rfc3339(credential.expires_at));
@@ -296,9 +312,15 @@ fn resolve_ttl(spec: &GrantSpec, requested: Option<&str>) -> Result<Duration, Br
     let Some(text) = requested else {
         return Ok(spec.ttl);
     };
-    let ttl = duration::parse(text).map_err(|e| BrokerError::BadRequest { code: "invalid_ttl", detail: e.to_string() })?;
+    let ttl = duration::parse(text).map_err(|e| BrokerError::BadRequest {
+        code: "invalid_ttl",
+        detail: e.to_string(),
+    })?;
     if ttl < Duration::from_secs(1) {
-        return Err(BrokerError::BadRequest { code: "invalid_ttl", detail: "ttl must be at least 1s".into() });
+        return Err(BrokerError::BadRequest {
+            code: "invalid_ttl",
+            detail: "ttl must be at least 1s".into(),
+        });
     }
     if ttl > spec.max_ttl {
         return Err(BrokerError::BadRequest {

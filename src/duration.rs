@@ -12,7 +12,9 @@ pub struct DurationError {
 /// Parses `1d2h3m4s`-style durations. Every number needs a unit so that `60`
 /// cannot be read as minutes by one reader and seconds by another.
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
-    let err = || DurationError { input: input.to_string() };
+    let err = || DurationError {
+        input: input.to_string(),
+    };
     let text = input.trim();
     if text.is_empty() {
         return Err(err());

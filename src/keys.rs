@@ -64,7 +64,9 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// The file is not a PKCS#8 key of the configured algorithm.
-    #[error("{path}: not a PKCS#8 {alg} private key in PEM (delete it to let stint create a new one, or fix `algorithm`)")]
+    #[error(
+        "{path}: not a PKCS#8 {alg} private key in PEM (delete it to let stint create a new one, or fix `algorithm`)"
+    )]
     Invalid {
         /// The key file.
         path: String,
@@ -88,15 +90,26 @@ impl SigningKey {
         let shown = path.display().to_string();
         match fs::read_to_string(path) {
             Ok(pem) => {
-                let der = pem_decode(&pem).ok_or(KeyError::Invalid { path: shown.clone(), alg: alg.name() })?;
-                SigningKey::from_pkcs8(alg, &der).ok_or(KeyError::Invalid { path: shown, alg: alg.name() })
+                let der = pem_decode(&pem).ok_or(KeyError::Invalid {
+                    path: shown.clone(),
+                    alg: alg.name(),
+                })?;
+                SigningKey::from_pkcs8(alg, &der).ok_or(KeyError::Invalid {
+                    path: shown,
+                    alg: alg.name(),
+                })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let der = generate_pkcs8(alg)?;
-                write_private(path, pem_encode("PRIVATE KEY", &der).as_bytes())
-                    .map_err(|source| KeyError::Io { path: shown.clone(), source })?;
+                write_private(path, pem_encode("PRIVATE KEY", &der).as_bytes()).map_err(|source| KeyError::Io {
+                    path: shown.clone(),
+                    source,
+                })?;
                 tracing::info!(path = %shown, alg = alg.name(), "created a new signing key");
-                SigningKey::from_pkcs8(alg, &der).ok_or(KeyError::Invalid { path: shown, alg: alg.name() })
+                SigningKey::from_pkcs8(alg, &der).ok_or(KeyError::Invalid {
+                    path: shown,
+                    alg: alg.name(),
+                })
             }
             Err(source) => Err(KeyError::Io { path: shown, source }),
         }
@@ -109,7 +122,11 @@ impl SigningKey {
                 Pair::Ec(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der).ok()?)
             }
         };
-        let mut key = SigningKey { alg, pair, kid: String::new() };
+        let mut key = SigningKey {
+            alg,
+            pair,
+            kid: String::new(),
+        };
         key.kid = key.thumbprint();
         Some(key)
     }
@@ -241,12 +258,16 @@ mod tests {
             let key = SigningKey::generate(alg).map_err(|e| e.to_string());
             let Ok(key) = key else { unreachable!("keygen failed") };
             let token = key.sign_jwt(&json!({"sub": "x"})).unwrap_or_default();
-            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.public_jwk()).unwrap_or_else(|_| unreachable!());
+            let jwk: jsonwebtoken::jwk::Jwk =
+                serde_json::from_value(key.public_jwk()).unwrap_or_else(|_| unreachable!());
             let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap_or_else(|_| unreachable!());
             let mut validation = jsonwebtoken::Validation::new(alg.name().parse().unwrap_or_default());
             validation.required_spec_claims.clear();
             validation.validate_exp = false;
-            assert!(jsonwebtoken::decode::<Value>(&token, &decoding, &validation).is_ok(), "{alg:?}");
+            assert!(
+                jsonwebtoken::decode::<Value>(&token, &decoding, &validation).is_ok(),
+                "{alg:?}"
+            );
         }
     }
 

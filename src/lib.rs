@@ -14,7 +14,7 @@ pub mod duration;
 pub mod http;
 pub mod identity;
 pub mod keys;
+pub mod metrics;
 pub mod policy;
 pub mod provider;
-pub mod metrics;
 pub mod server;

@@ -10,7 +10,11 @@ use stint::config::Config;
 use stint::{dev, duration, server};
 
 #[derive(Parser)]
-#[command(name = "stint", version, about = "Short-lived secrets broker: OIDC token in, audited, expiring credential out")]
+#[command(
+    name = "stint",
+    version,
+    about = "Short-lived secrets broker: OIDC token in, audited, expiring credential out"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "STINT_LOG_FORMAT")]
@@ -142,7 +146,9 @@ fn parse_outcome(text: &str) -> Result<Outcome, String> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STINT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -175,10 +181,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
             running.shutdown().await;
             Ok(())
         }
-        Command::Dev { dir, listen, admin_listen, issuer_listen } => {
-            dev::run(dev::DevOptions { dir, listen, admin_listen, issuer_listen }).await
+        Command::Dev {
+            dir,
+            listen,
+            admin_listen,
+            issuer_listen,
+        } => {
+            dev::run(dev::DevOptions {
+                dir,
+                listen,
+                admin_listen,
+                issuer_listen,
+            })
+            .await
         }
-        Command::Token(TokenCommand::Dev { sub, claims, aud, ttl, dir }) => {
+        Command::Token(TokenCommand::Dev {
+            sub,
+            claims,
+            aud,
+            ttl,
+            dir,
+        }) => {
             let ttl = duration::parse(&ttl)?;
             let token = dev::mint(&dir, &sub, &claims, aud.as_deref(), i64::try_from(ttl.as_secs())?)?;
             println!("{token}");
@@ -194,7 +217,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Audit(AuditCommand::Query { config, store, grant, subject, outcome, request_id, limit, format }) => {
+        Command::Audit(AuditCommand::Query {
+            config,
+            store,
+            grant,
+            subject,
+            outcome,
+            request_id,
+            limit,
+            format,
+        }) => {
             let store = match (config, store) {
                 (Some(path), _) => Config::load(&path)?.audit.store,
                 (None, Some(store)) => store,
@@ -208,7 +240,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             let sink = audit::open(&store)?;
             let records = sink
-                .query(&AuditQuery { grant, subject, outcome, request_id, limit: Some(limit) })
+                .query(&AuditQuery {
+                    grant,
+                    subject,
+                    outcome,
+                    request_id,
+                    limit: Some(limit),
+                })
                 .await?;
             match format {
                 Format::Json => {

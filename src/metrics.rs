@@ -55,10 +55,23 @@ impl Metrics {
             issuances.clone(),
         );
         let requests = Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register("http_request_duration_seconds", "HTTP request latency by route", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            requests.clone(),
+        );
         let jwks_fetches = Family::<IssuerLabels, Gauge>::default();
-        registry.register("jwks_fetch_attempts", "Discovery + JWKS fetch attempts per issuer since start", jwks_fetches.clone());
-        Metrics { registry, issuances, requests, jwks_fetches }
+        registry.register(
+            "jwks_fetch_attempts",
+            "Discovery + JWKS fetch attempts per issuer since start",
+            jwks_fetches.clone(),
+        );
+        Metrics {
+            registry,
+            issuances,
+            requests,
+            jwks_fetches,
+        }
     }
 
     /// Counts one issue request. Unknown grant names are folded into one
@@ -76,14 +89,20 @@ impl Metrics {
     /// Records one HTTP request's latency.
     pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
         self.requests
-            .get_or_create(&RequestLabels { route: route.to_string(), method: method.to_string(), status: status.to_string() })
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status: status.to_string(),
+            })
             .observe(seconds);
     }
 
     /// Sets the JWKS fetch count of an issuer.
     pub fn jwks_fetches(&self, issuer: &str, count: u64) {
         self.jwks_fetches
-            .get_or_create(&IssuerLabels { issuer: issuer.to_string() })
+            .get_or_create(&IssuerLabels {
+                issuer: issuer.to_string(),
+            })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 

@@ -55,20 +55,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let audit_sink = audit::open(&config.audit.store).map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.source_name))?;
+    let audit_sink =
+        audit::open(&config.audit.store).map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.source_name))?;
     let audit_key = AuditKey::load_or_create(&config.audit.key_file)
         .map_err(|e| anyhow::anyhow!("{}: audit.key_file: {e}", config.source_name))?;
     let signing_key = Arc::new(
         SigningKey::load_or_create(&config.signing.key_file, config.signing.algorithm)
             .map_err(|e| anyhow::anyhow!("{}: signing.key_file: {e}", config.source_name))?,
     );
-    let issuer = config.signing.issuer.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let issuer = config
+        .signing
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
 
     let verifier = Verifier::new(config.issuers.clone(), config.key_cache.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let metrics = Arc::new(Metrics::new());
     let providers: Vec<Arc<dyn CredentialProvider>> =
         vec![Arc::new(TokenProvider::new(signing_key.clone(), issuer.clone()))];
-    let broker = Arc::new(Broker::new(verifier, config.policy.clone(), providers, audit_sink, audit_key, metrics.clone()));
+    let broker = Arc::new(Broker::new(
+        verifier,
+        config.policy.clone(),
+        providers,
+        audit_sink,
+        audit_key,
+        metrics.clone(),
+    ));
 
     let state = AppState {
         broker: broker.clone(),
@@ -104,5 +116,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     tokio::spawn(async move { warm.verifier().prefetch().await });
 
     tracing::info!(%addr, %admin_addr, %issuer, issuers = config.issuers.len(), grants = config.policy.grants().count(), "stint is listening");
-    Ok(RunningServer { addr, admin_addr, issuer, broker, stop, tasks })
+    Ok(RunningServer {
+        addr,
+        admin_addr,
+        issuer,
+        broker,
+        stop,
+        tasks,
+    })
 }

@@ -42,7 +42,9 @@ impl AuditKey {
 
     /// A key from raw bytes.
     pub fn from_bytes(bytes: &[u8]) -> AuditKey {
-        AuditKey { key: hmac::Key::new(hmac::HMAC_SHA256, bytes) }
+        AuditKey {
+            key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+        }
     }
 
     /// Hex HMAC-SHA256 of `value`.
@@ -56,7 +58,7 @@ fn hex_encode(bytes: &[u8]) -> String {
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

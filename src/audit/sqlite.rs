@@ -49,13 +49,17 @@ impl SqliteSink {
             std::fs::create_dir_all(parent)
                 .map_err(|e| AuditError::Config(format!("audit store {}: {e}", path.display())))?;
         }
-        let conn = Connection::open(path).map_err(|e| AuditError::Config(format!("audit store {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
+        let conn =
+            Connection::open(path).map_err(|e| AuditError::Config(format!("audit store {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(unavailable)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| AuditError::Config(format!("audit store {}: {e}", path.display())))?;
-        Ok(SqliteSink { conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteSink {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     async fn with_conn<T: Send + 'static>(
@@ -154,7 +158,13 @@ impl AuditSink for SqliteSink {
                 .map_err(unavailable)?;
             let rows = stmt
                 .query_map(
-                    params![q.grant, q.subject, q.outcome.map(Outcome::as_str), q.request_id, q.limit.unwrap_or(50)],
+                    params![
+                        q.grant,
+                        q.subject,
+                        q.outcome.map(Outcome::as_str),
+                        q.request_id,
+                        q.limit.unwrap_or(50)
+                    ],
                     read_row,
                 )
                 .map_err(unavailable)?;
@@ -165,9 +175,11 @@ impl AuditSink for SqliteSink {
 
     async fn check(&self) -> Result<(), AuditError> {
         self.with_conn(|conn| {
-            conn.query_row("SELECT seq FROM audit_records ORDER BY seq DESC LIMIT 1", [], |r| r.get::<_, i64>(0))
-                .optional()
-                .map_err(unavailable)?;
+            conn.query_row("SELECT seq FROM audit_records ORDER BY seq DESC LIMIT 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map_err(unavailable)?;
             Ok(())
         })
         .await

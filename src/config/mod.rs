@@ -123,52 +123,80 @@ impl Config {
         apply_env(&mut raw, env);
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
-            if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) }
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }
         };
 
-        let listen = socket_addr(raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
-            .map_err(|m| err("listen", m))?;
+        let listen = socket_addr(raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN)).map_err(|m| err("listen", m))?;
         let admin_listen = socket_addr(raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN))
             .map_err(|m| err("admin_listen", m))?;
         if listen == admin_listen && listen.port() != 0 {
-            return Err(err("admin_listen", "must differ from `listen`: the admin port is not public".into()));
+            return Err(err(
+                "admin_listen",
+                "must differ from `listen`: the admin port is not public".into(),
+            ));
         }
 
-        let audit = raw.audit.ok_or_else(|| err("audit", "missing: set `audit.store` and `audit.key_file`".into()))?;
+        let audit = raw
+            .audit
+            .ok_or_else(|| err("audit", "missing: set `audit.store` and `audit.key_file`".into()))?;
         let store = audit
             .store
             .ok_or_else(|| err("audit.store", "missing: e.g. `sqlite://./stint-audit.db`".into()))?;
         let store = match store.strip_prefix("sqlite://") {
             Some(path) if !path.is_empty() => format!("sqlite://{}", resolve(path).display()),
-            _ => return Err(err("audit.store", format!("`{store}` is not supported: use sqlite://PATH"))),
+            _ => {
+                return Err(err(
+                    "audit.store",
+                    format!("`{store}` is not supported: use sqlite://PATH"),
+                ));
+            }
         };
         let audit = AuditSettings {
             store,
-            key_file: resolve(
-                &audit.key_file.ok_or_else(|| err("audit.key_file", "missing: a file for the audit HMAC key (created if absent)".into()))?,
-            ),
+            key_file: resolve(&audit.key_file.ok_or_else(|| {
+                err(
+                    "audit.key_file",
+                    "missing: a file for the audit HMAC key (created if absent)".into(),
+                )
+            })?),
         };
 
-        let signing = raw.signing.ok_or_else(|| err("signing", "missing: set `signing.key_file`".into()))?;
+        let signing = raw
+            .signing
+            .ok_or_else(|| err("signing", "missing: set `signing.key_file`".into()))?;
         let algorithm = match signing.algorithm.as_deref() {
             None => SigningAlgorithm::EdDSA,
-            Some(name) => SigningAlgorithm::from_name(name)
-                .ok_or_else(|| err("signing.algorithm", format!("`{name}` is not supported: use EdDSA or ES256")))?,
+            Some(name) => SigningAlgorithm::from_name(name).ok_or_else(|| {
+                err(
+                    "signing.algorithm",
+                    format!("`{name}` is not supported: use EdDSA or ES256"),
+                )
+            })?,
         };
         if let Some(iss) = &signing.issuer {
             check_url(iss).map_err(|m| err("signing.issuer", m))?;
         }
         let signing = SigningSettings {
             issuer: signing.issuer.map(|s| s.trim_end_matches('/').to_string()),
-            key_file: resolve(
-                &signing.key_file.ok_or_else(|| err("signing.key_file", "missing: a file for the token signing key (created if absent)".into()))?,
-            ),
+            key_file: resolve(&signing.key_file.ok_or_else(|| {
+                err(
+                    "signing.key_file",
+                    "missing: a file for the token signing key (created if absent)".into(),
+                )
+            })?),
             algorithm,
         };
 
         let raw_issuers = raw.issuers.map(|m| m.0).unwrap_or_default();
         if raw_issuers.is_empty() {
-            return Err(err("issuers", "no issuer is configured: add at least one (see docs/configuration.md)".into()));
+            return Err(err(
+                "issuers",
+                "no issuer is configured: add at least one (see docs/configuration.md)".into(),
+            ));
         }
         let mut issuers = Vec::new();
         let mut urls = BTreeSet::new();
@@ -176,7 +204,10 @@ impl Config {
             let key = format!("issuers.{name}");
             let issuer = validate_issuer(&name, issuer).map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?;
             if !urls.insert(issuer.url.clone()) {
-                return Err(err(&format!("{key}.issuer"), format!("`{}` is configured twice", issuer.url)));
+                return Err(err(
+                    &format!("{key}.issuer"),
+                    format!("`{}` is configured twice", issuer.url),
+                ));
             }
             issuers.push(issuer);
         }
@@ -189,7 +220,22 @@ impl Config {
         let mut grants = Vec::new();
         for (name, grant) in raw_grants {
             let key = format!("grants.{name}");
-            grants.push(validate_grant(&name, grant, &issuer_names).map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?);
+            grants
+                .push(validate_grant(&name, grant, &issuer_names).map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?);
+        }
+
+        let mut key_cache = KeyCachePolicy::default();
+        if let Some(jwks) = &raw.jwks {
+            let at = |sub: &str, text: &Option<String>, default: Duration| match text {
+                Some(t) => duration::parse(t).map_err(|e| err(&format!("jwks.{sub}"), e.to_string())),
+                None => Ok(default),
+            };
+            key_cache.refetch_cooldown = at("refetch_cooldown", &jwks.refetch_cooldown, key_cache.refetch_cooldown)?;
+            key_cache.max_age = at("max_age", &jwks.max_age, key_cache.max_age)?;
+            key_cache.http_timeout = at("timeout", &jwks.timeout, key_cache.http_timeout)?;
+            if key_cache.http_timeout.is_zero() || key_cache.http_timeout > Duration::from_secs(60) {
+                return Err(err("jwks.timeout", "must be between 1s and 60s".into()));
+            }
         }
 
         Ok(Config {
@@ -200,7 +246,7 @@ impl Config {
             signing,
             issuers,
             policy: Policy::new(grants),
-            key_cache: KeyCachePolicy::default(),
+            key_cache,
         })
     }
 }
@@ -212,7 +258,10 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
     if let Some(v) = env("STINT_ADMIN_LISTEN") {
         raw.admin_listen = Some(v);
     }
-    let audit = raw.audit.get_or_insert(raw::RawAudit { store: None, key_file: None });
+    let audit = raw.audit.get_or_insert(raw::RawAudit {
+        store: None,
+        key_file: None,
+    });
     if let Some(v) = env("STINT_AUDIT_STORE") {
         audit.store = Some(v);
     }
@@ -220,7 +269,11 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
         audit.key_file = Some(v);
     }
     if raw.signing.is_none() && (env("STINT_SIGNING_ISSUER").is_some() || env("STINT_SIGNING_KEY_FILE").is_some()) {
-        raw.signing = Some(raw::RawSigning { issuer: None, key_file: None, algorithm: None });
+        raw.signing = Some(raw::RawSigning {
+            issuer: None,
+            key_file: None,
+            algorithm: None,
+        });
     }
     if let Some(signing) = raw.signing.as_mut() {
         if let Some(v) = env("STINT_SIGNING_ISSUER") {
@@ -239,7 +292,8 @@ fn field(sub: &str, message: impl Into<String>) -> FieldError {
 }
 
 fn socket_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| format!("`{text}` is not an address:port such as 127.0.0.1:8420"))
+    text.parse()
+        .map_err(|_| format!("`{text}` is not an address:port such as 127.0.0.1:8420"))
 }
 
 fn duration_at(sub: &str, text: &str) -> Result<Duration, FieldError> {
@@ -258,17 +312,24 @@ fn check_url(url: &str) -> Result<(), String> {
             return Ok(());
         }
     }
-    Err(format!("`{url}` must be an https:// URL (http:// only on a loopback host)"))
+    Err(format!(
+        "`{url}` must be an https:// URL (http:// only on a loopback host)"
+    ))
 }
 
 fn check_name(name: &str) -> Result<(), FieldError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
-        Err(field("", format!("`{name}` is not a valid name: use 1-64 of A-Z a-z 0-9 - _ .")))
+        Err(field(
+            "",
+            format!("`{name}` is not a valid name: use 1-64 of A-Z a-z 0-9 - _ ."),
+        ))
     }
 }
 
@@ -276,7 +337,10 @@ fn validate_issuer(name: &str, raw: RawIssuer) -> Result<IssuerConfig, FieldErro
     check_name(name)?;
     check_url(&raw.issuer).map_err(|m| field(".issuer", m))?;
     if raw.audience.trim().is_empty() {
-        return Err(field(".audience", "must not be empty: the `aud` tokens must be minted for"));
+        return Err(field(
+            ".audience",
+            "must not be empty: the `aud` tokens must be minted for",
+        ));
     }
     if raw.algorithms.is_empty() {
         return Err(field(".algorithms", "list at least one algorithm, e.g. [RS256]"));
@@ -303,12 +367,18 @@ fn validate_issuer(name: &str, raw: RawIssuer) -> Result<IssuerConfig, FieldErro
         None => Duration::from_secs(60),
     };
     if leeway > Duration::from_secs(300) {
-        return Err(field(".leeway", "at most 5m: a larger leeway keeps expired tokens alive"));
+        return Err(field(
+            ".leeway",
+            "at most 5m: a larger leeway keeps expired tokens alive",
+        ));
     }
     let platform = match raw.platform.as_deref() {
         None => Platform::infer(&raw.issuer),
         Some(p) => Platform::from_name(p).ok_or_else(|| {
-            field(".platform", format!("`{p}` is unknown: use github, gitlab, kubernetes, buildkite, circleci or generic"))
+            field(
+                ".platform",
+                format!("`{p}` is unknown: use github, gitlab, kubernetes, buildkite, circleci or generic"),
+            )
         })?,
     };
     Ok(IssuerConfig {
@@ -334,36 +404,64 @@ fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>) -> Result
         return Err(field(".ttl", "must be at least 1s"));
     }
     if max_ttl < ttl {
-        return Err(field(".max_ttl", format!("{} is shorter than ttl {}", duration::format(max_ttl), duration::format(ttl))));
+        return Err(field(
+            ".max_ttl",
+            format!(
+                "{} is shorter than ttl {}",
+                duration::format(max_ttl),
+                duration::format(ttl)
+            ),
+        ));
     }
     if max_ttl > MAX_GRANT_TTL {
         return Err(field(".max_ttl", "at most 24h: stint issues short-lived credentials"));
     }
     let kind = match raw.kind.as_str() {
         "token" => {
-            let audience = raw
-                .audience
-                .filter(|a| !a.trim().is_empty())
-                .ok_or_else(|| field(".audience", "missing: the `aud` of issued tokens (the service that accepts them)"))?;
+            let audience = raw.audience.filter(|a| !a.trim().is_empty()).ok_or_else(|| {
+                field(
+                    ".audience",
+                    "missing: the `aud` of issued tokens (the service that accepts them)",
+                )
+            })?;
             let copy_claims = raw.copy_claims.unwrap_or_default();
-            if let Some((i, reserved)) = copy_claims.iter().enumerate().find(|(_, c)| RESERVED_CLAIMS.contains(&c.as_str())) {
-                return Err(field(&format!(".copy_claims[{i}]"), format!("`{reserved}` is set by stint and cannot be copied")));
+            if let Some((i, reserved)) = copy_claims
+                .iter()
+                .enumerate()
+                .find(|(_, c)| RESERVED_CLAIMS.contains(&c.as_str()))
+            {
+                return Err(field(
+                    &format!(".copy_claims[{i}]"),
+                    format!("`{reserved}` is set by stint and cannot be copied"),
+                ));
             }
             GrantKind::Token(TokenGrant { audience, copy_claims })
         }
         "aws" | "secrets" | "postgres" => {
-            return Err(field(".kind", format!("`{}` grants are not available in this version of stint yet; use `token`", raw.kind)));
+            return Err(field(
+                ".kind",
+                format!(
+                    "`{}` grants are not available in this version of stint yet; use `token`",
+                    raw.kind
+                ),
+            ));
         }
         other => return Err(field(".kind", format!("`{other}` is unknown: use token"))),
     };
     if raw.allow.is_empty() {
-        return Err(field(".allow", "no rule: add at least one `{issuer, claims}` rule, or nobody can have this grant"));
+        return Err(field(
+            ".allow",
+            "no rule: add at least one `{issuer, claims}` rule, or nobody can have this grant",
+        ));
     }
     let mut rules = Vec::new();
     for (i, rule) in raw.allow.into_iter().enumerate() {
         let at = format!(".allow[{i}]");
         if !issuers.contains(rule.issuer.as_str()) {
-            return Err(field(&format!("{at}.issuer"), format!("`{}` is not an issuer in `issuers`", rule.issuer)));
+            return Err(field(
+                &format!("{at}.issuer"),
+                format!("`{}` is not an issuer in `issuers`", rule.issuer),
+            ));
         }
         if rule.claims.0.is_empty() {
             return Err(field(
@@ -376,9 +474,19 @@ fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>) -> Result
             let matcher = Matcher::compile(&spec).map_err(|m| field(&format!("{at}.claims.{claim}"), m))?;
             claims.push((claim, matcher));
         }
-        rules.push(Rule { issuer: rule.issuer, claims });
+        rules.push(Rule {
+            issuer: rule.issuer,
+            claims,
+        });
     }
-    Ok(GrantSpec { name: name.to_string(), description: raw.description, ttl, max_ttl, kind, rules })
+    Ok(GrantSpec {
+        name: name.to_string(),
+        description: raw.description,
+        ttl,
+        max_ttl,
+        kind,
+        rules,
+    })
 }
 
 #[cfg(test)]

@@ -19,6 +19,15 @@ pub struct RawConfig {
     pub signing: Option<RawSigning>,
     pub issuers: Option<UniqueMap<RawIssuer>>,
     pub grants: Option<UniqueMap<RawGrant>>,
+    pub jwks: Option<RawJwks>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwks {
+    pub refetch_cooldown: Option<String>,
+    pub max_age: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

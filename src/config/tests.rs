@@ -42,7 +42,10 @@ fn valid_config_parses_with_defaults() {
     let config = parse(VALID).map_err(|e| e.to_string());
     let Ok(config) = config else { unreachable!("{config:?}") };
     assert_eq!(config.issuers.len(), 1);
-    assert_eq!(config.issuers.first().map(|i| i.platform), Some(Platform::GitHubActions));
+    assert_eq!(
+        config.issuers.first().map(|i| i.platform),
+        Some(Platform::GitHubActions)
+    );
     assert_eq!(config.issuers.first().map(|i| i.exclusive_audience), Some(true));
     assert_eq!(config.audit.store, "sqlite:///etc/stint/./audit.db");
     let grant = config.policy.grant("deploy");

@@ -48,7 +48,10 @@ fn issuer_router(issuer: String, key: &SigningKey) -> Router {
     });
     let jwks = json!({ "keys": [key.public_jwk()] });
     Router::new()
-        .route("/.well-known/openid-configuration", get(move || async move { axum::Json(discovery) }))
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { axum::Json(discovery) }),
+        )
         .route("/.well-known/jwks", get(move || async move { axum::Json(jwks) }))
 }
 
@@ -81,15 +84,27 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     // current folder (`target/release/stint`), so the lines below paste as-is.
     let exe = std::env::current_exe()
         .ok()
-        .map(|p| match std::env::current_dir().ok().and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf)) {
-            Some(relative) => relative.display().to_string(),
-            None => p.display().to_string(),
+        .map(|p| {
+            match std::env::current_dir()
+                .ok()
+                .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf))
+            {
+                Some(relative) => relative.display().to_string(),
+                None => p.display().to_string(),
+            }
         })
         .unwrap_or_else(|| "stint".to_string());
-    let dir_flag = if dir == DEFAULT_DIR { String::new() } else { format!(" --dir {dir}") };
+    let dir_flag = if dir == DEFAULT_DIR {
+        String::new()
+    } else {
+        format!(" --dir {dir}")
+    };
     println!("stint dev is running (Ctrl-C to stop)");
     println!("  broker:      http://{}", server.addr);
-    println!("  admin:       http://{} (/healthz /readyz /metrics)", server.admin_addr);
+    println!(
+        "  admin:       http://{} (/healthz /readyz /metrics)",
+        server.admin_addr
+    );
     println!("  dev issuer:  {issuer}");
     println!("  audit log:   {dir}/audit.db  ({exe} audit query{dir_flag})");
     println!("  grants:      demo-token (repository acme/*), deploy-token (acme/api, refs/heads/main, production)");
@@ -98,7 +113,10 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     println!(
         "  TOKEN=$({exe} token dev{dir_flag} --sub repo:acme/api:ref:refs/heads/main --claim repository=acme/api --claim ref=refs/heads/main)"
     );
-    println!("  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" http://{}/v1/issue/demo-token", server.addr);
+    println!(
+        "  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" http://{}/v1/issue/demo-token",
+        server.addr
+    );
     println!();
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -111,13 +129,28 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 
 /// Mints a dev token for `stint token dev`, signed with the dev issuer's key
 /// in `dir` (run `stint dev` first: it creates the key and names the issuer).
-pub fn mint(dir: &Path, subject: &str, claims: &[(String, String)], audience: Option<&str>, ttl_secs: i64) -> anyhow::Result<String> {
+pub fn mint(
+    dir: &Path,
+    subject: &str,
+    claims: &[(String, String)],
+    audience: Option<&str>,
+    ttl_secs: i64,
+) -> anyhow::Result<String> {
     let info_path = dir.join("dev-issuer.json");
     let info: Value = std::fs::read_to_string(&info_path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
-        .ok_or_else(|| anyhow::anyhow!("{} not found: start `stint dev` first (it creates the dev issuer)", info_path.display()))?;
-    let issuer = info["issuer"].as_str().unwrap_or_default().to_string();
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} not found: start `stint dev` first (it creates the dev issuer)",
+                info_path.display()
+            )
+        })?;
+    let issuer = info
+        .get("issuer")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let key = issuer_key(dir)?;
     let now = crate::identity::now();
     let mut payload = Map::new();
@@ -126,7 +159,10 @@ pub fn mint(dir: &Path, subject: &str, claims: &[(String, String)], audience: Op
     }
     payload.insert("iss".into(), Value::String(issuer));
     payload.insert("sub".into(), Value::String(subject.to_string()));
-    payload.insert("aud".into(), Value::String(audience.unwrap_or(DEV_AUDIENCE).to_string()));
+    payload.insert(
+        "aud".into(),
+        Value::String(audience.unwrap_or(DEV_AUDIENCE).to_string()),
+    );
     payload.insert("iat".into(), json!(now));
     payload.insert("nbf".into(), json!(now));
     payload.insert("exp".into(), json!(now + ttl_secs));

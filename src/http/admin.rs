@@ -26,7 +26,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "audit": if ready { "ok" } else { "unavailable" },
         "issuers_without_keys": missing,
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -36,7 +40,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.jwks_fetches(&issuer, count);
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

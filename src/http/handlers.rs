@@ -56,7 +56,13 @@ pub async fn issue(
         .into_response();
     };
     // An unusable header still goes through the broker so the refusal is audited.
-    let request = IssueRequest { grant: &grant, bearer: bearer(&headers), body: &body, request_id: &request_id, client_addr: Some(peer) };
+    let request = IssueRequest {
+        grant: &grant,
+        bearer: bearer(&headers),
+        body: &body,
+        request_id: &request_id,
+        client_addr: Some(peer),
+    };
     match state.broker.issue(request).await {
         Ok(issuance) => (StatusCode::OK, Json(Value::Object(issuance.body))).into_response(),
         Err(err) => Problem::from_broker(&err, &request_id).into_response(),
@@ -78,9 +84,10 @@ pub async fn grants(
 /// `GET /.well-known/jwks.json`: keys that verify stint-signed tokens.
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(state.jwks.as_ref().clone()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 
@@ -90,7 +97,7 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
     Json(json!({
         "issuer": state.issuer.as_str(),
         "jwks_uri": format!("{}/.well-known/jwks.json", state.issuer),
-        "id_token_signing_alg_values_supported": state.jwks["keys"].as_array()
+        "id_token_signing_alg_values_supported": state.jwks.get("keys").and_then(Value::as_array)
             .map(|keys| keys.iter().filter_map(|k| k.get("alg").cloned()).collect::<Vec<_>>())
             .unwrap_or_default(),
         "response_types_supported": ["id_token"],
@@ -101,11 +108,22 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
 
 /// Unknown paths.
 pub async fn not_found(Extension(RequestId(request_id)): Extension<RequestId>) -> Response {
-    Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see openapi.yaml", &request_id).into_response()
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see openapi.yaml",
+        &request_id,
+    )
+    .into_response()
 }
 
 /// Known paths, wrong method.
 pub async fn method_not_allowed(Extension(RequestId(request_id)): Extension<RequestId>) -> Response {
-    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method", &request_id)
-        .into_response()
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+        &request_id,
+    )
+    .into_response()
 }

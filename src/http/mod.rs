@@ -76,7 +76,9 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let status = response.status().as_u16();
-    state.metrics.request(&route, &method, status, started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .request(&route, &method, status, started.elapsed().as_secs_f64());
     tracing::info!(request_id = %id, %method, route = %route, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
     response
 }

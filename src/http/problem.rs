@@ -30,7 +30,13 @@ pub struct Problem {
 impl Problem {
     /// A problem with no retry hint.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>, request_id: &str) -> Problem {
-        Problem { status, code, detail: detail.into(), request_id: request_id.to_string(), retry_after: None }
+        Problem {
+            status,
+            code,
+            detail: detail.into(),
+            request_id: request_id.to_string(),
+            retry_after: None,
+        }
     }
 
     /// Maps a broker error. Internal details stay in the log under the
@@ -45,7 +51,9 @@ impl Problem {
             // denied one look alike; the audit log keeps the true reason.
             BrokerError::Denied(denial) => (StatusCode::FORBIDDEN, "denied", denial.detail()),
             BrokerError::BadRequest { code, detail } => (StatusCode::BAD_REQUEST, *code, detail.clone()),
-            BrokerError::Provider(ProviderError::BadRequest(d)) => (StatusCode::BAD_REQUEST, "invalid_request", d.clone()),
+            BrokerError::Provider(ProviderError::BadRequest(d)) => {
+                (StatusCode::BAD_REQUEST, "invalid_request", d.clone())
+            }
             BrokerError::Provider(ProviderError::Refused(_)) => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_refused",
@@ -86,7 +94,9 @@ impl IntoResponse for Problem {
             "request_id": self.request_id,
         });
         let mut response = (self.status, body.to_string()).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -129,7 +129,7 @@ impl Platform {
     /// Returns the name of the first claim that is missing or mistyped.
     pub(crate) fn check_shape(self, payload: &Map<String, Value>) -> Result<(), String> {
         let value = Value::Object(payload.clone());
-        let result = match self {
+        match self {
             Platform::GitHubActions => serde_json::from_value::<GitHubActionsClaims>(value)
                 .map_err(|e| e.to_string())
                 .and_then(|c| c.check()),
@@ -143,8 +143,7 @@ impl Platform {
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             Platform::CircleCi | Platform::Generic => Ok(()),
-        };
-        result
+        }
     }
 }
 
@@ -290,7 +289,11 @@ const MAX_DEPTH: usize = 4;
 
 fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut BTreeMap<String, ClaimValue>, depth: usize) {
     for (key, value) in map {
-        let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match value {
             Value::Null => {}
             Value::Object(inner) if depth < MAX_DEPTH => flatten(&name, inner, out, depth + 1),
@@ -354,7 +357,10 @@ mod tests {
 
     #[test]
     fn infers_platform_from_issuer() {
-        assert_eq!(Platform::infer("https://token.actions.githubusercontent.com"), Platform::GitHubActions);
+        assert_eq!(
+            Platform::infer("https://token.actions.githubusercontent.com"),
+            Platform::GitHubActions
+        );
         assert_eq!(Platform::infer("https://gitlab.com"), Platform::GitLabCi);
         assert_eq!(Platform::infer("https://example.com"), Platform::Generic);
     }

@@ -82,7 +82,10 @@ impl VerifyKey {
     /// Builds a key from one JWK, or `None` for keys stint never uses:
     /// symmetric (`kty: oct`), encryption keys, unknown types and curves.
     fn from_jwk(jwk: &Jwk) -> Option<VerifyKey> {
-        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))) {
+        if matches!(
+            jwk.common.public_key_use,
+            Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
+        ) {
             return None;
         }
         let params = match &jwk.algorithm {
@@ -100,7 +103,12 @@ impl VerifyKey {
             Some(key_alg) => Some(key_alg.to_string().parse::<Algorithm>().ok()?),
         };
         let key = DecodingKey::from_jwk(jwk).ok()?;
-        Some(VerifyKey { kid: jwk.common.key_id.clone(), params, alg, key })
+        Some(VerifyKey {
+            kid: jwk.common.key_id.clone(),
+            params,
+            alg,
+            key,
+        })
     }
 }
 
@@ -196,7 +204,10 @@ impl IssuerKeys {
             if state.generation != seen_generation {
                 return Ok(()); // coalesced: someone fetched while we waited
             }
-            if state.last_attempt.is_some_and(|at| at.elapsed() < self.policy.refetch_cooldown) {
+            if state
+                .last_attempt
+                .is_some_and(|at| at.elapsed() < self.policy.refetch_cooldown)
+            {
                 return Ok(());
             }
         }
@@ -219,7 +230,10 @@ impl IssuerKeys {
     }
 
     async fn fetch(&self) -> Result<Vec<Arc<VerifyKey>>, String> {
-        let discovery_url = format!("{}/.well-known/openid-configuration", self.issuer_url.trim_end_matches('/'));
+        let discovery_url = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer_url.trim_end_matches('/')
+        );
         let discovery: Discovery = self.get_json(&discovery_url).await?;
         if discovery.issuer != self.issuer_url {
             return Err(format!(
@@ -253,7 +267,10 @@ impl IssuerKeys {
         if !response.status().is_success() {
             return Err(format!("GET {url}: HTTP {}", response.status()));
         }
-        if response.content_length().is_some_and(|len| len > MAX_DOCUMENT_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_DOCUMENT_BYTES as u64)
+        {
             return Err(format!("GET {url}: body larger than {MAX_DOCUMENT_BYTES} bytes"));
         }
         let mut body = Vec::new();
@@ -270,7 +287,10 @@ impl IssuerKeys {
 /// Picks the key named by `kid`; without a `kid`, the only key that fits.
 fn pick(keys: &[Arc<VerifyKey>], kid: Option<&str>, alg: Algorithm) -> Option<Arc<VerifyKey>> {
     match kid {
-        Some(kid) => keys.iter().find(|k| k.kid.as_deref() == Some(kid) && k.fits(alg)).cloned(),
+        Some(kid) => keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some(kid) && k.fits(alg))
+            .cloned(),
         None => {
             let mut fitting = keys.iter().filter(|k| k.fits(alg));
             match (fitting.next(), fitting.next()) {

@@ -59,7 +59,12 @@ impl<'a> Jws<'a> {
                 malformed("the payload is not a JSON object")
             }
         })?;
-        Ok(Jws { header: Header::check(&header)?, payload, signing_input, signature: s })
+        Ok(Jws {
+            header: Header::check(&header)?,
+            payload,
+            signing_input,
+            signature: s,
+        })
     }
 }
 

@@ -239,7 +239,10 @@ impl Verifier {
 
     /// JWKS fetch attempts per issuer name (exported as a metric).
     pub fn jwks_fetches(&self) -> Vec<(String, u64)> {
-        self.by_url.values().map(|i| (i.config.name.clone(), i.keys.fetch_count())).collect()
+        self.by_url
+            .values()
+            .map(|i| (i.config.name.clone(), i.keys.fetch_count()))
+            .collect()
     }
 
     /// Checks `token` and returns what it proves.
@@ -264,8 +267,8 @@ impl Verifier {
             .find(|a| alg_name(*a) == jws.header.alg)
             .ok_or_else(|| IdentityError::AlgorithmNotAllowed(printable(&jws.header.alg)))?;
         let key = issuer.keys.key_for(jws.header.kid.as_deref(), alg).await?;
-        let valid = jsonwebtoken::crypto::verify(jws.signature, jws.signing_input.as_bytes(), &key.key, alg)
-            .unwrap_or(false);
+        let valid =
+            jsonwebtoken::crypto::verify(jws.signature, jws.signing_input.as_bytes(), &key.key, alg).unwrap_or(false);
         if !valid {
             return Err(IdentityError::BadSignature);
         }
@@ -303,9 +306,16 @@ fn check_registered_claims(
         Some(Value::String(aud)) => vec![aud.as_str()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().ok_or_else(|| IdentityError::InvalidClaim("`aud` must hold strings".to_string())))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| IdentityError::InvalidClaim("`aud` must hold strings".to_string()))
+            })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(IdentityError::InvalidClaim("`aud` must be a string or an array".to_string())),
+        Some(_) => {
+            return Err(IdentityError::InvalidClaim(
+                "`aud` must be a string or an array".to_string(),
+            ));
+        }
     };
     if !audiences.contains(&config.audience.as_str()) {
         return Err(IdentityError::Audience);
@@ -316,7 +326,11 @@ fn check_registered_claims(
 
     let subject = match payload.get("sub") {
         Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
-        Some(_) => return Err(IdentityError::InvalidClaim("`sub` must be a non-empty string".to_string())),
+        Some(_) => {
+            return Err(IdentityError::InvalidClaim(
+                "`sub` must be a non-empty string".to_string(),
+            ));
+        }
         None => return Err(IdentityError::MissingClaim("sub")),
     };
     let jti = match payload.get("jti") {
@@ -324,7 +338,10 @@ fn check_registered_claims(
         Some(Value::String(jti)) => Some(jti.clone()),
         Some(_) => return Err(IdentityError::InvalidClaim("`jti` must be a string".to_string())),
     };
-    config.platform.check_shape(payload).map_err(IdentityError::InvalidClaim)?;
+    config
+        .platform
+        .check_shape(payload)
+        .map_err(IdentityError::InvalidClaim)?;
 
     Ok(VerifiedToken {
         issuer: config.name.clone(),
@@ -346,7 +363,9 @@ fn numeric_date(payload: &Map<String, Value>, name: &'static str) -> Result<Opti
             (Some(secs), _) => Ok(Some(secs)),
             #[allow(clippy::cast_possible_truncation)] // finite f64 seconds, saturating cast
             (None, Some(f)) if f.is_finite() => Ok(Some(f.floor() as i64)),
-            _ => Err(IdentityError::InvalidClaim(format!("`{name}` is not a number of seconds"))),
+            _ => Err(IdentityError::InvalidClaim(format!(
+                "`{name}` is not a number of seconds"
+            ))),
         },
         Some(_) => Err(IdentityError::InvalidClaim(format!("`{name}` must be a number"))),
     }

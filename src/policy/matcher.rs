@@ -138,7 +138,9 @@ impl<'de> Visitor<'de> for SpecVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MatcherSpec, A::Error> {
         let Some(kind) = map.next_key::<String>()? else {
-            return Err(de::Error::custom("an empty map is not a matcher; use one of exact, glob, regex, one_of, not"));
+            return Err(de::Error::custom(
+                "an empty map is not a matcher; use one of exact, glob, regex, one_of, not",
+            ));
         };
         let spec = match kind.as_str() {
             "exact" => MatcherSpec::Exact(map.next_value::<Scalar>()?.0),
@@ -218,12 +220,17 @@ mod tests {
         assert!(!re.matches(text("acme/api-evil").as_ref()));
         assert!(!re.matches(text("x-acme/api").as_ref()));
         let alt = compile(MatcherSpec::Regex("a|b".into()));
-        assert!(!alt.matches(text("ab").as_ref()), "alternation must stay inside the anchors");
+        assert!(
+            !alt.matches(text("ab").as_ref()),
+            "alternation must stay inside the anchors"
+        );
     }
 
     #[test]
     fn missing_claim_fails_even_under_not() {
-        let m = compile(MatcherSpec::Not(Box::new(MatcherSpec::Exact("pull_request_target".into()))));
+        let m = compile(MatcherSpec::Not(Box::new(MatcherSpec::Exact(
+            "pull_request_target".into(),
+        ))));
         assert!(!m.matches(None));
         assert!(m.matches(text("push").as_ref()));
         assert!(!m.matches(text("pull_request_target").as_ref()));
@@ -253,7 +260,10 @@ mod tests {
         assert_eq!(parse("{glob: 'acme/*'}"), Ok(MatcherSpec::Glob("acme/*".into())));
         assert_eq!(
             parse("{not: {one_of: [a, b]}}"),
-            Ok(MatcherSpec::Not(Box::new(MatcherSpec::OneOf(vec!["a".into(), "b".into()]))))
+            Ok(MatcherSpec::Not(Box::new(MatcherSpec::OneOf(vec![
+                "a".into(),
+                "b".into()
+            ]))))
         );
         assert!(parse("{globb: x}").is_err_and(|e| e.contains("globb")));
         assert!(parse("{glob: x, regex: y}").is_err());

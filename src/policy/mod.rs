@@ -155,7 +155,9 @@ impl Denial {
 impl Policy {
     /// Builds a policy from validated grants (config does the validation).
     pub fn new(grants: Vec<GrantSpec>) -> Policy {
-        Policy { grants: grants.into_iter().map(|g| (g.name.clone(), g)).collect() }
+        Policy {
+            grants: grants.into_iter().map(|g| (g.name.clone(), g)).collect(),
+        }
     }
 
     /// A grant's configuration by name.
@@ -171,7 +173,11 @@ impl Policy {
     /// Decides whether `token` may have grant `name`.
     pub fn evaluate<'a>(&'a self, name: &str, token: &'a VerifiedToken) -> Decision<'a> {
         let deny = |reason| {
-            Decision::Deny(Denial { grant: name.to_string(), issuer: token.issuer().to_string(), reason })
+            Decision::Deny(Denial {
+                grant: name.to_string(),
+                issuer: token.issuer().to_string(),
+                reason,
+            })
         };
         let Some(spec) = self.grants.get(name) else {
             return deny(DenyReason::UnknownGrant);
@@ -190,7 +196,11 @@ impl Policy {
                 .map(|(claim, _)| claim)
                 .collect();
             if failed.is_empty() {
-                return Decision::Allow(Grant { spec, token, rule: index });
+                return Decision::Allow(Grant {
+                    spec,
+                    token,
+                    rule: index,
+                });
             }
             unmatched.extend(failed.into_iter().cloned());
         }

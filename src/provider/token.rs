@@ -65,6 +65,10 @@ impl CredentialProvider for TokenProvider {
         let mut audit = Map::new();
         audit.insert("audience".into(), Value::String(settings.audience.clone()));
         audit.insert("kid".into(), Value::String(self.key.kid().to_string()));
-        Ok(Credential { expires_at, response, audit })
+        Ok(Credential {
+            expires_at,
+            response,
+            audit,
+        })
     }
 }

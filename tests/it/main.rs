@@ -1,0 +1,15 @@
+//! One integration-test binary (one link) with a module per concern.
+//! Every test runs the real broker on a free port against a real OIDC issuer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod harness;
+mod issuer;
+
+mod admin;
+mod audit;
+mod cli;
+mod identity;
+mod issue;
+mod jwks;
+mod policy;
