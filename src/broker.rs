@@ -166,7 +166,9 @@ impl Broker {
         let now = crate::identity::now();
         let mut record = AuditRecord {
             seq: None,
-            time: rfc3339(now),
+            time: OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_else(|_| rfc3339(now)),
             request_id: request.request_id.to_string(),
             outcome: Outcome::Denied,
             reason: None,
@@ -183,6 +185,10 @@ impl Broker {
             detail: Map::new(),
         };
         let known_grant = self.policy.grant(request.grant).map(|g| g.name.as_str());
+        if known_grant.is_none() {
+            // The name is the caller's text: keep what is echoed and stored short and plain.
+            record.grant = Some(printable_name(request.grant));
+        }
 
         let result = self.decide_and_issue(&request, now, &mut record).await;
         match result {
@@ -241,7 +247,10 @@ impl Broker {
         // 3 policy
         let grant = match self.policy.evaluate(request.grant, &token) {
             Decision::Allow(grant) => grant,
-            Decision::Deny(denial) => return Err(BrokerError::Denied(denial)),
+            Decision::Deny(mut denial) => {
+                denial.grant = printable_name(&denial.grant);
+                return Err(BrokerError::Denied(denial));
+            }
         };
         let spec = grant.spec();
         record.kind = Some(spec.kind.name().to_string());
@@ -334,6 +343,21 @@ fn resolve_ttl(spec: &GrantSpec, requested: Option<&str>) -> Result<Duration, Br
         });
     }
     Ok(ttl)
+}
+
+/// A caller-supplied grant name cut to 64 characters, anything outside the
+/// grant-name alphabet replaced by `?`.
+fn printable_name(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// RFC 3339 UTC for seconds since the epoch.

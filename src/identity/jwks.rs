@@ -160,6 +160,18 @@ impl IssuerKeys {
         self.fetches.load(Ordering::Relaxed)
     }
 
+    /// Fetches the keys unless they are already known (start-up warm-up).
+    pub async fn warm(&self) {
+        let generation = {
+            let state = self.state.read().await;
+            if state.fetched_at.is_some() {
+                return;
+            }
+            state.generation
+        };
+        let _ = self.refresh(generation).await;
+    }
+
     /// Whether keys have ever been fetched successfully.
     pub async fn has_keys(&self) -> bool {
         self.state.read().await.fetched_at.is_some()

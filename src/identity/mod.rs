@@ -219,9 +219,17 @@ impl Verifier {
     /// Fetches every issuer's keys once, so the first request is fast.
     /// Failures are logged, not fatal: an issuer may come up later.
     pub async fn prefetch(&self) {
-        for issuer in self.by_url.values() {
-            let first = issuer.config.algorithms.first().copied().unwrap_or(Algorithm::RS256);
-            let _ = issuer.keys.key_for(Some("stint-prefetch"), first).await;
+        // In parallel: one slow issuer must not delay the others.
+        let tasks: Vec<_> = self
+            .by_url
+            .values()
+            .map(|issuer| {
+                let issuer = issuer.clone();
+                tokio::spawn(async move { issuer.keys.warm().await })
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
         }
     }
 

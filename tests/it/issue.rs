@@ -198,3 +198,55 @@ async fn unknown_route_and_method_are_problem_json() {
         (405, "method_not_allowed")
     );
 }
+
+#[tokio::test]
+async fn buildkite_and_circleci_tokens_match_their_own_claims() {
+    let issuer = TestIssuer::start().await;
+    let other = TestIssuer::start().await;
+    let issuers = format!(
+        "{}{}",
+        crate::harness::issuer_yaml("buildkite", &issuer, "buildkite", ""),
+        crate::harness::issuer_yaml("circleci", &other, "circleci", "")
+    );
+    let grants = r#"
+  bk:
+    kind: token
+    ttl: 1m
+    audience: x
+    allow:
+      - issuer: buildkite
+        claims: { organization_id: 0194a1b2-c3d4-4e5f-8a6b-7c8d9e0f1a2d, pipeline_slug: api, build_branch: main }
+  cci:
+    kind: token
+    ttl: 1m
+    audience: x
+    allow:
+      - issuer: circleci
+        claims:
+          oidc.circleci.com/vcs-origin: github.com/acme/api
+          oidc.circleci.com/vcs-ref: refs/heads/main
+          oidc.circleci.com/ssh-rerun: false
+"#;
+    let broker = TestBroker::start_with(&issuers, grants, "").await;
+    let bk = broker
+        .issue("bk", &issuer.sign(&issuer.fixture_claims("buildkite")), None)
+        .await;
+    assert_eq!(bk.status, 200, "{}", bk.text);
+    let mut bad_bk = issuer.fixture_claims("buildkite");
+    bad_bk.insert("build_number".into(), json!("42"));
+    assert_eq!(
+        broker.issue("bk", &issuer.sign(&bad_bk), None).await.code(),
+        "claim_invalid"
+    );
+    let cci = broker
+        .issue("cci", &other.sign(&other.fixture_claims("circleci")), None)
+        .await;
+    assert_eq!(cci.status, 200, "{}", cci.text);
+    let mut rerun = other.fixture_claims("circleci");
+    rerun.insert("oidc.circleci.com/ssh-rerun".into(), json!(true));
+    assert_eq!(
+        broker.issue("cci", &other.sign(&rerun), None).await.status,
+        403,
+        "an SSH rerun is not a pipeline run"
+    );
+}

@@ -231,3 +231,28 @@ async fn rules_bind_to_their_issuer() {
     );
     assert_eq!(ask(&broker, &issuer, "other-issuer", &[("sub", "x")]).await.status, 403);
 }
+
+#[tokio::test]
+async fn hostile_grant_names_are_not_echoed_verbatim() {
+    let (issuer, _, broker) = setup().await;
+    let name = format!("{}%3Cscript%3E", "x".repeat(100));
+    let answer = ask(&broker, &issuer, &name, &[]).await;
+    assert_eq!(answer.status, 403);
+    let detail = answer.body["detail"].as_str().unwrap();
+    assert!(
+        !detail.contains("<script>") && !detail.contains(&"x".repeat(65)),
+        "{detail}"
+    );
+    let record = broker.audit_record(&answer.request_id()).await;
+    assert_eq!(record.grant.unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn pull_request_tokens_are_kept_out_of_deploy_grants() {
+    let (issuer, _, broker) = setup().await;
+    let mut pr = issuer.fixture_claims("github-actions-pull-request");
+    assert_eq!(broker.issue("no-prt", &issuer.sign(&pr), None).await.status, 403);
+    pr.insert("event_name".into(), json!("push"));
+    pr.insert("repository".into(), json!("acme/api"));
+    assert_eq!(broker.issue("no-prt", &issuer.sign(&pr), None).await.status, 200);
+}
