@@ -465,3 +465,30 @@ mod tests {
         assert_eq!(asymmetric_alg("ES256"), Some(Algorithm::ES256));
     }
 }
+
+/// Entry point of the fuzz target (`fuzz/`): every offline step a token
+/// goes through (size, structure, strict JSON, header, registered claims,
+/// platform shapes, flattening) with no network and no keys. It must never
+/// panic, whatever the input.
+#[doc(hidden)]
+pub fn fuzz_offline_checks(token: &str) {
+    if token.len() > MAX_TOKEN_BYTES {
+        return;
+    }
+    let Ok(jws) = Jws::parse(token) else { return };
+    let config = IssuerConfig {
+        name: "fuzz".into(),
+        url: "https://issuer.example".into(),
+        audience: "stint".into(),
+        exclusive_audience: true,
+        algorithms: vec![Algorithm::RS256],
+        max_token_lifetime: Duration::from_secs(3600),
+        leeway: Duration::from_secs(60),
+        platform: Platform::Generic,
+    };
+    for platform in [Platform::GitHubActions, Platform::GitLabCi, Platform::Kubernetes, Platform::Buildkite] {
+        let _ = platform.check_shape(&jws.payload);
+    }
+    let _ = check_registered_claims(&config, &jws.payload, now());
+    let _ = Claims::from_payload(&jws.payload);
+}
