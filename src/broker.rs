@@ -268,8 +268,8 @@ impl Broker {
             ttl,
             now,
         };
-        record.issuance_id = Some(ctx.issuance_id.clone());
         let credential = provider.issue(&grant, &ctx).await?;
+        record.issuance_id = Some(ctx.issuance_id.clone());
         record.expires_at = Some(rfc3339(credential.expires_at));
         record.detail.extend(credential.audit);
 
@@ -306,8 +306,15 @@ impl Broker {
 }
 
 fn parse_options(body: &[u8]) -> Result<IssueOptions, BrokerError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Ok(IssueOptions::default());
+    };
+    // serde would also read a struct from a JSON array; only an object is meant.
+    if *first != b'{' {
+        return Err(BrokerError::BadRequest {
+            code: "invalid_request",
+            detail: "the body must be a JSON object such as {\"ttl\":\"15m\"}".into(),
+        });
     }
     serde_json::from_slice(body).map_err(|e| BrokerError::BadRequest {
         code: "invalid_request",

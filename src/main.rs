@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use stint::audit::{self, AuditQuery, AuditRecord, Outcome};
+use stint::audit::{self, AuditKey, AuditQuery, AuditRecord, Outcome};
 use stint::config::Config;
 use stint::{dev, duration, server};
 
@@ -107,6 +107,12 @@ enum AuditCommand {
         /// Only this request id.
         #[arg(long)]
         request_id: Option<String>,
+        /// Only records of the token with this `jti` (needs the audit key).
+        #[arg(long)]
+        jti: Option<String>,
+        /// The audit HMAC key, when --config is not given.
+        #[arg(long)]
+        audit_key_file: Option<PathBuf>,
         /// At most this many records.
         #[arg(long, default_value_t = 20)]
         limit: u32,
@@ -220,34 +226,53 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Query {
             config,
             store,
+            audit_key_file,
             grant,
             subject,
             outcome,
             request_id,
+            jti,
             limit,
             format,
         }) => {
-            let store = match (config, store) {
-                (Some(path), _) => Config::load(&path)?.audit.store,
-                (None, Some(store)) => store,
+            let dev_dir = PathBuf::from(dev::DEFAULT_DIR);
+            let (store, key_file) = match (config, store) {
+                (Some(path), _) => {
+                    let config = Config::load(&path)?;
+                    (config.audit.store, Some(config.audit.key_file))
+                }
+                (None, Some(store)) => (store, None),
                 (None, None) => {
-                    let dev_log = PathBuf::from(dev::DEFAULT_DIR).join("audit.db");
+                    let dev_log = dev_dir.join("audit.db");
                     if !dev_log.exists() {
                         anyhow::bail!("no audit store given: pass --config stint.yaml or --store sqlite://PATH");
                     }
-                    format!("sqlite://{}", dev_log.display())
+                    (
+                        format!("sqlite://{}", dev_log.display()),
+                        Some(dev_dir.join("audit.key")),
+                    )
                 }
             };
-            let sink = audit::open(&store)?;
-            let records = sink
-                .query(&AuditQuery {
-                    grant,
-                    subject,
-                    outcome,
-                    request_id,
-                    limit: Some(limit),
-                })
-                .await?;
+            // The log keeps only HMACs of token ids; hash the given jti the same way.
+            let token_jti_hmac = match jti {
+                None => None,
+                Some(jti) => {
+                    let key_file = audit_key_file.or(key_file).ok_or_else(|| {
+                        anyhow::anyhow!("--jti needs the audit key: pass --config or --audit-key-file")
+                    })?;
+                    Some(AuditKey::load(&key_file).map_err(|e| anyhow::anyhow!(e))?.hash(&jti))
+                }
+            };
+            let sink = audit::open_existing(&store)?;
+            let query = AuditQuery {
+                grant,
+                subject,
+                outcome,
+                request_id,
+                token_jti_hmac,
+                limit: Some(limit),
+            };
+            let records = sink.query(&query).await?;
             match format {
                 Format::Json => {
                     for record in &records {

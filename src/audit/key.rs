@@ -40,6 +40,15 @@ impl AuditKey {
         }
     }
 
+    /// Loads an existing key; never creates one.
+    pub fn load(path: &Path) -> Result<AuditKey, String> {
+        let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = hex_decode(text.trim())
+            .filter(|b| b.len() >= 32)
+            .ok_or_else(|| format!("{}: expected at least 32 bytes as hex", path.display()))?;
+        Ok(AuditKey::from_bytes(&bytes))
+    }
+
     /// A key from raw bytes.
     pub fn from_bytes(bytes: &[u8]) -> AuditKey {
         AuditKey {

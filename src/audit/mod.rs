@@ -94,6 +94,8 @@ pub struct AuditQuery {
     pub outcome: Option<Outcome>,
     /// Only this request id.
     pub request_id: Option<String>,
+    /// Only records of the token whose `jti` has this HMAC ([`AuditKey::hash`]).
+    pub token_jti_hmac: Option<String>,
     /// At most this many (default 50).
     pub limit: Option<u32>,
 }
@@ -121,6 +123,18 @@ pub trait AuditSink: Send + Sync {
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError>;
     /// Cheap liveness check for `/readyz`.
     async fn check(&self) -> Result<(), AuditError>;
+}
+
+/// Opens an existing store read-only, for queries.
+pub fn open_existing(store: &str) -> Result<std::sync::Arc<dyn AuditSink>, AuditError> {
+    if let Some(path) = store.strip_prefix("sqlite://") {
+        return Ok(std::sync::Arc::new(SqliteSink::open_existing(std::path::Path::new(
+            path,
+        ))?));
+    }
+    Err(AuditError::Config(format!(
+        "unsupported audit store `{store}`: use sqlite://PATH"
+    )))
 }
 
 /// Opens the store named by a URL (`sqlite://path`).

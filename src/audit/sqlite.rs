@@ -62,6 +62,19 @@ impl SqliteSink {
         })
     }
 
+    /// Opens an existing log read-only (for `stint audit query`): a mistyped
+    /// path is an error, not a new empty log.
+    pub fn open_existing(path: &Path) -> Result<SqliteSink, AuditError> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| AuditError::Config(format!("audit store {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(unavailable)?;
+        Ok(SqliteSink {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
     async fn with_conn<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> Result<T, AuditError> + Send + 'static,
@@ -153,18 +166,15 @@ impl AuditSink for SqliteSink {
                     "SELECT * FROM audit_records
                      WHERE (?1 IS NULL OR grant_name = ?1) AND (?2 IS NULL OR subject = ?2)
                        AND (?3 IS NULL OR outcome = ?3) AND (?4 IS NULL OR request_id = ?4)
+                       AND (?6 IS NULL OR token_jti_hmac = ?6)
                      ORDER BY seq DESC LIMIT ?5",
                 )
                 .map_err(unavailable)?;
+            let limit = q.limit.unwrap_or(50);
+            let outcome = q.outcome.map(Outcome::as_str);
             let rows = stmt
                 .query_map(
-                    params![
-                        q.grant,
-                        q.subject,
-                        q.outcome.map(Outcome::as_str),
-                        q.request_id,
-                        q.limit.unwrap_or(50)
-                    ],
+                    params![q.grant, q.subject, outcome, q.request_id, limit, q.token_jti_hmac],
                     read_row,
                 )
                 .map_err(unavailable)?;
@@ -175,11 +185,16 @@ impl AuditSink for SqliteSink {
 
     async fn check(&self) -> Result<(), AuditError> {
         self.with_conn(|conn| {
-            conn.query_row("SELECT seq FROM audit_records ORDER BY seq DESC LIMIT 1", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()
-            .map_err(unavailable)?;
+            // Take the write lock and give it back: a read-only or locked
+            // file fails here, before a caller's credential would.
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
+            let probe = conn
+                .query_row("SELECT seq FROM audit_records ORDER BY seq DESC LIMIT 1", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional();
+            conn.execute_batch("ROLLBACK").map_err(unavailable)?;
+            probe.map_err(unavailable)?;
             Ok(())
         })
         .await

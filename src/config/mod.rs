@@ -116,11 +116,25 @@ impl Config {
         };
         let deserializer = serde_yaml_ng::Deserializer::from_str(text);
         let mut raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let key = if path == "." { "(document)".to_string() } else { path };
-            err(&key, e.into_inner().to_string())
+            let (key, message) = yaml_error(e);
+            err(&key, message)
         })?;
-        apply_env(&mut raw, env);
+        let applied = apply_env(&mut raw, env);
+        Config::validate(raw, source_name, base_dir).map_err(|mut e| {
+            // A bad value that came from the environment is reported there.
+            if let Some((var, _)) = applied.iter().find(|(_, key)| e.key == *key) {
+                e.source_name = format!("environment variable {var}");
+            }
+            e
+        })
+    }
+
+    fn validate(raw: RawConfig, source_name: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            source_name: source_name.to_string(),
+            key: key.to_string(),
+            message,
+        };
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
             if p.is_absolute() {
@@ -251,38 +265,75 @@ impl Config {
     }
 }
 
-fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
-    if let Some(v) = env("STINT_LISTEN") {
-        raw.listen = Some(v);
-    }
-    if let Some(v) = env("STINT_ADMIN_LISTEN") {
-        raw.admin_listen = Some(v);
-    }
-    let audit = raw.audit.get_or_insert(raw::RawAudit {
-        store: None,
-        key_file: None,
-    });
-    if let Some(v) = env("STINT_AUDIT_STORE") {
-        audit.store = Some(v);
-    }
-    if let Some(v) = env("STINT_AUDIT_KEY_FILE") {
-        audit.key_file = Some(v);
-    }
-    if raw.signing.is_none() && (env("STINT_SIGNING_ISSUER").is_some() || env("STINT_SIGNING_KEY_FILE").is_some()) {
-        raw.signing = Some(raw::RawSigning {
+/// Applies `STINT_*` overrides; returns which were applied (variable, key).
+fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, &'static str)> {
+    let mut applied = Vec::new();
+    for (var, key) in ENV_OVERRIDES {
+        let Some(value) = env(var) else { continue };
+        let audit = || raw::RawAudit {
+            store: None,
+            key_file: None,
+        };
+        let signing = || raw::RawSigning {
             issuer: None,
             key_file: None,
             algorithm: None,
-        });
+        };
+        let slot = match *key {
+            "listen" => &mut raw.listen,
+            "admin_listen" => &mut raw.admin_listen,
+            "audit.store" => &mut raw.audit.get_or_insert_with(audit).store,
+            "audit.key_file" => &mut raw.audit.get_or_insert_with(audit).key_file,
+            "signing.issuer" => &mut raw.signing.get_or_insert_with(signing).issuer,
+            "signing.key_file" => &mut raw.signing.get_or_insert_with(signing).key_file,
+            _ => continue,
+        };
+        *slot = Some(value);
+        applied.push((*var, *key));
     }
-    if let Some(signing) = raw.signing.as_mut() {
-        if let Some(v) = env("STINT_SIGNING_ISSUER") {
-            signing.issuer = Some(v);
+    applied
+}
+
+/// The key and message of a YAML error, without the path the YAML parser
+/// already put into its own message, and with the line when it has one.
+fn yaml_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> (String, String) {
+    let mut key = e.path().to_string();
+    let inner = e.into_inner();
+    let mut message = inner.to_string();
+    // "grants.d: unknown field ..." -> "unknown field ..."
+    let mut prefix = key.clone();
+    while !prefix.is_empty() && prefix != "." {
+        if let Some(rest) = message.strip_prefix(&format!("{prefix}: ")) {
+            message = rest.to_string();
+            break;
         }
-        if let Some(v) = env("STINT_SIGNING_KEY_FILE") {
-            signing.key_file = Some(v);
-        }
+        prefix = match prefix.rfind(['.', '[']) {
+            Some(cut) => prefix.get(..cut).unwrap_or_default().to_string(),
+            None => String::new(),
+        };
     }
+    // serde names a repeated struct key only in its message.
+    if let Some(field) = message
+        .strip_prefix("duplicate field `")
+        .and_then(|m| m.split('`').next())
+    {
+        let field = field.to_string();
+        key = if key == "." {
+            field.clone()
+        } else {
+            format!("{key}.{field}")
+        };
+        message = format!("`{field}` is written twice");
+    }
+    if key == "." {
+        key = "(document)".to_string();
+    }
+    if let Some(at) = inner.location()
+        && !message.contains(" at line ")
+    {
+        message = format!("{message} at line {} column {}", at.line(), at.column());
+    }
+    (key, message)
 }
 
 type FieldError = (String, String);
@@ -306,9 +357,16 @@ fn check_url(url: &str) -> Result<(), String> {
         return Ok(());
     }
     if let Some(rest) = url.strip_prefix("http://") {
-        let host = rest.split(['/', ':']).next().unwrap_or("");
-        let bracketed_v6 = rest.starts_with("[::1]");
-        if host == "localhost" || host.starts_with("127.") || bracketed_v6 {
+        let authority = rest.split('/').next().unwrap_or("");
+        let loopback = authority == "localhost"
+            || authority.starts_with("localhost:")
+            || authority.starts_with("[::1]")
+            || authority
+                .split(':')
+                .next()
+                .and_then(|host| host.parse::<std::net::Ipv4Addr>().ok())
+                .is_some_and(|ip| ip.is_loopback());
+        if loopback {
             return Ok(());
         }
     }

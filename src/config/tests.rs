@@ -102,6 +102,8 @@ fn plain_http_issuer_only_on_loopback() {
     let e = error_of(&VALID.replace("https://token.actions.githubusercontent.com", "http://issuer.example"));
     assert_eq!(e.key, "issuers.github.issuer");
     assert!(parse(&VALID.replace("https://token.actions.githubusercontent.com", "http://127.0.0.1:9999")).is_ok());
+    let e = error_of(&VALID.replace("https://token.actions.githubusercontent.com", "http://127.evil.example"));
+    assert_eq!(e.key, "issuers.github.issuer");
 }
 
 #[test]
@@ -120,4 +122,27 @@ fn env_overrides_replace_file_values() {
         (name == "STINT_LISTEN").then(|| "127.0.0.1:18420".to_string())
     });
     assert_eq!(config.map(|c| c.listen.port()), Ok(18420));
+}
+
+#[test]
+fn bad_env_override_is_reported_against_the_variable() {
+    let result = Config::parse(VALID, "stint.yaml", Path::new("/etc/stint"), &|name| {
+        (name == "STINT_LISTEN").then(|| "nope".to_string())
+    });
+    let Err(e) = result else {
+        unreachable!("a bad STINT_LISTEN must be refused")
+    };
+    assert_eq!(e.source_name, "environment variable STINT_LISTEN");
+    assert_eq!(e.key, "listen");
+}
+
+#[test]
+fn yaml_errors_name_the_key_once_with_its_line() {
+    let e = error_of(&VALID.replace("    allow:", "    alow:"));
+    assert_eq!(e.key, "grants.deploy.alow");
+    assert!(e.message.starts_with("unknown field `alow`"), "{e}");
+    assert!(e.message.contains("at line"), "{e}");
+    let e = error_of(&format!("{VALID}\nlisten: 127.0.0.1:1\n"));
+    assert_eq!(e.key, "listen");
+    assert!(e.message.contains("written twice"), "{e}");
 }

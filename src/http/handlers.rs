@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::{Body, to_bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -42,10 +43,12 @@ pub async fn issue(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(grant): Path<String>,
+    grant: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // A name that is not UTF-8 names no grant; it is refused and audited like one.
+    let grant = grant.map_or_else(|_| "\u{FFFD}".to_string(), |Path(name)| name);
     let Ok(body) = to_bytes(body, MAX_BODY_BYTES).await else {
         return Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -256,10 +256,13 @@ pub struct Claims {
 }
 
 impl Claims {
-    pub(crate) fn from_payload(payload: &Map<String, Value>) -> Claims {
+    /// Flattens a payload. Fails when two claims flatten to one name (a
+    /// literal `a.b` next to `{"a":{"b":..}}`): policy must never have to
+    /// guess which one a rule meant.
+    pub(crate) fn from_payload(payload: &Map<String, Value>) -> Result<Claims, String> {
         let mut values = BTreeMap::new();
-        flatten("", payload, &mut values, 0);
-        Claims { values }
+        flatten("", payload, &mut values, 0)?;
+        Ok(Claims { values })
     }
 
     /// The claim called `name`, if present.
@@ -287,28 +290,33 @@ impl Claims {
 /// Deep enough for every real token (Kubernetes nests three levels).
 const MAX_DEPTH: usize = 4;
 
-fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut BTreeMap<String, ClaimValue>, depth: usize) {
+fn flatten(
+    prefix: &str,
+    map: &Map<String, Value>,
+    out: &mut BTreeMap<String, ClaimValue>,
+    depth: usize,
+) -> Result<(), String> {
     for (key, value) in map {
         let name = if prefix.is_empty() {
             key.clone()
         } else {
             format!("{prefix}.{key}")
         };
-        match value {
-            Value::Null => {}
-            Value::Object(inner) if depth < MAX_DEPTH => flatten(&name, inner, out, depth + 1),
-            Value::Object(_) => {}
-            Value::Array(items) => {
-                let scalars: Vec<String> = items.iter().filter_map(scalar_text).collect();
-                out.insert(name, ClaimValue::List(scalars));
+        let flat = match value {
+            Value::Object(inner) if depth < MAX_DEPTH => {
+                flatten(&name, inner, out, depth + 1)?;
+                None
             }
-            scalar => {
-                if let Some(text) = scalar_text(scalar) {
-                    out.insert(name, ClaimValue::Text(text));
-                }
-            }
+            Value::Array(items) => Some(ClaimValue::List(items.iter().filter_map(scalar_text).collect())),
+            scalar => scalar_text(scalar).map(ClaimValue::Text),
+        };
+        if let Some(flat) = flat
+            && out.insert(name.clone(), flat).is_some()
+        {
+            return Err(format!("two claims are both named `{name}` once flattened"));
         }
     }
+    Ok(())
 }
 
 fn scalar_text(value: &Value) -> Option<String> {
@@ -335,12 +343,19 @@ mod tests {
     fn flattens_nested_objects_and_scalars() {
         let claims = Claims::from_payload(&payload(
             r#"{"sub":"x","n":5,"b":false,"k":{"ns":"acme","sa":{"name":"api"}},"l":["a",1],"z":null}"#,
-        ));
+        ))
+        .unwrap_or_default();
         assert_eq!(claims.text("n"), Some("5"));
         assert_eq!(claims.text("b"), Some("false"));
         assert_eq!(claims.text("k.sa.name"), Some("api"));
         assert_eq!(claims.get("l"), Some(&ClaimValue::List(vec!["a".into(), "1".into()])));
         assert_eq!(claims.get("z"), None);
+    }
+
+    #[test]
+    fn flattening_collisions_are_refused() {
+        assert!(Claims::from_payload(&payload(r#"{"a.b":"x","a":{"b":"y"}}"#)).is_err());
+        assert!(Claims::from_payload(&payload(r#"{"a.b":"x","a":{"c":"y"}}"#)).is_ok());
     }
 
     #[test]

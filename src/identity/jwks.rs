@@ -196,15 +196,17 @@ impl IssuerKeys {
             }
             None => {}
         }
-        let refreshed = self.refresh(generation).await;
+        // A refresh skipped for the cooldown is not an answer: a broker that
+        // never reached the issuer says so (503), it does not blame the token.
+        let _ = self.refresh(generation).await;
         let state = self.state.read().await;
         if let Some(key) = pick(&state.keys, kid, alg) {
             return Ok(key);
         }
-        match refreshed {
-            Err(err) if state.fetched_at.is_none() => Err(err),
-            _ => Err(IdentityError::UnknownKey),
+        if state.fetched_at.is_none() {
+            return Err(IdentityError::IssuerUnavailable);
         }
+        Err(IdentityError::UnknownKey)
     }
 
     /// Fetches discovery and JWKS unless another task already did since

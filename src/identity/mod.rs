@@ -149,6 +149,8 @@ pub struct VerifiedToken {
     issued_at: i64,
     expires_at: i64,
     claims: Claims,
+    /// The payload as signed, for copying claims with their JSON types.
+    payload: Map<String, Value>,
 }
 
 impl VerifiedToken {
@@ -183,6 +185,15 @@ impl VerifiedToken {
     /// Every claim, flattened for matching.
     pub fn claims(&self) -> &Claims {
         &self.claims
+    }
+    /// A claim as signed (top-level name, JSON type kept), else its
+    /// flattened form (`kubernetes.io.namespace`).
+    pub fn claim_json(&self, name: &str) -> Option<Value> {
+        match self.payload.get(name) {
+            Some(Value::Null) => None,
+            Some(value) => Some(value.clone()),
+            None => self.claims.json(name),
+        }
     }
 }
 
@@ -350,6 +361,7 @@ fn check_registered_claims(
         .platform
         .check_shape(payload)
         .map_err(IdentityError::InvalidClaim)?;
+    let claims = Claims::from_payload(payload).map_err(IdentityError::InvalidClaim)?;
 
     Ok(VerifiedToken {
         issuer: config.name.clone(),
@@ -359,7 +371,8 @@ fn check_registered_claims(
         jti,
         issued_at: iat,
         expires_at: exp,
-        claims: Claims::from_payload(payload),
+        claims,
+        payload: payload.clone(),
     })
 }
 
@@ -420,6 +433,37 @@ fn printable(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).take(32).collect()
 }
 
+/// Entry point of the fuzz target (`fuzz/`): every offline step a token
+/// goes through (size, structure, strict JSON, header, registered claims,
+/// platform shapes, flattening) with no network and no keys. It must never
+/// panic, whatever the input.
+#[doc(hidden)]
+pub fn fuzz_offline_checks(token: &str) {
+    if token.len() > MAX_TOKEN_BYTES {
+        return;
+    }
+    let Ok(jws) = Jws::parse(token) else { return };
+    let config = IssuerConfig {
+        name: "fuzz".into(),
+        url: "https://issuer.example".into(),
+        audience: "stint".into(),
+        exclusive_audience: true,
+        algorithms: vec![Algorithm::RS256],
+        max_token_lifetime: Duration::from_secs(3600),
+        leeway: Duration::from_secs(60),
+        platform: Platform::Generic,
+    };
+    for platform in [
+        Platform::GitHubActions,
+        Platform::GitLabCi,
+        Platform::Kubernetes,
+        Platform::Buildkite,
+    ] {
+        let _ = platform.check_shape(&jws.payload);
+    }
+    let _ = check_registered_claims(&config, &jws.payload, now());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,31 +508,4 @@ mod tests {
         assert!(asymmetric_alg("none").is_none());
         assert_eq!(asymmetric_alg("ES256"), Some(Algorithm::ES256));
     }
-}
-
-/// Entry point of the fuzz target (`fuzz/`): every offline step a token
-/// goes through (size, structure, strict JSON, header, registered claims,
-/// platform shapes, flattening) with no network and no keys. It must never
-/// panic, whatever the input.
-#[doc(hidden)]
-pub fn fuzz_offline_checks(token: &str) {
-    if token.len() > MAX_TOKEN_BYTES {
-        return;
-    }
-    let Ok(jws) = Jws::parse(token) else { return };
-    let config = IssuerConfig {
-        name: "fuzz".into(),
-        url: "https://issuer.example".into(),
-        audience: "stint".into(),
-        exclusive_audience: true,
-        algorithms: vec![Algorithm::RS256],
-        max_token_lifetime: Duration::from_secs(3600),
-        leeway: Duration::from_secs(60),
-        platform: Platform::Generic,
-    };
-    for platform in [Platform::GitHubActions, Platform::GitLabCi, Platform::Kubernetes, Platform::Buildkite] {
-        let _ = platform.check_shape(&jws.payload);
-    }
-    let _ = check_registered_claims(&config, &jws.payload, now());
-    let _ = Claims::from_payload(&jws.payload);
 }

@@ -42,7 +42,7 @@ impl CredentialProvider for TokenProvider {
         let expires_at = ctx.now.saturating_add(ttl);
         let mut claims = Map::new();
         for name in &settings.copy_claims {
-            if let Some(value) = caller.claims().json(name) {
+            if let Some(value) = caller.claim_json(name) {
                 claims.insert(name.clone(), value);
             }
         }

@@ -56,3 +56,24 @@ async fn health_readiness_and_metrics() {
     // The admin endpoints are not on the public listener.
     assert_eq!(broker.get("/metrics").await.status, 404);
 }
+
+#[tokio::test]
+async fn admin_responses_carry_request_ids_and_problems() {
+    let issuer = TestIssuer::start().await;
+    let broker = TestBroker::start(&issuer, "github", DEPLOY_GRANT).await;
+    let missing = broker.admin_get("/nothing").await;
+    assert_eq!((missing.status.as_u16(), missing.code()), (404, "not_found"));
+    assert!(!broker.admin_get("/healthz").await.request_id().is_empty());
+    // Made-up methods do not create metric series.
+    for method in ["FOO1", "FOO2"] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        broker
+            .http
+            .request(m, format!("{}/v1/grants", broker.url))
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = broker.admin_get("/metrics").await.text;
+    assert!(!text.contains("FOO1") && text.contains(r#"method="OTHER""#), "{text}");
+}

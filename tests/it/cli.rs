@@ -177,6 +177,19 @@ fn stint_dev_issues_a_credential_with_its_printed_commands() {
     let record: serde_json::Value = serde_json::from_str(json_lines.lines().next().unwrap()).unwrap();
     assert_eq!(record["issuance_id"], body["issuance_id"]);
     assert_eq!(record["claims"]["repository"], "acme/api");
+
+    // An auditor holding the token finds its records by jti (stored only as an HMAC).
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    let jti = claims["jti"].as_str().unwrap();
+    let (code, found, stderr) = run(&["audit", "query", "--format", "json", "--jti", jti], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(found.lines().count(), 1, "{found}");
+    let (_, none, _) = run(&["audit", "query", "--format", "json", "--jti", "other"], dir.path());
+    assert_eq!(none.trim(), "");
 }
 
 #[test]
@@ -185,4 +198,15 @@ fn audit_query_without_a_store_explains_what_to_pass() {
     let (code, _, stderr) = run(&["audit", "query"], dir.path());
     assert_eq!(code, 1);
     assert!(stderr.contains("--config") && stderr.contains("--store"), "{stderr}");
+}
+
+#[test]
+fn audit_query_never_creates_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(&["audit", "query", "--store", "sqlite://missing.db"], dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        !dir.path().join("missing.db").exists(),
+        "a mistyped path must not create an empty log"
+    );
 }

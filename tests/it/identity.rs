@@ -348,3 +348,12 @@ async fn error_details_never_echo_key_material() {
         "the signature is not echoed"
     );
 }
+
+#[tokio::test]
+async fn ambiguous_flattened_claim_names_are_refused() {
+    let (issuer, broker) = setup().await;
+    let mut claims = issuer.github();
+    claims.insert("kubernetes.io.namespace".into(), json!("acme"));
+    claims.insert("kubernetes.io".into(), json!({"namespace": "other"}));
+    refused(&broker, &issuer.sign(&claims), "claim_invalid").await;
+}

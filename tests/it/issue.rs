@@ -250,3 +250,42 @@ async fn buildkite_and_circleci_tokens_match_their_own_claims() {
         "an SSH rerun is not a pipeline run"
     );
 }
+
+#[tokio::test]
+async fn body_must_be_a_json_object_and_bad_paths_are_problems() {
+    let issuer = TestIssuer::start().await;
+    let broker = TestBroker::start(&issuer, "github", DEPLOY_GRANT).await;
+    let array = broker
+        .issue("deploy", &issuer.sign(&issuer.github()), Some(json!(["10m"])))
+        .await;
+    assert_eq!((array.status.as_u16(), array.code()), (400, "invalid_request"));
+    let bad_utf8 = broker.issue("%FF", &issuer.sign(&issuer.github()), None).await;
+    assert_eq!(
+        (bad_utf8.status.as_u16(), bad_utf8.code()),
+        (403, "denied"),
+        "{}",
+        bad_utf8.text
+    );
+    assert_eq!(
+        broker.audit_record(&bad_utf8.request_id()).await.reason.as_deref(),
+        Some("unknown_grant")
+    );
+    // Copied claims keep their JSON type.
+    let grants = "  n:\n    kind: token\n    ttl: 1m\n    audience: x\n    copy_claims: [runner_id]\n    allow:\n      - issuer: ci\n        claims: { project_path: acme/api }\n";
+    let gitlab = TestBroker::start(&issuer, "gitlab", grants).await;
+    let answer = gitlab
+        .issue("n", &issuer.sign(&issuer.fixture_claims("gitlab-ci")), None)
+        .await;
+    let payload = answer.body["token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["runner_id"], json!(60006));
+}

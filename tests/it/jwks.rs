@@ -168,3 +168,18 @@ async fn oversized_jwks_is_refused() {
         answer.text
     );
 }
+
+#[tokio::test]
+async fn issuer_down_at_start_is_503_even_inside_the_cooldown() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_down(true);
+    let broker = broker_with_cooldown(&issuer, "30s").await;
+    let answer = broker.issue("deploy", &issuer.sign(&issuer.github()), None).await;
+    assert_eq!(
+        (answer.status.as_u16(), answer.code()),
+        (503, "issuer_unavailable"),
+        "{}",
+        answer.text
+    );
+    assert_eq!(answer.headers.get("retry-after").unwrap(), "5");
+}
