@@ -15,7 +15,7 @@ use crate::audit::{AuditKey, AuditRecord, AuditSink, Outcome};
 use crate::duration;
 use crate::identity::{IdentityError, VerifiedToken, Verifier};
 use crate::metrics::Metrics;
-use crate::policy::{Decision, Denial, GrantSpec, Policy};
+use crate::policy::{Decision, Denial, GrantKind, GrantSpec, Policy};
 use crate::provider::{CredentialProvider, IssueContext, ProviderError};
 
 /// One `POST /v1/issue/{grant}` as the HTTP layer hands it over.
@@ -39,6 +39,8 @@ pub struct IssueRequest<'a> {
 struct IssueOptions {
     /// Requested lifetime, at most the grant's `max_ttl`.
     ttl: Option<String>,
+    /// `secrets` grants: the subset wanted.
+    secrets: Option<Vec<String>>,
 }
 
 /// A credential that has been issued and audited.
@@ -82,8 +84,10 @@ impl BrokerError {
             BrokerError::Identity(e) => e.code(),
             BrokerError::Denied(d) => d.code(),
             BrokerError::BadRequest { code, .. } => code,
-            BrokerError::Provider(ProviderError::Refused(_)) => "upstream_refused",
-            BrokerError::Provider(ProviderError::Unavailable(_)) => "upstream_unavailable",
+            BrokerError::Provider(ProviderError::Refused { .. }) => "upstream_refused",
+            BrokerError::Provider(ProviderError::Unavailable { .. }) => "upstream_unavailable",
+            BrokerError::Provider(ProviderError::RateLimited { .. }) => "rate_limited",
+            BrokerError::Provider(ProviderError::Denied { code, .. }) => code,
             BrokerError::Provider(ProviderError::BadRequest(_)) => "invalid_request",
             BrokerError::Provider(_) => "internal",
             BrokerError::AuditUnavailable => "audit_unavailable",
@@ -94,7 +98,10 @@ impl BrokerError {
         match self {
             BrokerError::Identity(IdentityError::IssuerUnavailable)
             | BrokerError::Provider(
-                ProviderError::Refused(_) | ProviderError::Unavailable(_) | ProviderError::Internal(_),
+                ProviderError::Refused { .. }
+                | ProviderError::Unavailable { .. }
+                | ProviderError::RateLimited { .. }
+                | ProviderError::Internal(_),
             )
             | BrokerError::AuditUnavailable => Outcome::Error,
             _ => Outcome::Denied,
@@ -255,6 +262,16 @@ impl Broker {
         let spec = grant.spec();
         record.kind = Some(spec.kind.name().to_string());
         record.detail.insert("rule".into(), Value::from(grant.rule_index()));
+        if options.secrets.is_some() && !matches!(spec.kind, GrantKind::Secrets(_)) {
+            return Err(BrokerError::BadRequest {
+                code: "invalid_request",
+                detail: format!(
+                    "`secrets` applies to secrets grants; `{}` is a {} grant",
+                    spec.name,
+                    spec.kind.name()
+                ),
+            });
+        }
         let ttl = resolve_ttl(spec, options.ttl.as_deref())?;
         record.ttl_seconds = Some(ttl.as_secs());
 
@@ -267,6 +284,7 @@ impl Broker {
             issuance_id: uuid::Uuid::now_v7().to_string(),
             ttl,
             now,
+            secrets: options.secrets,
         };
         let credential = provider.issue(&grant, &ctx).await?;
         record.issuance_id = Some(ctx.issuance_id.clone());
@@ -332,10 +350,14 @@ fn resolve_ttl(spec: &GrantSpec, requested: Option<&str>) -> Result<Duration, Br
         code: "invalid_ttl",
         detail: e.to_string(),
     })?;
-    if ttl < Duration::from_secs(1) {
+    if ttl < spec.kind.min_ttl() {
         return Err(BrokerError::BadRequest {
             code: "invalid_ttl",
-            detail: "ttl must be at least 1s".into(),
+            detail: format!(
+                "ttl must be at least {} for {} grants",
+                duration::format(spec.kind.min_ttl()),
+                spec.kind.name()
+            ),
         });
     }
     if ttl > spec.max_ttl {

@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod policy;
 pub mod provider;
 pub mod server;
+pub mod template;

@@ -16,7 +16,10 @@ use crate::http::{self, AppState};
 use crate::identity::Verifier;
 use crate::keys::SigningKey;
 use crate::metrics::Metrics;
+use crate::policy::GrantKind;
+use crate::provider::aws;
 use crate::provider::{CredentialProvider, TokenProvider};
+use aws_credential_types::provider::SharedCredentialsProvider;
 
 /// A broker that is listening.
 pub struct RunningServer {
@@ -48,8 +51,20 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
 }
 
+/// Parts that start-up would otherwise find on its own.
+#[derive(Default)]
+pub struct StartOptions {
+    /// stint's own AWS identity; default: the standard AWS credential chain.
+    pub aws_credentials: Option<SharedCredentialsProvider>,
+}
+
 /// Builds every part from `config` and starts both listeners.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    start_with(config, StartOptions::default()).await
+}
+
+/// [`start`] with explicit parts (tests give stint an AWS identity).
+pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result<RunningServer> {
     let listener = bind(config.listen, "listen").await?;
     let admin_listener = bind(config.admin_listen, "admin_listen").await?;
     let addr = listener.local_addr()?;
@@ -71,8 +86,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     let verifier = Verifier::new(config.issuers.clone(), config.key_cache.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let metrics = Arc::new(Metrics::new());
-    let providers: Vec<Arc<dyn CredentialProvider>> =
+    let mut providers: Vec<Arc<dyn CredentialProvider>> =
         vec![Arc::new(TokenProvider::new(signing_key.clone(), issuer.clone()))];
+    let needs_aws = config
+        .policy
+        .grants()
+        .any(|g| matches!(g.kind, GrantKind::Aws(_) | GrantKind::Secrets(_)));
+    if needs_aws {
+        let sdk = aws::sdk_config(&config.aws, options.aws_credentials)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?;
+        let limiter = aws::RateLimiter::new(config.aws.sts_per_second, config.aws.sts_burst);
+        providers.push(Arc::new(aws::StsProvider::new(&sdk, limiter)));
+        providers.push(Arc::new(aws::SecretsProvider::new(&sdk)));
+    }
     let broker = Arc::new(Broker::new(
         verifier,
         config.policy.clone(),

@@ -2,6 +2,7 @@
 //! parsed once at start-up into a validated [`Config`]. Every error names the
 //! file, the key and what to do.
 
+mod grants;
 mod raw;
 
 use std::collections::BTreeSet;
@@ -12,10 +13,10 @@ use std::time::Duration;
 use crate::duration;
 use crate::identity::{IssuerConfig, KeyCachePolicy, Platform, asymmetric_alg};
 use crate::keys::SigningAlgorithm;
-use crate::policy::{GrantKind, GrantSpec, Matcher, Policy, Rule, TokenGrant};
-use crate::provider::RESERVED_CLAIMS;
+use crate::policy::Policy;
+use crate::provider::aws::AwsSettings;
 
-use raw::{RawConfig, RawGrant, RawIssuer};
+use raw::{RawAws, RawConfig, RawIssuer};
 
 /// Default public listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
@@ -75,6 +76,8 @@ pub struct Config {
     pub policy: Policy,
     /// JWKS cache behaviour.
     pub key_cache: KeyCachePolicy,
+    /// AWS client settings (used when an `aws` or `secrets` grant exists).
+    pub aws: AwsSettings,
 }
 
 /// Environment variables that override config keys.
@@ -234,8 +237,10 @@ impl Config {
         let mut grants = Vec::new();
         for (name, grant) in raw_grants {
             let key = format!("grants.{name}");
-            grants
-                .push(validate_grant(&name, grant, &issuer_names).map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?);
+            grants.push(
+                grants::validate_grant(&name, grant, &issuer_names)
+                    .map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?,
+            );
         }
 
         let mut key_cache = KeyCachePolicy::default();
@@ -252,6 +257,8 @@ impl Config {
             }
         }
 
+        let aws = aws_settings(raw.aws.as_ref()).map_err(|(key, m)| err(&format!("aws{key}"), m))?;
+
         Ok(Config {
             source_name: source_name.to_string(),
             listen,
@@ -261,6 +268,7 @@ impl Config {
             issuers,
             policy: Policy::new(grants),
             key_cache,
+            aws,
         })
     }
 }
@@ -336,9 +344,57 @@ fn yaml_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> (String, S
     (key, message)
 }
 
-type FieldError = (String, String);
+fn aws_settings(raw: Option<&RawAws>) -> Result<AwsSettings, FieldError> {
+    let mut aws = AwsSettings::default();
+    let Some(raw) = raw else { return Ok(aws) };
+    aws.region = raw.region.clone();
+    if let Some(url) = &raw.endpoint_url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(field(".endpoint_url", format!("`{url}` is not an http(s) URL")));
+        }
+        aws.endpoint_url = Some(url.clone());
+    }
+    if let Some(t) = &raw.connect_timeout {
+        aws.connect_timeout = duration_at(".connect_timeout", t)?;
+    }
+    if let Some(t) = &raw.operation_timeout {
+        aws.operation_timeout = duration_at(".operation_timeout", t)?;
+    }
+    for (key, value) in [
+        (".connect_timeout", aws.connect_timeout),
+        (".operation_timeout", aws.operation_timeout),
+    ] {
+        if value.is_zero() || value > Duration::from_secs(120) {
+            return Err(field(key, "must be between 1s and 2m"));
+        }
+    }
+    if let Some(n) = raw.max_attempts {
+        if !(1..=10).contains(&n) {
+            return Err(field(".max_attempts", "must be 1-10"));
+        }
+        aws.max_attempts = n;
+    }
+    if let Some(limit) = &raw.sts_rate_limit {
+        if !(limit.per_second > 0.0 && limit.per_second <= 600.0) {
+            return Err(field(
+                ".sts_rate_limit.per_second",
+                "must be more than 0 and at most 600 (the AWS account quota)",
+            ));
+        }
+        aws.sts_per_second = limit.per_second;
+        aws.sts_burst = limit
+            .burst
+            .unwrap_or_else(|| (limit.per_second * 2.0).ceil().max(1.0) as u32);
+        if aws.sts_burst == 0 {
+            return Err(field(".sts_rate_limit.burst", "must be at least 1"));
+        }
+    }
+    Ok(aws)
+}
 
-fn field(sub: &str, message: impl Into<String>) -> FieldError {
+pub(super) type FieldError = (String, String);
+
+pub(super) fn field(sub: &str, message: impl Into<String>) -> FieldError {
     (sub.to_string(), message.into())
 }
 
@@ -347,35 +403,32 @@ fn socket_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{text}` is not an address:port such as 127.0.0.1:8420"))
 }
 
-fn duration_at(sub: &str, text: &str) -> Result<Duration, FieldError> {
+pub(super) fn duration_at(sub: &str, text: &str) -> Result<Duration, FieldError> {
     duration::parse(text).map_err(|e| field(sub, e.to_string()))
 }
 
-/// https, or http on a loopback host (development and tests only).
+/// https, or http on a loopback host (development and tests only). Parsed
+/// as a URL, so `http://localhost:@evil.example` is seen for what it is.
 fn check_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") && url.len() > "https://".len() {
-        return Ok(());
+    let refuse = || format!("`{url}` must be an https:// URL (http:// only on a loopback host)");
+    let parsed = reqwest::Url::parse(url).map_err(|_| refuse())?;
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.host_str().is_none() {
+        return Err(refuse());
     }
-    if let Some(rest) = url.strip_prefix("http://") {
-        let authority = rest.split('/').next().unwrap_or("");
-        let loopback = authority == "localhost"
-            || authority.starts_with("localhost:")
-            || authority.starts_with("[::1]")
-            || authority
-                .split(':')
-                .next()
-                .and_then(|host| host.parse::<std::net::Ipv4Addr>().ok())
-                .is_some_and(|ip| ip.is_loopback());
-        if loopback {
-            return Ok(());
-        }
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(refuse()),
     }
-    Err(format!(
-        "`{url}` must be an https:// URL (http:// only on a loopback host)"
-    ))
 }
 
-fn check_name(name: &str) -> Result<(), FieldError> {
+pub(super) fn check_name(name: &str) -> Result<(), FieldError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -448,102 +501,6 @@ fn validate_issuer(name: &str, raw: RawIssuer) -> Result<IssuerConfig, FieldErro
         max_token_lifetime,
         leeway,
         platform,
-    })
-}
-
-fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>) -> Result<GrantSpec, FieldError> {
-    check_name(name)?;
-    let ttl = duration_at(".ttl", &raw.ttl)?;
-    let max_ttl = match &raw.max_ttl {
-        Some(text) => duration_at(".max_ttl", text)?,
-        None => ttl,
-    };
-    if ttl < Duration::from_secs(1) {
-        return Err(field(".ttl", "must be at least 1s"));
-    }
-    if max_ttl < ttl {
-        return Err(field(
-            ".max_ttl",
-            format!(
-                "{} is shorter than ttl {}",
-                duration::format(max_ttl),
-                duration::format(ttl)
-            ),
-        ));
-    }
-    if max_ttl > MAX_GRANT_TTL {
-        return Err(field(".max_ttl", "at most 24h: stint issues short-lived credentials"));
-    }
-    let kind = match raw.kind.as_str() {
-        "token" => {
-            let audience = raw.audience.filter(|a| !a.trim().is_empty()).ok_or_else(|| {
-                field(
-                    ".audience",
-                    "missing: the `aud` of issued tokens (the service that accepts them)",
-                )
-            })?;
-            let copy_claims = raw.copy_claims.unwrap_or_default();
-            if let Some((i, reserved)) = copy_claims
-                .iter()
-                .enumerate()
-                .find(|(_, c)| RESERVED_CLAIMS.contains(&c.as_str()))
-            {
-                return Err(field(
-                    &format!(".copy_claims[{i}]"),
-                    format!("`{reserved}` is set by stint and cannot be copied"),
-                ));
-            }
-            GrantKind::Token(TokenGrant { audience, copy_claims })
-        }
-        "aws" | "secrets" | "postgres" => {
-            return Err(field(
-                ".kind",
-                format!(
-                    "`{}` grants are not available in this version of stint yet; use `token`",
-                    raw.kind
-                ),
-            ));
-        }
-        other => return Err(field(".kind", format!("`{other}` is unknown: use token"))),
-    };
-    if raw.allow.is_empty() {
-        return Err(field(
-            ".allow",
-            "no rule: add at least one `{issuer, claims}` rule, or nobody can have this grant",
-        ));
-    }
-    let mut rules = Vec::new();
-    for (i, rule) in raw.allow.into_iter().enumerate() {
-        let at = format!(".allow[{i}]");
-        if !issuers.contains(rule.issuer.as_str()) {
-            return Err(field(
-                &format!("{at}.issuer"),
-                format!("`{}` is not an issuer in `issuers`", rule.issuer),
-            ));
-        }
-        if rule.claims.0.is_empty() {
-            return Err(field(
-                &format!("{at}.claims"),
-                "no claim matcher: a rule must bind at least one claim, or every token of the issuer would match",
-            ));
-        }
-        let mut claims = Vec::new();
-        for (claim, spec) in rule.claims.0 {
-            let matcher = Matcher::compile(&spec).map_err(|m| field(&format!("{at}.claims.{claim}"), m))?;
-            claims.push((claim, matcher));
-        }
-        rules.push(Rule {
-            issuer: rule.issuer,
-            claims,
-        });
-    }
-    Ok(GrantSpec {
-        name: name.to_string(),
-        description: raw.description,
-        ttl,
-        max_ttl,
-        kind,
-        rules,
     })
 }
 

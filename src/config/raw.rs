@@ -20,6 +20,25 @@ pub struct RawConfig {
     pub issuers: Option<UniqueMap<RawIssuer>>,
     pub grants: Option<UniqueMap<RawGrant>>,
     pub jwks: Option<RawJwks>,
+    pub aws: Option<RawAws>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub operation_timeout: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub sts_rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub per_second: f64,
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +87,19 @@ pub struct RawGrant {
     pub audience: Option<String>,
     /// kind: token
     pub copy_claims: Option<Vec<String>>,
+    /// kind: aws
+    pub role_arn: Option<String>,
+    pub role_chaining: Option<bool>,
+    pub session_policy: Option<serde_json::Value>,
+    pub policy_arns: Option<Vec<String>>,
+    pub session_tags: Option<UniqueMap<String>>,
+    pub transitive_tag_keys: Option<Vec<String>>,
+    pub external_id: Option<String>,
+    pub session_name: Option<String>,
+    /// kind: secrets
+    pub secrets: Option<Vec<String>>,
+    pub version_stage: Option<String>,
+    pub cache_ttl: Option<String>,
     pub allow: Vec<RawRule>,
 }
 

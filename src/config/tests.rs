@@ -102,8 +102,15 @@ fn plain_http_issuer_only_on_loopback() {
     let e = error_of(&VALID.replace("https://token.actions.githubusercontent.com", "http://issuer.example"));
     assert_eq!(e.key, "issuers.github.issuer");
     assert!(parse(&VALID.replace("https://token.actions.githubusercontent.com", "http://127.0.0.1:9999")).is_ok());
-    let e = error_of(&VALID.replace("https://token.actions.githubusercontent.com", "http://127.evil.example"));
-    assert_eq!(e.key, "issuers.github.issuer");
+    for sneaky in [
+        "http://127.evil.example",
+        "http://localhost:@evil.example",
+        "http://[::1]@evil.example",
+        "http://127.0.0.1:x@evil.example",
+    ] {
+        let e = error_of(&VALID.replace("https://token.actions.githubusercontent.com", sneaky));
+        assert_eq!(e.key, "issuers.github.issuer", "{sneaky}");
+    }
 }
 
 #[test]

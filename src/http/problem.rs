@@ -54,16 +54,31 @@ impl Problem {
             BrokerError::Provider(ProviderError::BadRequest(d)) => {
                 (StatusCode::BAD_REQUEST, "invalid_request", d.clone())
             }
-            BrokerError::Provider(ProviderError::Refused(_)) => (
+            // The upstream's own message stays in the log; the caller gets
+            // what an operator needs to find it (grant, role, error code).
+            BrokerError::Provider(ProviderError::Refused { detail, .. }) => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_refused",
-                format!("the upstream refused to issue; see the broker log for request {request_id}"),
+                format!("{detail}; the broker log has more under request {request_id}"),
             ),
-            BrokerError::Provider(ProviderError::Unavailable(_)) => (
+            BrokerError::Provider(ProviderError::Unavailable { detail, .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_unavailable",
-                "the upstream is unavailable; retry later".to_string(),
+                format!("{detail}; retry later"),
             ),
+            BrokerError::Provider(ProviderError::RateLimited { retry_after }) => {
+                let mut problem = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many upstream calls for this account; retry in {retry_after}s"),
+                    request_id,
+                );
+                problem.retry_after = Some(*retry_after);
+                return problem;
+            }
+            BrokerError::Provider(ProviderError::Denied { code, detail }) => {
+                (StatusCode::FORBIDDEN, *code, detail.clone())
+            }
             BrokerError::Provider(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -1,11 +1,13 @@
 //! Step 3 of the flow: may this token have this grant? Pure data in, a
 //! [`Decision`] out: no I/O, no async, no clock.
 
+mod kinds;
 mod matcher;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+pub use kinds::{AwsGrant, GrantKind, SecretRef, SecretsGrant, TokenGrant};
 pub use matcher::{Matcher, MatcherSpec, glob_to_regex};
 
 use crate::identity::VerifiedToken;
@@ -25,32 +27,6 @@ pub struct GrantSpec {
     pub kind: GrantKind,
     /// Alternatives: the first rule whose matchers all hold allows.
     pub rules: Vec<Rule>,
-}
-
-/// What a grant issues, with the kind's own settings.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum GrantKind {
-    /// A JWT signed by stint.
-    Token(TokenGrant),
-}
-
-impl GrantKind {
-    /// The kind's name in config and responses.
-    pub fn name(&self) -> &'static str {
-        match self {
-            GrantKind::Token(_) => "token",
-        }
-    }
-}
-
-/// Settings of a `kind: token` grant.
-#[derive(Debug, Clone)]
-pub struct TokenGrant {
-    /// `aud` of the issued token: the service that will accept it.
-    pub audience: String,
-    /// Caller claims copied into the issued token, by name.
-    pub copy_claims: Vec<String>,
 }
 
 /// One alternative of a grant: an issuer and claim matchers that must all hold.

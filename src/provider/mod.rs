@@ -1,6 +1,7 @@
 //! Step 4 of the flow: turn an allowed [`Grant`] into a credential.
 //! Each kind of credential is one [`CredentialProvider`].
 
+pub mod aws;
 mod token;
 
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct IssueContext {
     pub ttl: Duration,
     /// Seconds since the epoch at which the request was accepted.
     pub now: i64,
+    /// `secrets` grants: the subset the caller asked for (all when `None`).
+    pub secrets: Option<Vec<String>>,
 }
 
 /// An issued credential.
@@ -34,20 +37,47 @@ pub struct Credential {
     pub audit: Map<String, Value>,
 }
 
-/// Why a provider could not issue.
-#[derive(Debug, thiserror::Error)]
+/// Why a provider could not issue. `detail` goes to the caller and helps
+/// an operator (grant, role, AWS error code); `log` holds the upstream's own
+/// message and goes to the log only, under the request id.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProviderError {
-    /// The upstream refused (maps to 502).
-    #[error("upstream refused: {0}")]
-    Refused(String),
-    /// The upstream could not be reached (maps to 503).
-    #[error("upstream unavailable: {0}")]
-    Unavailable(String),
-    /// The request cannot be served as asked (maps to 400).
+    /// The upstream refused (502).
+    #[error("{detail}: {log}")]
+    Refused {
+        /// For the caller.
+        detail: String,
+        /// For the log.
+        log: String,
+    },
+    /// The upstream could not be reached or keeps throttling (503).
+    #[error("{detail}: {log}")]
+    Unavailable {
+        /// For the caller.
+        detail: String,
+        /// For the log.
+        log: String,
+    },
+    /// stint's own upstream rate limit is exhausted (429).
+    #[error("rate limited; retry in {retry_after}s")]
+    RateLimited {
+        /// Seconds until a call is allowed again.
+        retry_after: u32,
+    },
+    /// The caller's identity cannot be used as this grant needs (403),
+    /// e.g. a claim that cannot be an AWS tag value.
+    #[error("{detail}")]
+    Denied {
+        /// Reason code.
+        code: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The request cannot be served as asked (400).
     #[error("{0}")]
     BadRequest(String),
-    /// A fault inside stint (maps to 500); details go to the log only.
+    /// A fault inside stint (500); details go to the log only.
     #[error("internal error: {0}")]
     Internal(String),
 }

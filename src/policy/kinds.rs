@@ -1,0 +1,94 @@
+//! What each kind of grant issues, as validated from config. Plain data:
+//! providers read it, policy only carries it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::template::Template;
+
+/// What a grant issues, with the kind's own settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum GrantKind {
+    /// A JWT signed by stint.
+    Token(TokenGrant),
+    /// AWS STS session credentials (AssumeRole).
+    Aws(AwsGrant),
+    /// Values from AWS Secrets Manager.
+    Secrets(SecretsGrant),
+}
+
+impl GrantKind {
+    /// The kind's name in config and responses.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GrantKind::Token(_) => "token",
+            GrantKind::Aws(_) => "aws",
+            GrantKind::Secrets(_) => "secrets",
+        }
+    }
+
+    /// Shortest lifetime a request may ask for.
+    pub fn min_ttl(&self) -> Duration {
+        match self {
+            GrantKind::Aws(_) => crate::provider::aws::MIN_SESSION,
+            _ => Duration::from_secs(1),
+        }
+    }
+}
+
+/// Settings of a `kind: token` grant.
+#[derive(Debug, Clone)]
+pub struct TokenGrant {
+    /// `aud` of the issued token: the service that will accept it.
+    pub audience: String,
+    /// Caller claims copied into the issued token, by name.
+    pub copy_claims: Vec<String>,
+}
+
+/// Settings of a `kind: aws` grant.
+#[derive(Debug, Clone)]
+pub struct AwsGrant {
+    /// The role to assume.
+    pub role_arn: String,
+    /// The role's account (from the ARN); rate limits are per account.
+    pub account: String,
+    /// stint's own identity is an assumed role: AWS caps sessions at 1h.
+    pub role_chaining: bool,
+    /// Inline session policy; string leaves are templates.
+    pub session_policy: Option<Value>,
+    /// Managed session policy ARNs.
+    pub policy_arns: Vec<String>,
+    /// Session tags, values templated from claims.
+    pub session_tags: Vec<(String, Template)>,
+    /// Tag keys that pass on to chained sessions.
+    pub transitive_tag_keys: Vec<String>,
+    /// `ExternalId` the role's trust policy may require.
+    pub external_id: Option<String>,
+    /// RoleSessionName template; default from the caller's claims.
+    pub session_name: Option<Template>,
+}
+
+/// One secret of a `kind: secrets` grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    /// The name as written in config (`prod/api/db#password`): the key in
+    /// requests and responses.
+    pub name: String,
+    /// Secret name or ARN.
+    pub secret_id: String,
+    /// Key inside a JSON secret, after `#`.
+    pub json_key: Option<String>,
+}
+
+/// Settings of a `kind: secrets` grant.
+#[derive(Debug, Clone)]
+pub struct SecretsGrant {
+    /// The secrets the grant may read.
+    pub secrets: Vec<SecretRef>,
+    /// Version stage to read (default `AWSCURRENT`).
+    pub version_stage: String,
+    /// How long a fetched value is reused.
+    pub cache_ttl: Duration,
+}

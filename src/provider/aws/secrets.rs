@@ -1,0 +1,202 @@
+//! `kind: secrets`: values from AWS Secrets Manager, cached per secret and
+//! version stage, concurrent misses coalesced. The cache never decides
+//! access: policy runs on every request before the cache is read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use moka::Expiry;
+use moka::future::Cache;
+use serde_json::{Map, Value, json};
+
+use super::classify;
+use crate::policy::{Grant, GrantKind, SecretRef, SecretsGrant};
+use crate::provider::{Credential, CredentialProvider, IssueContext, ProviderError};
+
+/// One secret version as fetched.
+#[derive(Debug)]
+struct SecretValue {
+    text: Option<String>,
+    binary: Option<Vec<u8>>,
+    version_id: String,
+    cache_for: Duration,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct SecretKey {
+    secret_id: String,
+    version_stage: String,
+}
+
+struct SecretExpiry;
+
+impl Expiry<SecretKey, Arc<SecretValue>> for SecretExpiry {
+    fn expire_after_create(&self, _: &SecretKey, value: &Arc<SecretValue>, _: std::time::Instant) -> Option<Duration> {
+        Some(value.cache_for)
+    }
+}
+
+/// Reads secrets for `kind: secrets` grants.
+pub struct SecretsProvider {
+    client: aws_sdk_secretsmanager::Client,
+    cache: Cache<SecretKey, Arc<SecretValue>>,
+}
+
+impl SecretsProvider {
+    /// A provider on `config`.
+    pub fn new(config: &aws_config::SdkConfig) -> SecretsProvider {
+        SecretsProvider {
+            client: aws_sdk_secretsmanager::Client::new(config),
+            cache: Cache::builder().max_capacity(10_000).expire_after(SecretExpiry).build(),
+        }
+    }
+
+    async fn fetch(&self, key: &SecretKey, cache_for: Duration) -> Result<SecretValue, ProviderError> {
+        let what = format!("GetSecretValue of `{}`", key.secret_id);
+        let output = self
+            .client
+            .get_secret_value()
+            .secret_id(&key.secret_id)
+            .version_stage(&key.version_stage)
+            .send()
+            .await
+            .map_err(|e| classify(&what, &e))?;
+        Ok(SecretValue {
+            text: output.secret_string().map(str::to_string),
+            binary: output.secret_binary().map(|b| b.as_ref().to_vec()),
+            version_id: output.version_id().unwrap_or_default().to_string(),
+            cache_for,
+        })
+    }
+
+    async fn value(&self, key: SecretKey, cache_for: Duration) -> Result<Arc<SecretValue>, ProviderError> {
+        self.cache
+            .try_get_with(key.clone(), async { self.fetch(&key, cache_for).await.map(Arc::new) })
+            .await
+            .map_err(|e| e.as_ref().clone())
+    }
+}
+
+/// The grant's secrets the caller asked for; all of them when it named none.
+fn select<'a>(
+    settings: &'a SecretsGrant,
+    asked: Option<&[String]>,
+    grant: &str,
+) -> Result<Vec<&'a SecretRef>, ProviderError> {
+    let Some(asked) = asked else {
+        return Ok(settings.secrets.iter().collect());
+    };
+    if asked.is_empty() {
+        return Err(ProviderError::BadRequest(
+            "`secrets` names no secret; leave it out to get them all".into(),
+        ));
+    }
+    asked
+        .iter()
+        .map(|name| {
+            settings
+                .secrets
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| ProviderError::Denied {
+                    code: "secret_not_in_grant",
+                    detail: format!("grant `{grant}` does not include the secret `{}`", printable(name)),
+                })
+        })
+        .collect()
+}
+
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(128).collect()
+}
+
+/// The value handed out for `secret`: the whole secret, or one key of a
+/// JSON secret. Binary secrets are base64 (and marked so in `encodings`).
+fn extract(secret: &SecretRef, value: &SecretValue) -> Result<(String, bool), ProviderError> {
+    let refused = |why: String| ProviderError::Refused {
+        detail: format!("secret `{}` {why}", secret.name),
+        log: String::new(),
+    };
+    match (&secret.json_key, &value.text, &value.binary) {
+        (None, Some(text), _) => Ok((text.clone(), false)),
+        (None, None, Some(bytes)) => Ok((STANDARD.encode(bytes), true)),
+        (Some(key), Some(text), _) => {
+            let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) else {
+                return Err(refused("is not a JSON object, so `#key` cannot select from it".into()));
+            };
+            match map.get(key) {
+                Some(Value::String(s)) => Ok((s.clone(), false)),
+                Some(Value::Null) | None => Err(refused(format!("has no key `{key}`"))),
+                Some(other) => Ok((other.to_string(), false)),
+            }
+        }
+        (Some(_), None, Some(_)) => Err(refused("is binary, so `#key` cannot select from it".into())),
+        (_, None, None) => Err(refused("has no value".into())),
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialProvider for SecretsProvider {
+    fn kind(&self) -> &'static str {
+        "secrets"
+    }
+
+    async fn issue(&self, grant: &Grant<'_>, ctx: &IssueContext) -> Result<Credential, ProviderError> {
+        let GrantKind::Secrets(settings) = &grant.spec().kind else {
+            return Err(ProviderError::Internal(
+                "secrets provider called for another kind".into(),
+            ));
+        };
+        let selected = select(settings, ctx.secrets.as_deref(), &grant.spec().name)?;
+
+        // One fetch per distinct secret id, all at once.
+        let mut ids: Vec<&str> = selected.iter().map(|s| s.secret_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let fetches = ids.iter().map(|id| {
+            let key = SecretKey {
+                secret_id: (*id).to_string(),
+                version_stage: settings.version_stage.clone(),
+            };
+            self.value(key, settings.cache_ttl)
+        });
+        let values: BTreeMap<&str, Arc<SecretValue>> = ids
+            .iter()
+            .copied()
+            .zip(futures_util::future::try_join_all(fetches).await?)
+            .collect();
+
+        let mut secrets = Map::new();
+        let mut versions = Map::new();
+        let mut encodings = Map::new();
+        for secret in &selected {
+            let value = values
+                .get(secret.secret_id.as_str())
+                .ok_or_else(|| ProviderError::Internal("fetched secret missing".into()))?;
+            let (text, binary) = extract(secret, value)?;
+            secrets.insert(secret.name.clone(), Value::String(text));
+            versions.insert(secret.name.clone(), json!(value.version_id));
+            if binary {
+                encodings.insert(secret.name.clone(), json!("base64"));
+            }
+        }
+        let ttl = i64::try_from(ctx.ttl.as_secs()).unwrap_or(i64::MAX);
+        let mut response = Map::new();
+        response.insert("secrets".into(), Value::Object(secrets));
+        response.insert("versions".into(), Value::Object(versions.clone()));
+        if !encodings.is_empty() {
+            response.insert("encodings".into(), Value::Object(encodings));
+        }
+        let mut audit = Map::new();
+        audit.insert("versions".into(), Value::Object(versions));
+        audit.insert("version_stage".into(), json!(settings.version_stage));
+        Ok(Credential {
+            expires_at: ctx.now.saturating_add(ttl),
+            response,
+            audit,
+        })
+    }
+}

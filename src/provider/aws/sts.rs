@@ -1,0 +1,355 @@
+//! `kind: aws`: STS AssumeRole with caller-derived session name, source
+//! identity and tags; sessions cached per caller binding and coalesced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sts::types::{PolicyDescriptorType, Tag};
+use moka::Expiry;
+use moka::future::Cache;
+use serde_json::{Map, Value, json};
+
+use super::limits::{self, ISSUANCE_TAG};
+use super::{RateLimiter, classify};
+use crate::broker::rfc3339;
+use crate::identity::VerifiedToken;
+use crate::policy::{AwsGrant, Grant, GrantKind};
+use crate::provider::{Credential, CredentialProvider, IssueContext, ProviderError};
+use crate::template::{Context, RenderError, Template};
+
+/// Margin for clock skew between stint, AWS and the caller.
+pub const SESSION_SKEW: Duration = Duration::from_secs(60);
+
+/// How long a fresh session of `lifetime` may stay in the cache.
+///
+/// Invariant: the entry expires before the session has less than
+/// `MIN_SESSION + SESSION_SKEW` left, so every session served from the cache
+/// can still cover the shortest request plus skew. `None`: do not cache.
+/// Caching longer would hand a caller a key that dies under it.
+pub fn cache_ttl(lifetime: Duration) -> Option<Duration> {
+    lifetime
+        .checked_sub(limits::MIN_SESSION + SESSION_SKEW)
+        .filter(|d| !d.is_zero())
+}
+
+/// Everything that makes two sessions interchangeable: one caller binding
+/// (issuer + subject) for one grant with identical rendered inputs. One
+/// caller never receives another caller's session.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct SessionKey {
+    grant: String,
+    issuer: String,
+    subject: String,
+    session_name: String,
+    policy: Option<String>,
+    tags: Vec<(String, String)>,
+}
+
+/// An assumed-role session.
+#[derive(Debug)]
+struct Session {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: String,
+    /// Seconds since the epoch.
+    expiration: i64,
+    /// The issuance that created it (its CloudTrail tag).
+    issuance_id: String,
+    duration: u64,
+    cache_for: Option<Duration>,
+}
+
+impl Session {
+    /// Whether it still covers a request for `ttl` from `now`, with skew.
+    fn covers(&self, ttl: Duration, now: i64) -> bool {
+        let needed = i64::try_from((ttl + SESSION_SKEW).as_secs()).unwrap_or(i64::MAX);
+        self.expiration.saturating_sub(now) >= needed
+    }
+}
+
+struct SessionExpiry;
+
+impl Expiry<SessionKey, Arc<Session>> for SessionExpiry {
+    fn expire_after_create(&self, _: &SessionKey, session: &Arc<Session>, _: std::time::Instant) -> Option<Duration> {
+        Some(session.cache_for.unwrap_or(Duration::ZERO))
+    }
+}
+
+/// The inputs of one AssumeRole, rendered for one caller.
+struct Call {
+    key: SessionKey,
+    role_arn: String,
+    account: String,
+    source_identity: String,
+}
+
+/// Issues STS session credentials.
+pub struct StsProvider {
+    client: aws_sdk_sts::Client,
+    sessions: Cache<SessionKey, Arc<Session>>,
+    limiter: RateLimiter,
+}
+
+impl StsProvider {
+    /// A provider on `config` with an STS rate limit per account.
+    pub fn new(config: &aws_config::SdkConfig, limiter: RateLimiter) -> StsProvider {
+        StsProvider {
+            client: aws_sdk_sts::Client::new(config),
+            sessions: Cache::builder()
+                .max_capacity(10_000)
+                .expire_after(SessionExpiry)
+                .build(),
+            limiter,
+        }
+    }
+
+    async fn assume(
+        &self,
+        settings: &AwsGrant,
+        call: &Call,
+        ttl: Duration,
+        issuance_id: &str,
+    ) -> Result<Session, ProviderError> {
+        let what = format!("AssumeRole of {} for grant `{}`", call.role_arn, call.key.grant);
+        if let Err(wait) = self.limiter.take(&call.account) {
+            let retry_after = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
+            return Err(ProviderError::RateLimited { retry_after });
+        }
+        let duration = i32::try_from(ttl.as_secs()).map_err(|_| ProviderError::BadRequest("ttl too long".into()))?;
+        let mut request = self
+            .client
+            .assume_role()
+            .role_arn(&call.role_arn)
+            .role_session_name(&call.key.session_name)
+            .duration_seconds(duration)
+            .source_identity(&call.source_identity);
+        let issuance_tag = (ISSUANCE_TAG.to_string(), issuance_id.to_string());
+        for (key, value) in call.key.tags.iter().chain(std::iter::once(&issuance_tag)) {
+            let tag = Tag::builder()
+                .key(key)
+                .value(value)
+                .build()
+                .map_err(|e| ProviderError::Internal(e.to_string()))?;
+            request = request.tags(tag);
+        }
+        for key in &settings.transitive_tag_keys {
+            request = request.transitive_tag_keys(key);
+        }
+        if let Some(policy) = &call.key.policy {
+            request = request.policy(policy);
+        }
+        for arn in &settings.policy_arns {
+            request = request.policy_arns(PolicyDescriptorType::builder().arn(arn).build());
+        }
+        if let Some(id) = &settings.external_id {
+            request = request.external_id(id);
+        }
+        let output = request.send().await.map_err(|e| classify(&what, &e))?;
+        let credentials = output.credentials().ok_or_else(|| ProviderError::Refused {
+            detail: format!("AWS returned no credentials for {what}"),
+            log: format!("{output:?}"),
+        })?;
+        let expiration = credentials.expiration().secs();
+        let lifetime = Duration::from_secs(u64::try_from(expiration - crate::identity::now()).unwrap_or(0));
+        Ok(Session {
+            access_key_id: credentials.access_key_id().to_string(),
+            secret_access_key: credentials.secret_access_key().to_string(),
+            session_token: credentials.session_token().to_string(),
+            expiration,
+            issuance_id: issuance_id.to_string(),
+            duration: ttl.as_secs(),
+            cache_for: cache_ttl(lifetime),
+        })
+    }
+}
+
+/// A render failure as the caller sees it: its identity cannot be used here.
+fn unusable(what: &str, err: RenderError) -> ProviderError {
+    ProviderError::Denied {
+        code: "claim_not_usable",
+        detail: format!("{what}: {err}"),
+    }
+}
+
+fn render_call(grant: &Grant<'_>, settings: &AwsGrant) -> Result<Call, ProviderError> {
+    let token: &VerifiedToken = grant.token();
+    let name = grant.spec().name.as_str();
+    let ctx = Context { token, grant: name };
+
+    let mut tags = Vec::new();
+    for (key, template) in &settings.session_tags {
+        let value = template
+            .render(&ctx, &|_, _| Ok(()))
+            .map_err(|e| unusable(&format!("session tag `{key}`"), e))?;
+        limits::check_tag_value(&value).map_err(|m| ProviderError::Denied {
+            code: "claim_not_usable",
+            detail: format!("session tag `{key}`: the rendered value {m}"),
+        })?;
+        tags.push((key.clone(), value));
+    }
+
+    let policy = match &settings.session_policy {
+        None => None,
+        Some(policy) => {
+            let rendered = render_policy(policy, &ctx)?;
+            Some(limits::pack_policy(&rendered).map_err(|m| ProviderError::Denied {
+                code: "claim_not_usable",
+                detail: format!("session policy: {m}"),
+            })?)
+        }
+    };
+
+    let session_name = match &settings.session_name {
+        Some(template) => template
+            .render(&ctx, &|_, _| Ok(()))
+            .map_err(|e| unusable("session name", e))?,
+        None => default_session_name(token),
+    };
+    Ok(Call {
+        key: SessionKey {
+            grant: name.to_string(),
+            issuer: token.issuer().to_string(),
+            subject: token.subject().to_string(),
+            session_name: limits::session_safe(&session_name),
+            policy,
+            tags,
+        },
+        role_arn: settings.role_arn.clone(),
+        account: settings.account.clone(),
+        source_identity: limits::source_identity(token.subject()),
+    })
+}
+
+/// Renders every string of the policy; claim values may not carry IAM
+/// wildcards or variables into it.
+fn render_policy(value: &Value, ctx: &Context<'_>) -> Result<Value, ProviderError> {
+    Ok(match value {
+        Value::String(text) => {
+            let template = Template::parse(text).map_err(|e| ProviderError::Internal(e.to_string()))?;
+            Value::String(
+                template
+                    .render(ctx, &limits::check_policy_value)
+                    .map_err(|e| unusable("session policy", e))?,
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| render_policy(v, ctx)).collect::<Result<_, _>>()?),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), render_policy(v, ctx)?)))
+                .collect::<Result<Map<_, _>, ProviderError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// `stint-<what ran>-<which run>` from the platform's claims, so a
+/// CloudTrail reader sees the caller in the session name itself.
+fn default_session_name(token: &VerifiedToken) -> String {
+    let claims = token.claims();
+    let pick = |names: &[&str]| names.iter().find_map(|n| claims.text(n)).map(str::to_string);
+    let what = pick(&[
+        "repository",
+        "project_path",
+        "pipeline_slug",
+        "kubernetes.io.serviceaccount.name",
+    ]);
+    let run = pick(&["run_id", "job_id", "build_number", "kubernetes.io.pod.name"]);
+    match (what, run) {
+        (Some(what), Some(run)) => format!("stint-{what}-{run}"),
+        (Some(what), None) => format!("stint-{what}"),
+        _ => format!("stint-{}", token.subject()),
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialProvider for StsProvider {
+    fn kind(&self) -> &'static str {
+        "aws"
+    }
+
+    async fn issue(&self, grant: &Grant<'_>, ctx: &IssueContext) -> Result<Credential, ProviderError> {
+        let GrantKind::Aws(settings) = &grant.spec().kind else {
+            return Err(ProviderError::Internal("aws provider called for another kind".into()));
+        };
+        let call = render_call(grant, settings)?;
+
+        // Fast path: a cached session of this exact binding that still
+        // covers the request. Misses for one key are coalesced by moka into
+        // a single AssumeRole.
+        let mut session = match self.sessions.get(&call.key).await {
+            Some(session) if session.covers(ctx.ttl, ctx.now) => Some(session),
+            Some(_) => {
+                self.sessions.invalidate(&call.key).await;
+                None
+            }
+            None => None,
+        };
+        if session.is_none() {
+            let fetched = self
+                .sessions
+                .try_get_with(call.key.clone(), async {
+                    self.assume(settings, &call, ctx.ttl, &ctx.issuance_id)
+                        .await
+                        .map(Arc::new)
+                })
+                .await
+                .map_err(|e| e.as_ref().clone())?;
+            session = Some(fetched);
+        }
+        let mut session = session.ok_or_else(|| ProviderError::Internal("no session".into()))?;
+        if !session.covers(ctx.ttl, ctx.now) {
+            // Coalesced with a caller that asked for a shorter session.
+            session = Arc::new(self.assume(settings, &call, ctx.ttl, &ctx.issuance_id).await?);
+        }
+        let cached = session.issuance_id != ctx.issuance_id;
+
+        let mut response = Map::new();
+        response.insert(
+            "credentials".into(),
+            json!({
+                "Version": 1,
+                "AccessKeyId": session.access_key_id,
+                "SecretAccessKey": session.secret_access_key,
+                "SessionToken": session.session_token,
+                "Expiration": rfc3339(session.expiration),
+            }),
+        );
+        let mut audit = Map::new();
+        audit.insert("access_key_id".into(), json!(session.access_key_id));
+        audit.insert("role_arn".into(), json!(settings.role_arn));
+        audit.insert("session_name".into(), json!(call.key.session_name));
+        audit.insert("source_identity".into(), json!(call.source_identity));
+        audit.insert("duration_seconds".into(), json!(session.duration));
+        audit.insert("cache".into(), json!(if cached { "hit" } else { "miss" }));
+        audit.insert("session_issuance_id".into(), json!(session.issuance_id));
+        Ok(Credential {
+            expires_at: session.expiration,
+            response,
+            audit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn cached_sessions_always_cover_the_shortest_request(lifetime in 0u64..100_000, age in 0u64..100_000) {
+            let lifetime = Duration::from_secs(lifetime);
+            if let Some(ttl) = cache_ttl(lifetime) {
+                // The entry dies before lifetime minus skew...
+                prop_assert!(ttl < lifetime.saturating_sub(SESSION_SKEW));
+                // ...and while alive the session still covers MIN_SESSION + skew.
+                let age = Duration::from_secs(age);
+                if age < ttl {
+                    prop_assert!(lifetime - age > limits::MIN_SESSION + SESSION_SKEW);
+                }
+            } else {
+                prop_assert!(lifetime <= limits::MIN_SESSION + SESSION_SKEW);
+            }
+        }
+    }
+}
