@@ -68,7 +68,8 @@ pub(super) fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>
 
 /// Which kind each kind-specific key belongs to.
 fn check_kind_keys(raw: &RawGrant) -> Result<(), FieldError> {
-    let present: [(&str, bool, &str); 13] = [
+    let present: [(&str, bool, &str); 14] = [
+        ("min_remaining", raw.min_remaining.is_some(), "aws"),
         ("audience", raw.audience.is_some(), "token"),
         ("copy_claims", raw.copy_claims.is_some(), "token"),
         ("role_arn", raw.role_arn.is_some(), "aws"),
@@ -204,7 +205,15 @@ fn aws(raw: &RawGrant, ttl: Duration, max_ttl: Duration) -> Result<GrantKind, Fi
         None => None,
         Some(text) => Some(template(".session_name", text)?),
     };
+    let min_remaining = match &raw.min_remaining {
+        Some(text) => duration_at(".min_remaining", text)?,
+        None => Duration::from_secs(300).min(ttl),
+    };
+    if min_remaining < Duration::from_secs(60) || min_remaining > ttl {
+        return Err(field(".min_remaining", "must be between 1m and the grant's ttl"));
+    }
     Ok(GrantKind::Aws(AwsGrant {
+        min_remaining,
         role_arn,
         account,
         role_chaining,

@@ -96,6 +96,7 @@ pub struct RawGrant {
     pub transitive_tag_keys: Option<Vec<String>>,
     pub external_id: Option<String>,
     pub session_name: Option<String>,
+    pub min_remaining: Option<String>,
     /// kind: secrets
     pub secrets: Option<Vec<String>>,
     pub version_stage: Option<String>,

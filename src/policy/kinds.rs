@@ -68,6 +68,8 @@ pub struct AwsGrant {
     pub external_id: Option<String>,
     /// RoleSessionName template; default from the caller's claims.
     pub session_name: Option<Template>,
+    /// A cached session is reused while at least this much of it is left.
+    pub min_remaining: Duration,
 }
 
 /// One secret of a `kind: secrets` grant.

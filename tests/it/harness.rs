@@ -7,7 +7,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use stint::audit::{AuditQuery, AuditRecord};
 use stint::config::Config;
-use stint::server::RunningServer;
+use stint::server::{RunningServer, StartOptions};
 
 use crate::issuer::TestIssuer;
 
@@ -78,6 +78,16 @@ impl TestBroker {
 
     /// A broker from config fragments (`issuers:` body, `grants:` body, extra top-level YAML).
     pub async fn start_with(issuers_yaml: &str, grants_yaml: &str, extra_yaml: &str) -> TestBroker {
+        TestBroker::start_full(issuers_yaml, grants_yaml, extra_yaml, StartOptions::default()).await
+    }
+
+    /// A broker with explicit start options (e.g. stint's own AWS identity).
+    pub async fn start_full(
+        issuers_yaml: &str,
+        grants_yaml: &str,
+        extra_yaml: &str,
+        options: StartOptions,
+    ) -> TestBroker {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!(
             "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit:\n  store: sqlite://audit.db\n  key_file: audit.key\n\
@@ -85,7 +95,7 @@ impl TestBroker {
         );
         let config = Config::parse(&text, "test.yaml", dir.path(), &|_| None)
             .unwrap_or_else(|e| panic!("test config must be valid: {e}\n{text}"));
-        let server = stint::server::start(config).await.expect("broker starts");
+        let server = stint::server::start_with(config, options).await.expect("broker starts");
         let broker = TestBroker {
             url: format!("http://{}", server.addr),
             admin_url: format!("http://{}", server.admin_addr),

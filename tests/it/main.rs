@@ -5,11 +5,14 @@
 
 mod harness;
 mod issuer;
+mod moto;
 
 mod admin;
 mod audit;
+mod aws;
 mod cli;
 mod identity;
 mod issue;
 mod jwks;
 mod policy;
+mod secrets;

@@ -12,6 +12,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 
 pub use limits::MIN_SESSION;
@@ -99,19 +100,20 @@ const THROTTLING: &[&str] = &[
 
 /// Sorts an SDK error into refused (502), unavailable (503) or internal.
 /// `what` names the call for the caller (`AssumeRole of arn:... for grant deploy`).
-pub(crate) fn classify<E, R>(what: &str, err: &SdkError<E, R>) -> ProviderError
+pub(crate) fn classify<E>(what: &str, err: &SdkError<E, HttpResponse>) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let log = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(err));
     match err {
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or("Unknown").to_string();
-            let server_side = matches!(
-                code.as_str(),
-                "InternalFailure" | "InternalServiceError" | "InternalError" | "ServiceUnavailable"
-            );
+            // A 5xx is AWS's trouble (or a proxy's), whatever the code says.
+            let server_side = service.raw().status().is_server_error()
+                || matches!(
+                    code.as_str(),
+                    "InternalFailure" | "InternalServiceError" | "InternalError" | "ServiceUnavailable"
+                );
             if THROTTLING.contains(&code.as_str()) || server_side {
                 ProviderError::Unavailable {
                     detail: format!("AWS could not serve {what} ({code})"),

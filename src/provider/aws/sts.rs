@@ -20,15 +20,17 @@ use crate::template::{Context, RenderError, Template};
 /// Margin for clock skew between stint, AWS and the caller.
 pub const SESSION_SKEW: Duration = Duration::from_secs(60);
 
-/// How long a fresh session of `lifetime` may stay in the cache.
+/// How long a fresh session of `lifetime` may stay in the cache, when it is
+/// reused while at least `min_remaining` of it is left.
 ///
 /// Invariant: the entry expires before the session has less than
-/// `MIN_SESSION + SESSION_SKEW` left, so every session served from the cache
-/// can still cover the shortest request plus skew. `None`: do not cache.
+/// `min_remaining + SESSION_SKEW` left, so a session served from the cache
+/// always has that much life in it; in particular the entry TTL is always
+/// shorter than the credential lifetime minus the skew. `None`: do not cache.
 /// Caching longer would hand a caller a key that dies under it.
-pub fn cache_ttl(lifetime: Duration) -> Option<Duration> {
+pub fn cache_ttl(lifetime: Duration, min_remaining: Duration) -> Option<Duration> {
     lifetime
-        .checked_sub(limits::MIN_SESSION + SESSION_SKEW)
+        .checked_sub(min_remaining + SESSION_SKEW)
         .filter(|d| !d.is_zero())
 }
 
@@ -60,10 +62,11 @@ struct Session {
 }
 
 impl Session {
-    /// Whether it still covers a request for `ttl` from `now`, with skew.
-    fn covers(&self, ttl: Duration, now: i64) -> bool {
-        let needed = i64::try_from((ttl + SESSION_SKEW).as_secs()).unwrap_or(i64::MAX);
-        self.expiration.saturating_sub(now) >= needed
+    /// Whether it may serve a request for `ttl` at `now`: it was made for
+    /// at least that long, and at least `min_remaining` (plus skew) is left.
+    fn covers(&self, ttl: Duration, min_remaining: Duration, now: i64) -> bool {
+        let needed = i64::try_from((min_remaining + SESSION_SKEW).as_secs()).unwrap_or(i64::MAX);
+        self.duration >= ttl.as_secs() && self.expiration.saturating_sub(now) >= needed
     }
 }
 
@@ -158,7 +161,7 @@ impl StsProvider {
             expiration,
             issuance_id: issuance_id.to_string(),
             duration: ttl.as_secs(),
-            cache_for: cache_ttl(lifetime),
+            cache_for: cache_ttl(lifetime, settings.min_remaining),
         })
     }
 }
@@ -277,7 +280,7 @@ impl CredentialProvider for StsProvider {
         // covers the request. Misses for one key are coalesced by moka into
         // a single AssumeRole.
         let mut session = match self.sessions.get(&call.key).await {
-            Some(session) if session.covers(ctx.ttl, ctx.now) => Some(session),
+            Some(session) if session.covers(ctx.ttl, settings.min_remaining, ctx.now) => Some(session),
             Some(_) => {
                 self.sessions.invalidate(&call.key).await;
                 None
@@ -297,7 +300,7 @@ impl CredentialProvider for StsProvider {
             session = Some(fetched);
         }
         let mut session = session.ok_or_else(|| ProviderError::Internal("no session".into()))?;
-        if !session.covers(ctx.ttl, ctx.now) {
+        if !session.covers(ctx.ttl, settings.min_remaining, ctx.now) {
             // Coalesced with a caller that asked for a shorter session.
             session = Arc::new(self.assume(settings, &call, ctx.ttl, &ctx.issuance_id).await?);
         }
@@ -337,18 +340,19 @@ mod tests {
 
     proptest! {
         #[test]
-        fn cached_sessions_always_cover_the_shortest_request(lifetime in 0u64..100_000, age in 0u64..100_000) {
-            let lifetime = Duration::from_secs(lifetime);
-            if let Some(ttl) = cache_ttl(lifetime) {
-                // The entry dies before lifetime minus skew...
-                prop_assert!(ttl < lifetime.saturating_sub(SESSION_SKEW));
-                // ...and while alive the session still covers MIN_SESSION + skew.
-                let age = Duration::from_secs(age);
-                if age < ttl {
-                    prop_assert!(lifetime - age > limits::MIN_SESSION + SESSION_SKEW);
+        fn cache_entries_die_before_the_session_runs_short(
+            lifetime in 0u64..100_000, min_remaining in 60u64..43_200, age in 0u64..100_000,
+        ) {
+            let (lifetime, min_remaining) = (Duration::from_secs(lifetime), Duration::from_secs(min_remaining));
+            match cache_ttl(lifetime, min_remaining) {
+                Some(ttl) => {
+                    prop_assert!(ttl < lifetime.saturating_sub(SESSION_SKEW), "entry outlives lifetime - skew");
+                    let age = Duration::from_secs(age);
+                    if age < ttl {
+                        prop_assert!(lifetime - age > min_remaining + SESSION_SKEW, "served with too little left");
+                    }
                 }
-            } else {
-                prop_assert!(lifetime <= limits::MIN_SESSION + SESSION_SKEW);
+                None => prop_assert!(lifetime <= min_remaining + SESSION_SKEW),
             }
         }
     }
