@@ -1,4 +1,5 @@
 use super::*;
+use crate::policy::GrantKind;
 
 const VALID: &str = r#"
 listen: 127.0.0.1:8420
@@ -152,4 +153,139 @@ fn yaml_errors_name_the_key_once_with_its_line() {
     let e = error_of(&format!("{VALID}\nlisten: 127.0.0.1:1\n"));
     assert_eq!(e.key, "listen");
     assert!(e.message.contains("written twice"), "{e}");
+}
+
+const AWS_GRANT: &str = r#"
+  deploy-aws:
+    kind: aws
+    role_arn: arn:aws:iam::111122223333:role/deploy
+    ttl: 15m
+    max_ttl: 1h
+    session_tags: { repo: "{claims.repository}" }
+    allow:
+      - issuer: github
+        claims: { repository: acme/api }
+"#;
+
+fn with_grant(grant: &str) -> String {
+    VALID.replace("grants:\n", &format!("grants:\n{grant}"))
+}
+
+#[test]
+fn aws_grant_parses_with_defaults() {
+    let config = parse(&with_grant(AWS_GRANT)).map_err(|e| e.to_string());
+    let Ok(config) = config else { unreachable!("{config:?}") };
+    let Some(GrantKind::Aws(aws)) = config.policy.grant("deploy-aws").map(|g| &g.kind) else {
+        unreachable!("an aws grant")
+    };
+    assert_eq!(aws.account, "111122223333");
+    assert_eq!(aws.min_remaining, Duration::from_secs(300));
+}
+
+#[test]
+fn aws_limits_are_enforced_at_start_up() {
+    let cases = [
+        (
+            "role_arn: arn:aws:iam::111122223333:role/deploy",
+            "role_arn: arn:aws:iam::1111:role/deploy",
+            "grants.deploy-aws.role_arn",
+        ),
+        ("ttl: 15m", "ttl: 10m", "grants.deploy-aws.ttl"),
+        ("max_ttl: 1h", "max_ttl: 13h", "grants.deploy-aws.max_ttl"),
+        (
+            "max_ttl: 1h",
+            "max_ttl: 2h\n    role_chaining: true",
+            "grants.deploy-aws.max_ttl",
+        ),
+        (
+            "repo: \"{claims.repository}\"",
+            "\"aws:repo\": x",
+            "grants.deploy-aws.session_tags.aws:repo",
+        ),
+        (
+            "repo: \"{claims.repository}\"",
+            "repo: \"a#b\"",
+            "grants.deploy-aws.session_tags.repo",
+        ),
+        (
+            "repo: \"{claims.repository}\"",
+            "repo: \"{claim.repository}\"",
+            "grants.deploy-aws.session_tags.repo",
+        ),
+        (
+            "    session_tags:",
+            "    external_id: x\n    session_tags:",
+            "grants.deploy-aws.external_id",
+        ),
+        (
+            "    session_tags:",
+            "    policy_arns: [arn:aws:iam::aws:role/x]\n    session_tags:",
+            "grants.deploy-aws.policy_arns[0]",
+        ),
+        (
+            "    session_tags:",
+            "    transitive_tag_keys: [nope]\n    session_tags:",
+            "grants.deploy-aws.transitive_tag_keys[0]",
+        ),
+        (
+            "    session_tags:",
+            "    audience: x\n    session_tags:",
+            "grants.deploy-aws.audience",
+        ),
+        (
+            "    session_tags:",
+            "    session_policy: \"{not json\"\n    session_tags:",
+            "grants.deploy-aws.session_policy",
+        ),
+    ];
+    for (from, to, key) in cases {
+        let e = error_of(&with_grant(&AWS_GRANT.replace(from, to)));
+        assert_eq!(e.key, key, "{to}: {e}");
+    }
+}
+
+#[test]
+fn too_many_tags_and_oversized_policies_are_refused() {
+    let tags: String = (0..50).map(|i| format!("k{i}: v, ")).collect();
+    let e = error_of(&with_grant(
+        &AWS_GRANT.replace("{ repo: \"{claims.repository}\" }", &format!("{{ {tags} }}")),
+    ));
+    assert_eq!(e.key, "grants.deploy-aws.session_tags");
+    let big = format!(
+        "    session_policy: {{ Version: \"2012-10-17\", Statement: [{{ Effect: Allow, Action: \"s3:*\", Resource: \"{}\" }}] }}\n    session_tags:",
+        "x".repeat(2100)
+    );
+    let e = error_of(&with_grant(&AWS_GRANT.replace("    session_tags:", &big)));
+    assert_eq!(e.key, "grants.deploy-aws.session_policy");
+    assert!(e.message.contains("2048"), "{e}");
+}
+
+#[test]
+fn secrets_grant_validation() {
+    let grant = "  s:\n    kind: secrets\n    ttl: 5m\n    secrets: [prod/api/db, \"prod/api/db#password\"]\n    allow:\n      - issuer: github\n        claims: { repository: acme/api }\n";
+    let config = parse(&with_grant(grant)).map_err(|e| e.to_string());
+    let Ok(config) = config else { unreachable!("{config:?}") };
+    let Some(GrantKind::Secrets(s)) = config.policy.grant("s").map(|g| &g.kind) else {
+        unreachable!("secrets")
+    };
+    assert_eq!(s.version_stage, "AWSCURRENT");
+    assert_eq!(s.secrets.get(1).and_then(|r| r.json_key.as_deref()), Some("password"));
+    let e = error_of(&with_grant(&grant.replace("prod/api/db, ", "prod/api/db#password, ")));
+    assert_eq!(e.key, "grants.s.secrets[1]");
+    let e = error_of(&with_grant(&grant.replace("ttl: 5m", "ttl: 5m\n    cache_ttl: 2h")));
+    assert_eq!(e.key, "grants.s.cache_ttl");
+    let e = error_of(&with_grant(&grant.replace("ttl: 5m", "ttl: 5m\n    role_arn: x")));
+    assert_eq!(e.key, "grants.s.role_arn");
+}
+
+#[test]
+fn aws_block_validation() {
+    let e = error_of(&format!("{VALID}\naws: {{ sts_rate_limit: {{ per_second: 1000 }} }}\n"));
+    assert_eq!(e.key, "aws.sts_rate_limit.per_second");
+    let e = error_of(&format!("{VALID}\naws: {{ max_attempts: 0 }}\n"));
+    assert_eq!(e.key, "aws.max_attempts");
+    let ok = parse(&format!(
+        "{VALID}\naws: {{ region: eu-west-1, sts_rate_limit: {{ per_second: 5 }} }}\n"
+    ));
+    assert_eq!(ok.map(|c| (c.aws.sts_per_second, c.aws.sts_burst)), Ok((5.0, 10)));
 }

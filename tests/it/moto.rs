@@ -139,6 +139,7 @@ struct ProxyState {
     http: reqwest::Client,
     assume_role: Arc<AtomicUsize>,
     get_secret: Arc<AtomicUsize>,
+    batch_get_secret: Arc<AtomicUsize>,
 }
 
 /// Forwards to moto and counts AssumeRole and GetSecretValue calls.
@@ -163,6 +164,13 @@ async fn forward(
         .is_some_and(|t| t.ends_with(".GetSecretValue"))
     {
         state.get_secret.fetch_add(1, Ordering::SeqCst);
+    }
+    if headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.ends_with(".BatchGetSecretValue"))
+    {
+        state.batch_get_secret.fetch_add(1, Ordering::SeqCst);
     }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut request = state.http.request(method, format!("{}{path}", state.target)).body(body);
@@ -196,6 +204,7 @@ impl CountingProxy {
             http: reqwest::Client::new(),
             assume_role: Arc::default(),
             get_secret: Arc::default(),
+            batch_get_secret: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -210,5 +219,9 @@ impl CountingProxy {
 
     pub fn get_secret_calls(&self) -> usize {
         self.state.get_secret.load(Ordering::SeqCst)
+    }
+
+    pub fn batch_get_secret_calls(&self) -> usize {
+        self.state.batch_get_secret.load(Ordering::SeqCst)
     }
 }

@@ -230,3 +230,22 @@ async fn missing_secret_or_key_is_a_502_naming_it() {
         "the secret value never appears in an error"
     );
 }
+
+#[tokio::test]
+async fn several_uncached_secrets_are_read_in_one_batch_call() {
+    let moto = Moto::start().await;
+    let proxy = CountingProxy::start(&moto.url).await;
+    let (issuer, broker, _) = setup(&proxy.url, &moto).await;
+    let answer = broker.issue("api-secrets", &k8s_token(&issuer), None).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["secrets"]["prod/api/db#password"], "pw-1");
+    assert_eq!(answer.body["secrets"]["prod/api/cert"], "AJ+Slg==");
+    assert_eq!(
+        (proxy.batch_get_secret_calls(), proxy.get_secret_calls()),
+        (1, 0),
+        "three secrets, one call"
+    );
+    // Cached now: no call at all.
+    assert_eq!(broker.issue("api-secrets", &k8s_token(&issuer), None).await.status, 200);
+    assert_eq!((proxy.batch_get_secret_calls(), proxy.get_secret_calls()), (1, 0));
+}
