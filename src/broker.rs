@@ -266,7 +266,7 @@ impl Broker {
             return Err(BrokerError::BadRequest {
                 code: "invalid_request",
                 detail: format!(
-                    "`secrets` applies to secrets grants; `{}` is a {} grant",
+                    "`secrets` applies to secrets grants; `{}` is of kind {}",
                     spec.name,
                     spec.kind.name()
                 ),

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod dev;
 pub mod duration;

@@ -176,6 +176,15 @@ fn aws(raw: &RawGrant, ttl: Duration, max_ttl: Duration) -> Result<GrantKind, Fi
         if key.eq_ignore_ascii_case(limits::ISSUANCE_TAG) {
             return Err(field(&at, format!("`{}` is set by stint", limits::ISSUANCE_TAG)));
         }
+        if session_tags
+            .iter()
+            .any(|(k, _): &(String, Template)| k.eq_ignore_ascii_case(&key))
+        {
+            return Err(field(
+                &at,
+                "AWS tag keys are case-insensitive; another key differs only in case",
+            ));
+        }
         let parsed = template(&at, &value)?;
         if parsed.is_literal() {
             limits::check_tag_value(&value).map_err(|m| field(&at, format!("`{value}` {m}")))?;

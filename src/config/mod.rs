@@ -349,9 +349,8 @@ fn aws_settings(raw: Option<&RawAws>) -> Result<AwsSettings, FieldError> {
     let Some(raw) = raw else { return Ok(aws) };
     aws.region = raw.region.clone();
     if let Some(url) = &raw.endpoint_url {
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(field(".endpoint_url", format!("`{url}` is not an http(s) URL")));
-        }
+        // Credentials and secret values travel over this connection.
+        check_url(url).map_err(|m| field(".endpoint_url", m))?;
         aws.endpoint_url = Some(url.clone());
     }
     if let Some(t) = &raw.connect_timeout {

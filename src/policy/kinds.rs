@@ -52,7 +52,7 @@ pub struct TokenGrant {
 pub struct AwsGrant {
     /// The role to assume.
     pub role_arn: String,
-    /// The role's account (from the ARN); rate limits are per account.
+    /// The role's account (from the ARN), recorded in audit.
     pub account: String,
     /// stint's own identity is an assumed role: AWS caps sessions at 1h.
     pub role_chaining: bool,

@@ -88,7 +88,7 @@ pub async fn sdk_config(
 }
 
 /// Error codes that mean "slow down" rather than "no".
-const THROTTLING: &[&str] = &[
+pub(crate) const THROTTLING: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",

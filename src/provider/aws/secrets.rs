@@ -32,6 +32,9 @@ struct SecretValue {
 struct SecretKey {
     secret_id: String,
     version_stage: String,
+    /// Part of the key so a grant never gets a value older than its own
+    /// `cache_ttl` allows, whatever another grant cached.
+    cache_for: Duration,
 }
 
 struct SecretExpiry;
@@ -92,9 +95,16 @@ impl SecretsProvider {
             if let Some(error) = output.errors().first() {
                 let id = error.secret_id().unwrap_or("?");
                 let code = error.error_code().unwrap_or("Unknown");
+                let log = error.message().unwrap_or_default().to_string();
+                if super::THROTTLING.contains(&code) || code.starts_with("Internal") {
+                    return Err(ProviderError::Unavailable {
+                        detail: format!("AWS could not serve GetSecretValue of `{id}` ({code})"),
+                        log,
+                    });
+                }
                 return Err(ProviderError::Refused {
                     detail: format!("AWS refused GetSecretValue of `{id}` ({code})"),
-                    log: error.message().unwrap_or_default().to_string(),
+                    log,
                 });
             }
             for entry in output.secret_values() {
@@ -113,6 +123,7 @@ impl SecretsProvider {
                 let key = SecretKey {
                     secret_id: (*id).to_string(),
                     version_stage: CURRENT.to_string(),
+                    cache_for,
                 };
                 self.cache.insert(key, Arc::new(value)).await;
             }
@@ -210,6 +221,7 @@ impl CredentialProvider for SecretsProvider {
                 let key = SecretKey {
                     secret_id: (*id).to_string(),
                     version_stage: CURRENT.to_string(),
+                    cache_for: settings.cache_ttl,
                 };
                 if !self.cache.contains_key(&key) {
                     misses.push(*id);
@@ -224,6 +236,7 @@ impl CredentialProvider for SecretsProvider {
             let key = SecretKey {
                 secret_id: (*id).to_string(),
                 version_stage: settings.version_stage.clone(),
+                cache_for: settings.cache_ttl,
             };
             self.value(key, settings.cache_ttl)
         });

@@ -17,6 +17,9 @@ use crate::policy::{AwsGrant, Grant, GrantKind};
 use crate::provider::{Credential, CredentialProvider, IssueContext, ProviderError};
 use crate::template::{Context, RenderError, Template};
 
+/// The STS rate-limit bucket of stint's own (calling) identity.
+const CALLER_BUCKET: &str = "stint";
+
 /// Margin for clock skew between stint, AWS and the caller.
 pub const SESSION_SKEW: Duration = Duration::from_secs(60);
 
@@ -82,7 +85,6 @@ impl Expiry<SessionKey, Arc<Session>> for SessionExpiry {
 struct Call {
     key: SessionKey,
     role_arn: String,
-    account: String,
     source_identity: String,
 }
 
@@ -94,7 +96,7 @@ pub struct StsProvider {
 }
 
 impl StsProvider {
-    /// A provider on `config` with an STS rate limit per account.
+    /// A provider on `config` with a rate limit on stint's own STS calls.
     pub fn new(config: &aws_config::SdkConfig, limiter: RateLimiter) -> StsProvider {
         StsProvider {
             client: aws_sdk_sts::Client::new(config),
@@ -114,7 +116,9 @@ impl StsProvider {
         issuance_id: &str,
     ) -> Result<Session, ProviderError> {
         let what = format!("AssumeRole of {} for grant `{}`", call.role_arn, call.key.grant);
-        if let Err(wait) = self.limiter.take(&call.account) {
+        // AssumeRole calls count against the calling account's STS quota, and
+        // every call stint makes comes from its own identity: one bucket.
+        if let Err(wait) = self.limiter.take(CALLER_BUCKET) {
             let retry_after = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
             return Err(ProviderError::RateLimited { retry_after });
         }
@@ -218,7 +222,6 @@ fn render_call(grant: &Grant<'_>, settings: &AwsGrant) -> Result<Call, ProviderE
             tags,
         },
         role_arn: settings.role_arn.clone(),
-        account: settings.account.clone(),
         source_identity: limits::source_identity(token.subject()),
     })
 }
@@ -320,6 +323,7 @@ impl CredentialProvider for StsProvider {
         let mut audit = Map::new();
         audit.insert("access_key_id".into(), json!(session.access_key_id));
         audit.insert("role_arn".into(), json!(settings.role_arn));
+        audit.insert("account".into(), json!(settings.account));
         audit.insert("session_name".into(), json!(call.key.session_name));
         audit.insert("source_identity".into(), json!(call.source_identity));
         audit.insert("duration_seconds".into(), json!(session.duration));

@@ -1,0 +1,12 @@
+//! The client side: find the CI/workload OIDC token, ask the broker, and
+//! hand the credential to a command (`exec`), an AWS SDK
+//! (`credential-process`) or a script (`token`).
+
+pub mod broker;
+pub mod credential_process;
+pub mod discovery;
+pub mod env;
+pub mod exec;
+
+pub use broker::{BrokerClient, ClientError};
+pub use discovery::{Discovery, DiscoveryError, ProcessEnv, Source};
