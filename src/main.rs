@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use stint::audit::{self, AuditKey, AuditQuery, AuditRecord, Outcome};
+use stint::client::commands::{ClientOptions, CommandError};
 use stint::config::Config;
-use stint::{dev, duration, server};
+use stint::{client, dev, duration, server};
 
 #[derive(Parser)]
 #[command(
@@ -52,15 +53,96 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8421")]
         issuer_listen: SocketAddr,
     },
-    /// Mint tokens for testing.
-    #[command(subcommand)]
-    Token(TokenCommand),
+    /// Fetch grants, put them in the environment, and run a command.
+    Exec {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A grant to fetch (repeatable).
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+        /// Name a secret's variable: VARIABLE=secret-name (repeatable).
+        #[arg(long = "env", value_name = "VARIABLE=SECRET")]
+        env: Vec<String>,
+        /// Requested lifetime (at most the grant's max_ttl).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print AWS credential_process JSON for an aws grant (cached until shortly before expiry).
+    CredentialProcess {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The aws grant.
+        #[arg(long)]
+        grant: String,
+        /// Requested lifetime.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Print a token: a stint-signed token of a grant, or (`token dev`) a dev OIDC token.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Token {
+        #[command(subcommand)]
+        command: Option<TokenCommand>,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The token grant.
+        #[arg(long)]
+        grant: Option<String>,
+        /// Requested lifetime.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Check a config file and exit.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+/// How client commands reach the broker and find the caller's OIDC token.
+#[derive(clap::Args, Clone)]
+struct ClientArgs {
+    /// Broker URL, e.g. https://stint.example.
+    #[arg(long, env = "STINT_BROKER")]
+    broker: Option<String>,
+    /// Audience to request where the platform mints tokens on demand (GitHub, Buildkite).
+    #[arg(long, env = "STINT_AUDIENCE", default_value = "stint")]
+    audience: String,
+    /// Read the OIDC token from this file and look nowhere else.
+    #[arg(long, env = "STINT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// GitLab CI: the variable your `id_tokens:` sets.
+    #[arg(long, default_value = client::discovery::DEFAULT_TOKEN_ENV)]
+    token_env: String,
+    /// Kubernetes projected service-account token.
+    #[arg(long, default_value = client::discovery::DEFAULT_K8S_TOKEN_FILE)]
+    k8s_token_file: PathBuf,
+    /// Extra CA certificate (PEM) to trust for the broker.
+    #[arg(long, env = "STINT_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Say which token source and grants were used (never secret values).
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+impl ClientArgs {
+    fn options(self) -> ClientOptions {
+        ClientOptions {
+            broker: self.broker,
+            discovery: client::Discovery {
+                token_file: self.token_file,
+                audience: self.audience,
+                token_env: self.token_env,
+                k8s_token_file: self.k8s_token_file,
+            },
+            ca_file: self.ca_file,
+            verbose: self.verbose,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -164,15 +246,51 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Token(_) | Command::Audit(_) | Command::Config(_));
+    let quiet = !matches!(cli.command, Command::Serve { .. } | Command::Dev { .. });
     if !quiet {
         init_logging(cli.log_format);
     }
-    match run(cli.command).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match cli.command {
+        Command::Exec {
+            client,
+            grants,
+            env,
+            ttl,
+            command,
+        } => client::commands::exec(&client.options(), &grants, &env, ttl.as_deref(), &command).await,
+        Command::CredentialProcess { client, grant, ttl } => {
+            client::commands::credential_process(&client.options(), &grant, ttl.as_deref())
+                .await
+                .map(|()| 0)
+        }
+        Command::Token {
+            command: None,
+            client,
+            grant,
+            ttl,
+        } => match grant {
+            Some(grant) => client::commands::token(&client.options(), &grant, ttl.as_deref())
+                .await
+                .map(|()| 0),
+            None => Err(CommandError::Usage(
+                "stint token: pass --grant NAME (or use `stint token dev`)".into(),
+            )),
+        },
+        other => {
+            return match run(other).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("stint: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("stint: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("stint: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -201,17 +319,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Token(TokenCommand::Dev {
-            sub,
-            claims,
-            aud,
-            ttl,
-            dir,
-        }) => {
+        Command::Token {
+            command:
+                Some(TokenCommand::Dev {
+                    sub,
+                    claims,
+                    aud,
+                    ttl,
+                    dir,
+                }),
+            ..
+        } => {
             let ttl = duration::parse(&ttl)?;
             let token = dev::mint(&dir, &sub, &claims, aud.as_deref(), i64::try_from(ttl.as_secs())?)?;
             println!("{token}");
             Ok(())
+        }
+        Command::Exec { .. } | Command::CredentialProcess { .. } | Command::Token { command: None, .. } => {
+            anyhow::bail!("client commands are dispatched in main")
         }
         Command::Config(ConfigCommand::Check { config }) => {
             let parsed = Config::load(&config)?;

@@ -3,6 +3,7 @@
 //! (`credential-process`) or a script (`token`).
 
 pub mod broker;
+pub mod commands;
 pub mod credential_process;
 pub mod discovery;
 pub mod env;

@@ -302,37 +302,8 @@ async fn aws_down_is_503_cache_hits_continue_and_recovery_follows() {
 #[tokio::test]
 async fn issued_credentials_work_against_aws_with_auth_on() {
     let moto = Moto::start().await;
-    // Set up IAM as an operator would: a user for stint allowed to assume the role.
+    let (stint_key, stint_secret) = moto.iam_for_stint().await;
     let admin = moto.sdk("AKIAADMIN", "admin", None).await;
-    let iam = aws_sdk_iam::Client::new(&admin);
-    iam.create_user().user_name("stint").send().await.unwrap();
-    let key = iam.create_access_key().user_name("stint").send().await.unwrap();
-    let key = key.access_key().unwrap();
-    let allow = |action: &str| {
-        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]})
-            .to_string()
-    };
-    iam.put_user_policy()
-        .user_name("stint")
-        .policy_name("assume")
-        .policy_document(allow("sts:AssumeRole"))
-        .send()
-        .await
-        .unwrap();
-    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:user/stint")}, "Action": ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]}]});
-    iam.create_role()
-        .role_name("deploy")
-        .assume_role_policy_document(trust.to_string())
-        .send()
-        .await
-        .unwrap();
-    iam.put_role_policy()
-        .role_name("deploy")
-        .policy_name("read")
-        .policy_document(allow("secretsmanager:GetSecretValue"))
-        .send()
-        .await
-        .unwrap();
     let secrets = aws_sdk_secretsmanager::Client::new(&admin);
     secrets
         .create_secret()
@@ -349,11 +320,7 @@ async fn issued_credentials_work_against_aws_with_auth_on() {
         &aws_grant(""),
         &Moto::aws_yaml(&moto.url, ""),
         StartOptions {
-            aws_credentials: Some(crate::moto::credentials(
-                key.access_key_id(),
-                key.secret_access_key(),
-                None,
-            )),
+            aws_credentials: Some(crate::moto::credentials(&stint_key, &stint_secret, None)),
         },
     )
     .await;

@@ -11,6 +11,7 @@ mod admin;
 mod audit;
 mod aws;
 mod cli;
+mod client;
 mod identity;
 mod issue;
 mod jwks;

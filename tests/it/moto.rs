@@ -94,6 +94,53 @@ impl Moto {
         assert!(response.status().is_success());
     }
 
+    /// IAM as an operator sets it up: a user `stint` allowed to assume role
+    /// `deploy`, which may read secrets. Returns stint's access key.
+    pub async fn iam_for_stint(&self) -> (String, String) {
+        let iam = aws_sdk_iam::Client::new(&self.sdk("AKIAADMIN", "admin", None).await);
+        iam.create_user().user_name("stint").send().await.unwrap();
+        let key = iam.create_access_key().user_name("stint").send().await.unwrap();
+        let key = key.access_key().unwrap();
+        let allow = |action: &str| {
+            serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]})
+                .to_string()
+        };
+        iam.put_user_policy()
+            .user_name("stint")
+            .policy_name("assume")
+            .policy_document(allow("sts:AssumeRole"))
+            .send()
+            .await
+            .unwrap();
+        let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+            "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:user/stint")},
+            "Action": ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]}]});
+        iam.create_role()
+            .role_name("deploy")
+            .assume_role_policy_document(trust.to_string())
+            .send()
+            .await
+            .unwrap();
+        let read = allow("secretsmanager:GetSecretValue");
+        iam.put_role_policy()
+            .role_name("deploy")
+            .policy_name("read")
+            .policy_document(read)
+            .send()
+            .await
+            .unwrap();
+        (key.access_key_id().to_string(), key.secret_access_key().to_string())
+    }
+
+    /// The Python of moto's venv (it has boto3).
+    pub fn python() -> String {
+        let moto = moto_binary();
+        std::path::Path::new(&moto)
+            .with_file_name("python")
+            .display()
+            .to_string()
+    }
+
     /// SDK config for this server with the given keys.
     pub async fn sdk(&self, access_key: &str, secret: &str, token: Option<&str>) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())

@@ -1,0 +1,185 @@
+//! `stint exec`, `stint credential-process` and `stint token --grant`:
+//! shared set-up (broker, token discovery) and what each prints.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde_json::{Map, Value, json};
+
+use super::broker::{BrokerClient, ClientError};
+use super::discovery::{Discovery, DiscoveryError, ProcessEnv};
+use super::env::ChildEnv;
+use super::{credential_process, exec};
+
+/// Options every client command takes.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Broker base URL (`--broker` / `STINT_BROKER`).
+    pub broker: Option<String>,
+    /// Token discovery settings.
+    pub discovery: Discovery,
+    /// Extra CA certificate (PEM) to trust for the broker.
+    pub ca_file: Option<PathBuf>,
+    /// `-v`: say what happens on stderr (never a secret).
+    pub verbose: bool,
+}
+
+/// Why a client command failed, with its documented exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Wrong arguments (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// No OIDC token could be found (exit 3).
+    #[error(transparent)]
+    NoToken(#[from] DiscoveryError),
+    /// The broker said no (exit 4) or was unavailable (exit 5).
+    #[error(transparent)]
+    Broker(#[from] Box<ClientError>),
+    /// Anything else (exit 1).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<ClientError> for CommandError {
+    fn from(e: ClientError) -> Self {
+        CommandError::Broker(Box::new(e))
+    }
+}
+
+impl CommandError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CommandError::Usage(_) => 2,
+            CommandError::NoToken(_) => 3,
+            CommandError::Broker(e) => e.as_ref().exit_code(),
+            CommandError::Other(_) => 1,
+        }
+    }
+}
+
+fn say(options: &ClientOptions, message: &str) {
+    if options.verbose {
+        eprintln!("stint: {message}");
+    }
+}
+
+async fn connect(options: &ClientOptions) -> Result<(BrokerClient, String), CommandError> {
+    let broker = options
+        .broker
+        .as_deref()
+        .ok_or_else(|| CommandError::Usage("no broker: pass --broker URL or set STINT_BROKER".into()))?;
+    let client = BrokerClient::new(broker, options.ca_file.as_deref())?;
+    let (token, source) = options.discovery.token(&ProcessEnv, client.http()).await?;
+    say(options, &format!("OIDC token from {source}"));
+    Ok((client, token))
+}
+
+fn request_options(ttl: Option<&str>) -> Map<String, Value> {
+    let mut body = Map::new();
+    if let Some(ttl) = ttl {
+        body.insert("ttl".into(), json!(ttl));
+    }
+    body
+}
+
+fn describe(grant: &str, body: &Map<String, Value>) -> String {
+    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("?");
+    format!(
+        "grant {grant}: kind {}, expires {}, issuance {}",
+        field("kind"),
+        field("expires_at"),
+        field("issuance_id")
+    )
+}
+
+/// `stint exec`: returns the child's exit code.
+pub async fn exec(
+    options: &ClientOptions,
+    grants: &[String],
+    env_pairs: &[String],
+    ttl: Option<&str>,
+    command: &[String],
+) -> Result<u8, CommandError> {
+    if command.is_empty() {
+        return Err(CommandError::Usage(
+            "no command: stint exec --grant NAME -- COMMAND [ARGS]".into(),
+        ));
+    }
+    let renames = exec::renames(env_pairs).map_err(CommandError::Usage)?;
+    let (client, token) = connect(options).await?;
+    let mut env = ChildEnv::default();
+    for grant in grants {
+        let body = client.issue(grant, &token, request_options(ttl)).await?;
+        say(options, &describe(grant, &body));
+        env.add(grant, &body, &renames)?;
+    }
+    if let Some((secret, _)) = renames.iter().find(|(_, var)| !env.vars.contains_key(*var)) {
+        return Err(CommandError::Usage(format!(
+            "--env names `{secret}`, which none of the grants returned"
+        )));
+    }
+    // GitHub Actions hides masked values in every later log line.
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        exec::mask_for_github(&env.secrets, &mut std::io::stdout()).map_err(|e| CommandError::Other(e.to_string()))?;
+    }
+    let names: Vec<&str> = env.vars.keys().map(String::as_str).collect();
+    say(
+        options,
+        &format!(
+            "running {} with {}",
+            command.first().map_or("", String::as_str),
+            names.join(", ")
+        ),
+    );
+    exec::run(command, &env).await.map_err(CommandError::Other)
+}
+
+/// `stint credential-process`: prints the AWS credential_process JSON.
+pub async fn credential_process(options: &ClientOptions, grant: &str, ttl: Option<&str>) -> Result<(), CommandError> {
+    let broker = options.broker.clone().unwrap_or_default();
+    let cache = credential_process::cache_path(&broker, grant, &options.discovery.audience);
+    let now = crate::identity::now();
+    if let Some(cached) = cache.as_deref().and_then(|p| credential_process::read_cached(p, now)) {
+        say(options, "credentials from the local cache");
+        return print_json(&cached);
+    }
+    let (client, token) = connect(options).await?;
+    let body = client.issue(grant, &token, request_options(ttl)).await?;
+    say(options, &describe(grant, &body));
+    let credentials = body.get("credentials").cloned().ok_or_else(|| {
+        CommandError::Usage(format!(
+            "grant `{grant}` is not an aws grant: credential-process needs `kind: aws`"
+        ))
+    })?;
+    if let Some(path) = &cache
+        && let Err(e) = credential_process::write_cached(path, &credentials)
+    {
+        say(
+            options,
+            &format!("could not cache credentials at {}: {e}", path.display()),
+        );
+    }
+    print_json(&credentials)
+}
+
+/// `stint token --grant`: prints a `kind: token` credential.
+pub async fn token(options: &ClientOptions, grant: &str, ttl: Option<&str>) -> Result<(), CommandError> {
+    let (client, token) = connect(options).await?;
+    let body = client.issue(grant, &token, request_options(ttl)).await?;
+    say(options, &describe(grant, &body));
+    let issued = body
+        .get("token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| CommandError::Usage(format!("grant `{grant}` is not a token grant")))?;
+    println!("{issued}");
+    Ok(())
+}
+
+fn print_json(value: &Value) -> Result<(), CommandError> {
+    let mut out = std::io::stdout();
+    writeln!(out, "{value}")
+        .and_then(|()| out.flush())
+        .map_err(|e| CommandError::Other(e.to_string()))
+}
