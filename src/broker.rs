@@ -190,6 +190,9 @@ impl Broker {
             expires_at: None,
             client_addr: request.client_addr.map(|a| a.to_string()),
             detail: Map::new(),
+            prev_hash: None,
+            record_hash: None,
+            record_mac: None,
         };
         let known_grant = self.policy.grant(request.grant).map(|g| g.name.as_str());
         if known_grant.is_none() {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use stint::audit::{self, AuditKey, AuditQuery, AuditRecord, Outcome};
+use stint::audit::commands::{self as audit_commands, StoreChoice};
+use stint::audit::{AuditQuery, AuditRecord, Outcome};
 use stint::client::commands::{ClientOptions, CommandError};
 use stint::config::Config;
 use stint::{client, dev, duration, server};
@@ -167,16 +168,42 @@ enum TokenCommand {
     },
 }
 
+/// Which audit log to read, and its key.
+#[derive(clap::Args, Clone)]
+struct StoreArgs {
+    /// Read the store (and key) named in this config.
+    #[arg(long, short, conflicts_with = "store")]
+    config: Option<PathBuf>,
+    /// Store URL (default: the `stint dev` log).
+    #[arg(long)]
+    store: Option<String>,
+    /// The audit key, when --config is not given (also overrides the config's).
+    #[arg(long)]
+    audit_key_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn choice(self) -> StoreChoice {
+        StoreChoice {
+            config: self.config,
+            store: self.store,
+            audit_key_file: self.audit_key_file,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Print recent audit records, newest first.
+    /// Print audit records, newest first.
     Query {
-        /// Read the store named in this config.
-        #[arg(long, short, conflicts_with = "store")]
-        config: Option<PathBuf>,
-        /// Store URL (default: the `stint dev` log).
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only records from this long ago (1h, 7d) or this RFC 3339 time on.
         #[arg(long)]
-        store: Option<String>,
+        since: Option<String>,
+        /// Only records before this (duration ago or RFC 3339 time).
+        #[arg(long)]
+        until: Option<String>,
         /// Only this grant.
         #[arg(long)]
         grant: Option<String>,
@@ -192,15 +219,39 @@ enum AuditCommand {
         /// Only records of the token with this `jti` (needs the audit key).
         #[arg(long)]
         jti: Option<String>,
-        /// The audit HMAC key, when --config is not given.
-        #[arg(long)]
-        audit_key_file: Option<PathBuf>,
         /// At most this many records.
         #[arg(long, default_value_t = 20)]
         limit: u32,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Write records as JSON lines (oldest first) plus checkpoints, for SIEMs and offline verification.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only records from this long ago or this time on.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records before this.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Check the tamper-evident chain and its signed checkpoints.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Verify this export offline instead of the store.
+        #[arg(long, requires = "pubkey")]
+        export: Option<PathBuf>,
+        /// Checkpoint public key (JWK or base64url, or a file holding it) for --export.
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
+    /// Print the checkpoint public key (JWK) for offline verification.
+    Pubkey {
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -349,9 +400,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::Query {
-            config,
             store,
-            audit_key_file,
+            since,
+            until,
             grant,
             subject,
             outcome,
@@ -360,44 +411,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             limit,
             format,
         }) => {
-            let dev_dir = PathBuf::from(dev::DEFAULT_DIR);
-            let (store, key_file) = match (config, store) {
-                (Some(path), _) => {
-                    let config = Config::load(&path)?;
-                    (config.audit.store, Some(config.audit.key_file))
-                }
-                (None, Some(store)) => (store, None),
-                (None, None) => {
-                    let dev_log = dev_dir.join("audit.db");
-                    if !dev_log.exists() {
-                        anyhow::bail!("no audit store given: pass --config stint.yaml or --store sqlite://PATH");
-                    }
-                    (
-                        format!("sqlite://{}", dev_log.display()),
-                        Some(dev_dir.join("audit.key")),
-                    )
-                }
-            };
-            // The log keeps only HMACs of token ids; hash the given jti the same way.
-            let token_jti_hmac = match jti {
-                None => None,
-                Some(jti) => {
-                    let key_file = audit_key_file.or(key_file).ok_or_else(|| {
-                        anyhow::anyhow!("--jti needs the audit key: pass --config or --audit-key-file")
-                    })?;
-                    Some(AuditKey::load(&key_file).map_err(|e| anyhow::anyhow!(e))?.hash(&jti))
-                }
-            };
-            let sink = audit::open_existing(&store)?;
             let query = AuditQuery {
                 grant,
                 subject,
                 outcome,
                 request_id,
-                token_jti_hmac,
+                since: since.as_deref().map(audit_commands::parse_time).transpose()?,
+                until: until.as_deref().map(audit_commands::parse_time).transpose()?,
                 limit: Some(limit),
+                ..AuditQuery::default()
             };
-            let records = sink.query(&query).await?;
+            let records = audit_commands::query(&store.choice(), query, jti.as_deref()).await?;
             match format {
                 Format::Json => {
                     for record in &records {
@@ -406,6 +430,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 Format::Table => print_table(&records),
             }
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Export { store, since, until }) => {
+            let since = since.as_deref().map(audit_commands::parse_time).transpose()?;
+            let until = until.as_deref().map(audit_commands::parse_time).transpose()?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            audit_commands::export(&store.choice(), since.as_deref(), until.as_deref(), &mut out).await?;
+            use std::io::Write;
+            out.flush()?;
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify { store, export, pubkey }) => {
+            let summary = audit_commands::verify(&store.choice(), export.as_deref(), pubkey.as_deref()).await?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Pubkey { store }) => {
+            println!("{}", audit_commands::pubkey(&store.choice())?);
             Ok(())
         }
     }

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::audit::{self, AuditKey};
+use crate::audit::{self, AuditKey, ChainKeys, CheckpointSigner};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::http::{self, AppState};
@@ -70,10 +70,20 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     let addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let audit_sink =
-        audit::open(&config.audit.store).map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.source_name))?;
-    let audit_key = AuditKey::load_or_create(&config.audit.key_file)
-        .map_err(|e| anyhow::anyhow!("{}: audit.key_file: {e}", config.source_name))?;
+    let load_key = || {
+        AuditKey::load_or_create(&config.audit.key_file)
+            .map_err(|e| anyhow::anyhow!("{}: audit.key_file: {e}", config.source_name))
+    };
+    let audit_key = load_key()?;
+    let signer = CheckpointSigner::from_audit_key(&audit_key).map_err(|e| anyhow::anyhow!(e))?;
+    let checkpoint_jwk = signer.public_jwk();
+    let chain = ChainKeys {
+        key: load_key()?,
+        signer,
+        checkpoint_every: config.audit.checkpoint_every,
+    };
+    let audit_sink = audit::open(&config.audit.store, chain)
+        .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.source_name))?;
     let signing_key = Arc::new(
         SigningKey::load_or_create(&config.signing.key_file, config.signing.algorithm)
             .map_err(|e| anyhow::anyhow!("{}: signing.key_file: {e}", config.source_name))?,
@@ -112,7 +122,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     let state = AppState {
         broker: broker.clone(),
         metrics,
-        jwks: Arc::new(json!({ "keys": [signing_key.public_jwk()] })),
+        jwks: Arc::new(json!({ "keys": [signing_key.public_jwk(), checkpoint_jwk] })),
         issuer: Arc::new(issuer.clone()),
     };
     let (stop, stopped) = watch::channel(false);
@@ -136,6 +146,26 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
                 .await
         }),
     ];
+
+    // Sign the chain head on a timer too, so a quiet log still gets
+    // checkpoints and truncation of its tail is caught.
+    let sink = broker.audit().clone();
+    let interval = config.audit.checkpoint_interval;
+    let mut stop_checkpoints = stop.subscribe();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if let Err(e) = sink.checkpoint().await {
+                        tracing::warn!(error = %e, "audit checkpoint failed");
+                    }
+                }
+                _ = stop_checkpoints.changed() => return,
+            }
+        }
+    });
 
     // Warm the key caches in the background; failures are logged and retried
     // on the first request.

@@ -56,6 +56,17 @@ impl AuditKey {
         }
     }
 
+    /// 32 bytes derived from the key for `label` (HMAC of the label), for
+    /// keys that must follow the audit key, such as the checkpoint key.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let tag = hmac::sign(&self.key, label.as_bytes());
+        for (o, b) in out.iter_mut().zip(tag.as_ref()) {
+            *o = *b;
+        }
+        out
+    }
+
     /// Hex HMAC-SHA256 of `value`.
     pub fn hash(&self, value: &str) -> String {
         hex_encode(hmac::sign(&self.key, value.as_bytes()).as_ref())

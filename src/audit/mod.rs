@@ -3,12 +3,15 @@
 //! Records hold who asked, for what, and why the answer was what it was;
 //! never a token, a secret or a key (only keyed hashes of token ids).
 
+pub mod chain;
+pub mod commands;
 mod key;
 mod sqlite;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use chain::{Checkpoint, CheckpointSigner};
 pub use key::AuditKey;
 pub use sqlite::SqliteSink;
 
@@ -81,6 +84,15 @@ pub struct AuditRecord {
     pub client_addr: Option<String>,
     /// Non-secret facts from the provider (rule index, key id, audience, ...).
     pub detail: Map<String, Value>,
+    /// Hash of the previous record (the chain), set by the store.
+    #[serde(default)]
+    pub prev_hash: Option<String>,
+    /// SHA-256 of this record's canonical encoding, set by the store.
+    #[serde(default)]
+    pub record_hash: Option<String>,
+    /// HMAC of `record_hash` under the audit key, set by the store.
+    #[serde(default)]
+    pub record_mac: Option<String>,
 }
 
 /// Filters for reading the log back, newest first.
@@ -94,6 +106,10 @@ pub struct AuditQuery {
     pub outcome: Option<Outcome>,
     /// Only this request id.
     pub request_id: Option<String>,
+    /// Only records at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only records before this RFC 3339 time.
+    pub until: Option<String>,
     /// Only records of the token whose `jti` has this HMAC ([`AuditKey::hash`]).
     pub token_jti_hmac: Option<String>,
     /// At most this many (default 50).
@@ -123,6 +139,22 @@ pub trait AuditSink: Send + Sync {
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError>;
     /// Cheap liveness check for `/readyz`.
     async fn check(&self) -> Result<(), AuditError>;
+    /// Records in chain order, `seq > after`, at most `limit`.
+    async fn chain(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>, AuditError>;
+    /// Every checkpoint, ascending.
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError>;
+    /// Signs the chain head now if it moved since the last checkpoint.
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError>;
+}
+
+/// What a writing store needs to keep the chain.
+pub struct ChainKeys {
+    /// MACs of record hashes.
+    pub key: AuditKey,
+    /// Checkpoint signatures.
+    pub signer: CheckpointSigner,
+    /// Sign a checkpoint every this many records.
+    pub checkpoint_every: u64,
 }
 
 /// Opens an existing store read-only, for queries.
@@ -137,10 +169,13 @@ pub fn open_existing(store: &str) -> Result<std::sync::Arc<dyn AuditSink>, Audit
     )))
 }
 
-/// Opens the store named by a URL (`sqlite://path`).
-pub fn open(store: &str) -> Result<std::sync::Arc<dyn AuditSink>, AuditError> {
+/// Opens the store named by a URL (`sqlite://path`) for writing.
+pub fn open(store: &str, chain: ChainKeys) -> Result<std::sync::Arc<dyn AuditSink>, AuditError> {
     if let Some(path) = store.strip_prefix("sqlite://") {
-        return Ok(std::sync::Arc::new(SqliteSink::open(std::path::Path::new(path))?));
+        return Ok(std::sync::Arc::new(SqliteSink::open(
+            std::path::Path::new(path),
+            chain,
+        )?));
     }
     Err(AuditError::Config(format!(
         "unsupported audit store `{}`: use sqlite://PATH",

@@ -1,17 +1,22 @@
 //! Audit records in SQLite: WAL with `synchronous=FULL`, so an `Ok` from
-//! [`SqliteSink::append`] means the record survives a power cut.
+//! [`SqliteSink::append`] means the record survives a power cut. Appends
+//! take the write lock (`BEGIN IMMEDIATE`), so the chain stays one line even
+//! with several processes on one file.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
-use super::{AuditError, AuditQuery, AuditRecord, AuditSink, Outcome};
+use super::chain::{self, Checkpoint};
+use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys, Outcome};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_records (
-    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq            INTEGER PRIMARY KEY,
     time           TEXT NOT NULL,
     request_id     TEXT NOT NULL,
     outcome        TEXT NOT NULL,
@@ -26,44 +31,60 @@ CREATE TABLE IF NOT EXISTS audit_records (
     ttl_seconds    INTEGER,
     expires_at     TEXT,
     client_addr    TEXT,
-    detail         TEXT NOT NULL
+    detail         TEXT NOT NULL,
+    chain_version  INTEGER NOT NULL DEFAULT 1,
+    prev_hash      TEXT,
+    record_hash    TEXT,
+    record_mac     TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_records_grant ON audit_records (grant_name, seq);
 CREATE INDEX IF NOT EXISTS audit_records_subject ON audit_records (subject, seq);
 CREATE INDEX IF NOT EXISTS audit_records_request ON audit_records (request_id);
+CREATE INDEX IF NOT EXISTS audit_records_time ON audit_records (time);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    seq         INTEGER PRIMARY KEY,
+    record_hash TEXT NOT NULL,
+    time        TEXT NOT NULL,
+    signature   TEXT NOT NULL,
+    kid         TEXT NOT NULL
+);
 ";
 
 /// An audit log in one SQLite file.
 pub struct SqliteSink {
     conn: Arc<Mutex<Connection>>,
+    chain: Option<Arc<ChainKeys>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> AuditError {
     AuditError::Unavailable(e.to_string())
 }
 
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+}
+
 impl SqliteSink {
-    /// Opens (and creates) the log at `path`.
-    pub fn open(path: &Path) -> Result<SqliteSink, AuditError> {
+    /// Opens (and creates) the log at `path` for appending.
+    pub fn open(path: &Path, chain: ChainKeys) -> Result<SqliteSink, AuditError> {
+        let config = |e: &dyn std::fmt::Display| AuditError::Config(format!("audit store {}: {e}", path.display()));
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| AuditError::Config(format!("audit store {}: {e}", path.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| config(&e))?;
         }
-        let conn =
-            Connection::open(path).map_err(|e| AuditError::Config(format!("audit store {}: {e}", path.display())))?;
+        let conn = Connection::open(path).map_err(|e| config(&e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| AuditError::Config(format!("audit store {}: {e}", path.display())))?;
+        conn.execute_batch(SCHEMA).map_err(|e| config(&e))?;
         Ok(SqliteSink {
             conn: Arc::new(Mutex::new(conn)),
+            chain: Some(Arc::new(chain)),
         })
     }
 
-    /// Opens an existing log read-only (for `stint audit query`): a mistyped
-    /// path is an error, not a new empty log.
+    /// Opens an existing log read-only (for `stint audit query/verify`): a
+    /// mistyped path is an error, not a new empty log.
     pub fn open_existing(path: &Path) -> Result<SqliteSink, AuditError> {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)
@@ -72,6 +93,7 @@ impl SqliteSink {
             .map_err(unavailable)?;
         Ok(SqliteSink {
             conn: Arc::new(Mutex::new(conn)),
+            chain: None,
         })
     }
 
@@ -86,6 +108,12 @@ impl SqliteSink {
         })
         .await
         .map_err(unavailable)?
+    }
+
+    fn keys(&self) -> Result<Arc<ChainKeys>, AuditError> {
+        self.chain
+            .clone()
+            .ok_or_else(|| unavailable("the audit log is open read-only"))
     }
 }
 
@@ -122,38 +150,97 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
         expires_at: row.get("expires_at")?,
         client_addr: row.get("client_addr")?,
         detail: json_map(&detail),
+        prev_hash: row.get("prev_hash")?,
+        record_hash: row.get("record_hash")?,
+        record_mac: row.get("record_mac")?,
     })
+}
+
+fn head(conn: &Connection) -> Result<Option<(i64, String)>, AuditError> {
+    conn.query_row(
+        "SELECT seq, record_hash FROM audit_records ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())),
+    )
+    .optional()
+    .map_err(unavailable)
+}
+
+fn insert_checkpoint(conn: &Connection, checkpoint: &Checkpoint) -> Result<(), AuditError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO audit_checkpoints (seq, record_hash, time, signature, kid) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            checkpoint.seq,
+            checkpoint.record_hash,
+            checkpoint.time,
+            checkpoint.signature,
+            checkpoint.kid
+        ],
+    )
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Runs `work` inside `BEGIN IMMEDIATE` ... `COMMIT`, rolling back on error.
+fn write_transaction<T>(conn: &Connection, work: impl FnOnce() -> Result<T, AuditError>) -> Result<T, AuditError> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
+    match work() {
+        Ok(value) => {
+            conn.execute_batch("COMMIT").map_err(unavailable)?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl AuditSink for SqliteSink {
     async fn append(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let r = record.clone();
+        let keys = self.keys()?;
+        let mut r = record.clone();
         self.with_conn(move |conn| {
-            conn.execute(
-                "INSERT INTO audit_records (time, request_id, outcome, reason, grant_name, kind, issuer, subject,
-                    claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                params![
-                    r.time,
-                    r.request_id,
-                    r.outcome.as_str(),
-                    r.reason,
-                    r.grant,
-                    r.kind,
-                    r.issuer,
-                    r.subject,
-                    json_text(&r.claims),
-                    r.token_jti_hmac,
-                    r.issuance_id,
-                    r.ttl_seconds.and_then(|t| i64::try_from(t).ok()),
-                    r.expires_at,
-                    r.client_addr,
-                    json_text(&r.detail),
-                ],
-            )
-            .map_err(unavailable)?;
-            Ok(())
+            write_transaction(conn, || {
+                chain::link(&mut r, head(conn)?, &keys.key);
+                conn.execute(
+                    "INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
+                        claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
+                        chain_version, prev_hash, record_hash, record_mac)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                    params![
+                        r.seq,
+                        r.time,
+                        r.request_id,
+                        r.outcome.as_str(),
+                        r.reason,
+                        r.grant,
+                        r.kind,
+                        r.issuer,
+                        r.subject,
+                        json_text(&r.claims),
+                        r.token_jti_hmac,
+                        r.issuance_id,
+                        r.ttl_seconds.and_then(|t| i64::try_from(t).ok()),
+                        r.expires_at,
+                        r.client_addr,
+                        json_text(&r.detail),
+                        chain::CHAIN_VERSION,
+                        r.prev_hash,
+                        r.record_hash,
+                        r.record_mac,
+                    ],
+                )
+                .map_err(unavailable)?;
+                let seq = r.seq.unwrap_or(0);
+                let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
+                if seq % every == 0 {
+                    let hash = r.record_hash.clone().unwrap_or_default();
+                    insert_checkpoint(conn, &keys.signer.sign(seq, &hash, &now_rfc3339()))?;
+                }
+                Ok(())
+            })
         })
         .await
     }
@@ -167,6 +254,7 @@ impl AuditSink for SqliteSink {
                      WHERE (?1 IS NULL OR grant_name = ?1) AND (?2 IS NULL OR subject = ?2)
                        AND (?3 IS NULL OR outcome = ?3) AND (?4 IS NULL OR request_id = ?4)
                        AND (?6 IS NULL OR token_jti_hmac = ?6)
+                       AND (?7 IS NULL OR time >= ?7) AND (?8 IS NULL OR time < ?8)
                      ORDER BY seq DESC LIMIT ?5",
                 )
                 .map_err(unavailable)?;
@@ -174,7 +262,16 @@ impl AuditSink for SqliteSink {
             let outcome = q.outcome.map(Outcome::as_str);
             let rows = stmt
                 .query_map(
-                    params![q.grant, q.subject, outcome, q.request_id, limit, q.token_jti_hmac],
+                    params![
+                        q.grant,
+                        q.subject,
+                        outcome,
+                        q.request_id,
+                        limit,
+                        q.token_jti_hmac,
+                        q.since,
+                        q.until
+                    ],
                     read_row,
                 )
                 .map_err(unavailable)?;
@@ -187,15 +284,60 @@ impl AuditSink for SqliteSink {
         self.with_conn(|conn| {
             // Take the write lock and give it back: a read-only or locked
             // file fails here, before a caller's credential would.
-            conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
-            let probe = conn
-                .query_row("SELECT seq FROM audit_records ORDER BY seq DESC LIMIT 1", [], |r| {
-                    r.get::<_, i64>(0)
+            write_transaction(conn, || head(conn).map(|_| ()))
+        })
+        .await
+    }
+
+    async fn chain(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>, AuditError> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT * FROM audit_records WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                .map_err(unavailable)?;
+            let rows = stmt.query_map(params![after, limit], read_row).map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT seq, record_hash, time, signature, kid FROM audit_checkpoints ORDER BY seq")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Checkpoint {
+                        seq: r.get(0)?,
+                        record_hash: r.get(1)?,
+                        time: r.get(2)?,
+                        signature: r.get(3)?,
+                        kid: r.get(4)?,
+                    })
                 })
-                .optional();
-            conn.execute_batch("ROLLBACK").map_err(unavailable)?;
-            probe.map_err(unavailable)?;
-            Ok(())
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
+        let keys = self.keys()?;
+        self.with_conn(move |conn| {
+            write_transaction(conn, || {
+                let Some((seq, hash)) = head(conn)? else {
+                    return Ok(None);
+                };
+                let last: Option<i64> = conn
+                    .query_row("SELECT MAX(seq) FROM audit_checkpoints", [], |r| r.get(0))
+                    .map_err(unavailable)?;
+                if last.is_some_and(|last| last >= seq) {
+                    return Ok(None);
+                }
+                let checkpoint = keys.signer.sign(seq, &hash, &now_rfc3339());
+                insert_checkpoint(conn, &checkpoint)?;
+                Ok(Some(checkpoint))
+            })
         })
         .await
     }

@@ -42,8 +42,12 @@ pub struct ConfigError {
 pub struct AuditSettings {
     /// Store URL, e.g. `sqlite:///var/lib/stint/audit.db`.
     pub store: String,
-    /// HMAC key for token id hashes.
+    /// HMAC key for token id hashes, record MACs and (derived) checkpoint signatures.
     pub key_file: PathBuf,
+    /// Sign a checkpoint every this many records.
+    pub checkpoint_every: u64,
+    /// ...and at least this often while records arrive.
+    pub checkpoint_interval: Duration,
 }
 
 /// Settings of the key that signs stint-issued tokens.
@@ -172,7 +176,20 @@ impl Config {
                 ));
             }
         };
+        let checkpoint_every = audit.checkpoint_every.unwrap_or(100);
+        if checkpoint_every == 0 {
+            return Err(err("audit.checkpoint_every", "must be at least 1".into()));
+        }
+        let checkpoint_interval = match &audit.checkpoint_interval {
+            Some(t) => duration::parse(t).map_err(|e| err("audit.checkpoint_interval", e.to_string()))?,
+            None => Duration::from_secs(60),
+        };
+        if checkpoint_interval.is_zero() {
+            return Err(err("audit.checkpoint_interval", "must be more than 0s".into()));
+        }
         let audit = AuditSettings {
+            checkpoint_every,
+            checkpoint_interval,
             store,
             key_file: resolve(&audit.key_file.ok_or_else(|| {
                 err(
@@ -281,6 +298,8 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<(
         let audit = || raw::RawAudit {
             store: None,
             key_file: None,
+            checkpoint_every: None,
+            checkpoint_interval: None,
         };
         let signing = || raw::RawSigning {
             issuer: None,

@@ -54,6 +54,8 @@ pub struct RawJwks {
 pub struct RawAudit {
     pub store: Option<String>,
     pub key_file: Option<String>,
+    pub checkpoint_every: Option<u64>,
+    pub checkpoint_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -90,7 +90,7 @@ impl TestBroker {
     ) -> TestBroker {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!(
-            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit:\n  store: sqlite://audit.db\n  key_file: audit.key\n\
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit:\n  store: sqlite://audit.db\n  key_file: audit.key\n  checkpoint_every: 3\n\
              signing:\n  key_file: signing.key\nissuers:\n{issuers_yaml}\ngrants:\n{grants_yaml}\n{extra_yaml}\n"
         );
         let config = Config::parse(&text, "test.yaml", dir.path(), &|_| None)

@@ -10,6 +10,7 @@ mod moto;
 mod admin;
 mod audit;
 mod aws;
+mod chain;
 mod cli;
 mod client;
 mod identity;

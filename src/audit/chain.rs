@@ -1,0 +1,280 @@
+//! The tamper-evident chain. Every record carries the hash of its
+//! predecessor, so changing, removing or reordering one breaks every link
+//! after it; signed checkpoints pin the chain head so a truncated tail is
+//! seen too.
+//!
+//! Encoding version 1 (never change what these bytes mean; add a version):
+//!
+//! ```text
+//! record_hash = hex(SHA-256("stint-audit-v1\n" || canonical_json(record)))
+//! record_mac  = hex(HMAC-SHA256(audit_key, "stint-audit-mac-v1\n" || record_hash))
+//! checkpoint  = Ed25519("stint-checkpoint-v1\n" || seq || "\n" || record_hash || "\n" || time)
+//! ```
+//!
+//! `canonical_json(record)` is the JSON object of every record field except
+//! `record_hash` and `record_mac` (so `seq` and `prev_hash` are covered),
+//! keys sorted by byte order at every depth, no whitespace, integers only,
+//! strings as serde_json escapes them; absent values are `null`. The first
+//! record's `prev_hash` is 64 zeros.
+//!
+//! The SHA-256 chain and the checkpoint signatures can be checked by anyone
+//! with the public key (offline, up to the last checkpoint). The MAC needs
+//! the audit key and also covers records after the last checkpoint: someone
+//! who can write to the store but lacks the key cannot forge a chain that
+//! verifies.
+
+use aws_lc_rs::digest;
+use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{AuditKey, AuditRecord};
+
+/// The encoding this build writes.
+pub const CHAIN_VERSION: u32 = 1;
+/// `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A signed statement: "the chain up to `seq` ends in `record_hash`".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Last record covered.
+    pub seq: i64,
+    /// That record's hash.
+    pub record_hash: String,
+    /// RFC 3339 time of signing.
+    pub time: String,
+    /// Ed25519 signature, base64url.
+    pub signature: String,
+    /// Key id of the signing key.
+    pub kid: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hashed bytes of `record` (version 1).
+pub fn canonical_bytes(record: &AuditRecord) -> Vec<u8> {
+    let value = json!({
+        "seq": record.seq,
+        "time": record.time,
+        "request_id": record.request_id,
+        "outcome": record.outcome.as_str(),
+        "reason": record.reason,
+        "grant": record.grant,
+        "kind": record.kind,
+        "issuer": record.issuer,
+        "subject": record.subject,
+        "claims": Value::Object(record.claims.clone()),
+        "token_jti_hmac": record.token_jti_hmac,
+        "issuance_id": record.issuance_id,
+        "ttl_seconds": record.ttl_seconds,
+        "expires_at": record.expires_at,
+        "client_addr": record.client_addr,
+        "detail": Value::Object(record.detail.clone()),
+        "prev_hash": record.prev_hash,
+    });
+    // serde_json's map keeps keys sorted (no `preserve_order`), at every depth.
+    let mut bytes = b"stint-audit-v1\n".to_vec();
+    bytes.extend_from_slice(value.to_string().as_bytes());
+    bytes
+}
+
+/// SHA-256 of the canonical bytes, hex.
+pub fn record_hash(record: &AuditRecord) -> String {
+    hex(digest::digest(&digest::SHA256, &canonical_bytes(record)).as_ref())
+}
+
+/// The keyed MAC over a record hash.
+pub fn record_mac(key: &AuditKey, record_hash: &str) -> String {
+    key.hash(&format!("stint-audit-mac-v1\n{record_hash}"))
+}
+
+/// Fills `seq`, `prev_hash`, `record_hash` and `record_mac` of `record`,
+/// which follows `previous` (seq and hash), or starts the chain.
+pub fn link(record: &mut AuditRecord, previous: Option<(i64, String)>, key: &AuditKey) {
+    let (seq, prev) = match previous {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, GENESIS.to_string()),
+    };
+    record.seq = Some(seq);
+    record.prev_hash = Some(prev);
+    let hash = record_hash(record);
+    record.record_mac = Some(record_mac(key, &hash));
+    record.record_hash = Some(hash);
+}
+
+fn checkpoint_message(seq: i64, record_hash: &str, time: &str) -> Vec<u8> {
+    format!("stint-checkpoint-v1\n{seq}\n{record_hash}\n{time}").into_bytes()
+}
+
+/// Signs checkpoints. The Ed25519 key is derived from the audit key, so the
+/// one secret file is all an operator keeps; the public half is published.
+pub struct CheckpointSigner {
+    pair: Ed25519KeyPair,
+    kid: String,
+}
+
+impl CheckpointSigner {
+    /// Derives the signing key from the audit key.
+    pub fn from_audit_key(key: &AuditKey) -> Result<CheckpointSigner, String> {
+        let seed = key.derive("stint checkpoint signing key v1");
+        let pair =
+            Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| "cannot derive the checkpoint key".to_string())?;
+        let public = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        let kid = format!("audit-{}", public.get(..16).unwrap_or(&public));
+        Ok(CheckpointSigner { pair, kid })
+    }
+
+    /// Signs the head `(seq, record_hash)` at `time`.
+    pub fn sign(&self, seq: i64, record_hash: &str, time: &str) -> Checkpoint {
+        let signature = self.pair.sign(&checkpoint_message(seq, record_hash, time));
+        Checkpoint {
+            seq,
+            record_hash: record_hash.to_string(),
+            time: time.to_string(),
+            signature: URL_SAFE_NO_PAD.encode(signature.as_ref()),
+            kid: self.kid.clone(),
+        }
+    }
+
+    /// The public key as a JWK (for `/.well-known/jwks.json` and `stint audit pubkey`).
+    pub fn public_jwk(&self) -> Value {
+        json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref()),
+            "kid": self.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        })
+    }
+}
+
+/// Where and how the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit chain broken at seq {seq}: {what}")]
+pub struct ChainError {
+    /// First record (or checkpoint) that does not verify.
+    pub seq: i64,
+    /// What is wrong, in words an auditor can act on.
+    pub what: String,
+}
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Records checked.
+    pub records: u64,
+    /// Last record.
+    pub last_seq: i64,
+    /// Checkpoints checked.
+    pub checkpoints: u64,
+    /// Last checkpointed seq (records after it are covered by MACs only).
+    pub last_checkpoint: Option<i64>,
+    /// Whether MACs were checked (the audit key was available).
+    pub macs_checked: bool,
+}
+
+/// Checks records (ascending seq, from the first) and checkpoints.
+/// `key`: check MACs too. `public_key`: the checkpoint key (raw Ed25519).
+pub fn verify(
+    records: &[AuditRecord],
+    checkpoints: &[Checkpoint],
+    key: Option<&AuditKey>,
+    public_key: &[u8],
+) -> Result<Verified, ChainError> {
+    let mut previous: Option<(i64, String)> = None;
+    let mut hashes = std::collections::BTreeMap::new();
+    for record in records {
+        let seq = record.seq.unwrap_or(0);
+        let expected_seq = previous.as_ref().map_or(1, |(s, _)| s + 1);
+        if seq != expected_seq {
+            let what = if seq > expected_seq {
+                format!("records {expected_seq}..{} are missing (deleted?)", seq - 1)
+            } else {
+                format!("out of order: expected seq {expected_seq}")
+            };
+            return Err(ChainError { seq, what });
+        }
+        let expected_prev = previous.as_ref().map_or(GENESIS.to_string(), |(_, h)| h.clone());
+        if record.prev_hash.as_deref() != Some(expected_prev.as_str()) {
+            return Err(ChainError {
+                seq,
+                what: "prev_hash does not match the previous record (a record was removed, inserted or reordered)"
+                    .into(),
+            });
+        }
+        let hash = record_hash(record);
+        if record.record_hash.as_deref() != Some(hash.as_str()) {
+            return Err(ChainError {
+                seq,
+                what: "its content does not match its record_hash (the record was changed)".into(),
+            });
+        }
+        if let Some(key) = key
+            && record.record_mac.as_deref() != Some(record_mac(key, &hash).as_str())
+        {
+            return Err(ChainError {
+                seq,
+                what: "its MAC is wrong (forged without the audit key)".into(),
+            });
+        }
+        hashes.insert(seq, hash.clone());
+        previous = Some((seq, hash));
+    }
+    let last_seq = previous.as_ref().map_or(0, |(s, _)| *s);
+    let verifier = UnparsedPublicKey::new(&signature::ED25519, public_key);
+    let mut last_checkpoint = None;
+    for checkpoint in checkpoints {
+        let signature = URL_SAFE_NO_PAD.decode(&checkpoint.signature).unwrap_or_default();
+        let message = checkpoint_message(checkpoint.seq, &checkpoint.record_hash, &checkpoint.time);
+        if verifier.verify(&message, &signature).is_err() {
+            return Err(ChainError {
+                seq: checkpoint.seq,
+                what: "checkpoint signature does not verify with the audit public key".into(),
+            });
+        }
+        match hashes.get(&checkpoint.seq) {
+            Some(hash) if *hash == checkpoint.record_hash => {}
+            Some(_) => {
+                return Err(ChainError {
+                    seq: checkpoint.seq,
+                    what: "the signed checkpoint names a different record_hash (records up to here were changed)"
+                        .into(),
+                });
+            }
+            None if checkpoint.seq > last_seq => {
+                return Err(ChainError {
+                    seq: checkpoint.seq,
+                    what: format!(
+                        "a signed checkpoint covers seq {} but the log ends at {last_seq} (the tail was truncated)",
+                        checkpoint.seq
+                    ),
+                });
+            }
+            None => {} // before the verified range
+        }
+        last_checkpoint = Some(last_checkpoint.map_or(checkpoint.seq, |c: i64| c.max(checkpoint.seq)));
+    }
+    Ok(Verified {
+        records: records.len() as u64,
+        last_seq,
+        checkpoints: checkpoints.len() as u64,
+        last_checkpoint,
+        macs_checked: key.is_some(),
+    })
+}
+
+/// Decodes a JWK or bare base64url Ed25519 public key.
+pub fn parse_public_key(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    let x = match serde_json::from_str::<Value>(text) {
+        Ok(jwk) => jwk.get("x")?.as_str()?.to_string(),
+        Err(_) => text.to_string(),
+    };
+    URL_SAFE_NO_PAD.decode(x).ok().filter(|k| k.len() == 32)
+}

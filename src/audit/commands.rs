@@ -1,0 +1,213 @@
+//! `stint audit query | export | verify | pubkey`: reading the log as an
+//! auditor does, offline from the broker.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::chain::{self, Checkpoint};
+use super::{AuditError, AuditKey, AuditQuery, AuditRecord, AuditSink, CheckpointSigner};
+use crate::config::Config;
+use crate::dev;
+
+/// Where the log and its key are.
+#[derive(Debug, Clone, Default)]
+pub struct StoreChoice {
+    /// A config naming `audit.store` and `audit.key_file`.
+    pub config: Option<PathBuf>,
+    /// A store URL.
+    pub store: Option<String>,
+    /// The audit key, when not from the config.
+    pub audit_key_file: Option<PathBuf>,
+}
+
+impl StoreChoice {
+    /// Store URL and key file: from the config, the flags, or the `stint dev` folder.
+    pub fn resolve(&self) -> anyhow::Result<(String, Option<PathBuf>)> {
+        let (store, key) = match (&self.config, &self.store) {
+            (Some(path), _) => {
+                let config = Config::load(path)?;
+                (config.audit.store, Some(config.audit.key_file))
+            }
+            (None, Some(store)) => (store.clone(), None),
+            (None, None) => {
+                let dir = PathBuf::from(dev::DEFAULT_DIR);
+                if !dir.join("audit.db").exists() {
+                    anyhow::bail!("no audit store given: pass --config stint.yaml or --store sqlite://PATH");
+                }
+                (
+                    format!("sqlite://{}", dir.join("audit.db").display()),
+                    Some(dir.join("audit.key")),
+                )
+            }
+        };
+        Ok((store, self.audit_key_file.clone().or(key)))
+    }
+
+    /// The audit key, required.
+    pub fn key(&self) -> anyhow::Result<AuditKey> {
+        let (_, key) = self.resolve()?;
+        let path = key.ok_or_else(|| anyhow::anyhow!("this needs the audit key: pass --config or --audit-key-file"))?;
+        AuditKey::load(&path).map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// The store, read-only.
+    pub fn open(&self) -> anyhow::Result<std::sync::Arc<dyn AuditSink>> {
+        let (store, _) = self.resolve()?;
+        Ok(super::open_existing(&store)?)
+    }
+}
+
+/// `--since 1h` or `--since 2026-11-01T00:00:00Z` → RFC 3339.
+pub fn parse_time(text: &str) -> anyhow::Result<String> {
+    if OffsetDateTime::parse(text, &Rfc3339).is_ok() {
+        return Ok(text.to_string());
+    }
+    let ago = crate::duration::parse(text)
+        .map_err(|_| anyhow::anyhow!("`{text}` is neither a duration (1h, 7d) nor an RFC 3339 time"))?;
+    let at = OffsetDateTime::now_utc() - ago;
+    Ok(at.format(&Rfc3339)?)
+}
+
+const PAGE: u32 = 1000;
+
+/// Every record in chain order, page by page.
+async fn all_records(sink: &dyn AuditSink) -> Result<Vec<AuditRecord>, AuditError> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = sink.chain(after, PAGE).await?;
+        let Some(last) = page.last().and_then(|r| r.seq) else {
+            break;
+        };
+        after = last;
+        out.extend(page);
+    }
+    Ok(out)
+}
+
+/// `stint audit export`: JSON lines, records in chain order (filtered by
+/// time), then the checkpoints as `{"checkpoint": {...}}` lines so the file
+/// can be verified offline.
+pub async fn export(
+    choice: &StoreChoice,
+    since: Option<&str>,
+    until: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<u64> {
+    let sink = choice.open()?;
+    let mut count = 0;
+    for record in all_records(sink.as_ref()).await? {
+        let in_range =
+            since.is_none_or(|s| record.time.as_str() >= s) && until.is_none_or(|u| record.time.as_str() < u);
+        if in_range {
+            writeln!(out, "{}", serde_json::to_string(&record)?)?;
+            count += 1;
+        }
+    }
+    for checkpoint in sink.checkpoints().await? {
+        writeln!(out, "{}", serde_json::json!({ "checkpoint": checkpoint }))?;
+    }
+    Ok(count)
+}
+
+/// Reads an export back.
+fn read_export(path: &Path) -> anyhow::Result<(Vec<AuditRecord>, Vec<Checkpoint>)> {
+    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let (mut records, mut checkpoints) = (Vec::new(), Vec::new());
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("{}: line {}: {e}", path.display(), n + 1))?;
+        if let Some(checkpoint) = value.get("checkpoint") {
+            checkpoints.push(serde_json::from_value(checkpoint.clone())?);
+        } else {
+            records.push(
+                serde_json::from_value(value)
+                    .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", path.display(), n + 1))?,
+            );
+        }
+    }
+    Ok((records, checkpoints))
+}
+
+/// `stint audit verify`: the whole chain against the store with the key,
+/// or an export against the public key alone.
+pub async fn verify(choice: &StoreChoice, export: Option<&Path>, pubkey: Option<&str>) -> anyhow::Result<String> {
+    let (records, checkpoints, key, public) = match export {
+        Some(path) => {
+            let pubkey =
+                pubkey.ok_or_else(|| anyhow::anyhow!("--export needs --pubkey (from `stint audit pubkey`)"))?;
+            let text = if Path::new(pubkey).exists() {
+                std::fs::read_to_string(pubkey)?
+            } else {
+                pubkey.to_string()
+            };
+            let public = chain::parse_public_key(&text)
+                .ok_or_else(|| anyhow::anyhow!("--pubkey is neither an Ed25519 JWK nor a base64url key"))?;
+            let (records, checkpoints) = read_export(path)?;
+            (records, checkpoints, None, public)
+        }
+        None => {
+            let key = choice.key()?;
+            let signer = CheckpointSigner::from_audit_key(&key).map_err(|e| anyhow::anyhow!(e))?;
+            let public = chain::parse_public_key(&signer.public_jwk().to_string()).unwrap_or_default();
+            let sink = choice.open()?;
+            (
+                all_records(sink.as_ref()).await?,
+                sink.checkpoints().await?,
+                Some(key),
+                public,
+            )
+        }
+    };
+    let verified = chain::verify(&records, &checkpoints, key.as_ref(), &public)?;
+    let tail = match (verified.last_checkpoint, verified.macs_checked) {
+        (Some(c), true) if c < verified.last_seq => {
+            format!("; records after seq {c} are covered by MACs (no checkpoint yet)")
+        }
+        (Some(c), false) if c < verified.last_seq => {
+            format!("; records after seq {c} are NOT covered: no checkpoint yet and no audit key offline")
+        }
+        (None, false) => "; no checkpoint: nothing could be verified against the public key".to_string(),
+        _ => String::new(),
+    };
+    Ok(format!(
+        "ok: {} records (seq 1..{}), {} checkpoints{}, {}{}",
+        verified.records,
+        verified.last_seq,
+        verified.checkpoints,
+        verified
+            .last_checkpoint
+            .map(|c| format!(" (last at seq {c})"))
+            .unwrap_or_default(),
+        if verified.macs_checked {
+            "MACs checked"
+        } else {
+            "hash chain and signatures checked offline"
+        },
+        tail
+    ))
+}
+
+/// `stint audit pubkey`: the checkpoint public key as a JWK.
+pub fn pubkey(choice: &StoreChoice) -> anyhow::Result<String> {
+    let key = choice.key()?;
+    let signer = CheckpointSigner::from_audit_key(&key).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(signer.public_jwk().to_string())
+}
+
+/// `stint audit query` with time filters resolved.
+pub async fn query(choice: &StoreChoice, mut query: AuditQuery, jti: Option<&str>) -> anyhow::Result<Vec<AuditRecord>> {
+    if let Some(jti) = jti {
+        // The log keeps only HMACs of token ids; hash the given jti the same way.
+        query.token_jti_hmac = Some(choice.key()?.hash(jti));
+    }
+    Ok(choice.open()?.query(&query).await?)
+}

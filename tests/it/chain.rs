@@ -1,0 +1,218 @@
+//! Tamper evidence: every kind of edit to the log is found, with a message
+//! that says where and what.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use stint::audit::chain;
+use stint::audit::commands::{self, StoreChoice};
+
+use crate::harness::{DEPLOY_GRANT, TestBroker, issuer_yaml};
+use crate::issuer::TestIssuer;
+
+/// A broker with checkpoints every 3 records and 7 records written.
+async fn logged_broker() -> (TestIssuer, TestBroker) {
+    let issuer = TestIssuer::start().await;
+    let broker = TestBroker::start_with(&issuer_yaml("ci", &issuer, "github", ""), DEPLOY_GRANT, "").await;
+    (issuer, broker)
+}
+
+async fn write_records(issuer: &TestIssuer, broker: &TestBroker, n: usize) {
+    for i in 0..n {
+        let mut claims = issuer.github();
+        if i % 3 == 2 {
+            claims.insert("ref".into(), json!("refs/heads/feature"));
+        }
+        broker.issue("deploy", &issuer.sign(&claims), None).await;
+    }
+}
+
+/// A consistent copy of the live log, to tamper with.
+fn copy_log(broker: &TestBroker, name: &str) -> PathBuf {
+    let copy = broker.dir.path().join(name);
+    let conn = rusqlite::Connection::open(broker.audit_db()).unwrap();
+    conn.execute("VACUUM INTO ?1", [copy.display().to_string()]).unwrap();
+    copy
+}
+
+fn choice(broker: &TestBroker, db: &Path) -> StoreChoice {
+    StoreChoice {
+        config: None,
+        store: Some(format!("sqlite://{}", db.display())),
+        audit_key_file: Some(broker.dir.path().join("audit.key")),
+    }
+}
+
+async fn verify(broker: &TestBroker, db: &Path) -> Result<String, String> {
+    commands::verify(&choice(broker, db), None, None)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn tamper(db: &Path, sql: &str) {
+    rusqlite::Connection::open(db).unwrap().execute_batch(sql).unwrap();
+}
+
+#[tokio::test]
+async fn an_untouched_log_verifies_and_each_kind_of_edit_is_found() {
+    let (issuer, broker) = logged_broker().await;
+    write_records(&issuer, &broker, 7).await;
+    broker.server.broker.audit().checkpoint().await.unwrap(); // as the timer would
+
+    let clean = copy_log(&broker, "clean.db");
+    let ok = verify(&broker, &clean).await.unwrap();
+    assert!(ok.starts_with("ok: 7 records (seq 1..7)"), "{ok}");
+
+    let changed = copy_log(&broker, "changed.db");
+    tamper(
+        &changed,
+        "UPDATE audit_records SET subject = 'repo:evil/x' WHERE seq = 2",
+    );
+    assert_eq!(
+        verify(&broker, &changed).await.unwrap_err(),
+        "audit chain broken at seq 2: its content does not match its record_hash (the record was changed)"
+    );
+
+    let deleted = copy_log(&broker, "deleted.db");
+    tamper(&deleted, "DELETE FROM audit_records WHERE seq = 4");
+    assert_eq!(
+        verify(&broker, &deleted).await.unwrap_err(),
+        "audit chain broken at seq 5: records 4..4 are missing (deleted?)"
+    );
+
+    let reordered = copy_log(&broker, "reordered.db");
+    tamper(
+        &reordered,
+        "UPDATE audit_records SET seq = 100 WHERE seq = 2; UPDATE audit_records SET seq = 2 WHERE seq = 3; UPDATE audit_records SET seq = 3 WHERE seq = 100;",
+    );
+    let err = verify(&broker, &reordered).await.unwrap_err();
+    assert!(
+        err.starts_with("audit chain broken at seq 2: prev_hash does not match"),
+        "{err}"
+    );
+
+    let truncated = copy_log(&broker, "truncated.db");
+    tamper(&truncated, "DELETE FROM audit_records WHERE seq >= 6");
+    let err = verify(&broker, &truncated).await.unwrap_err();
+    assert!(
+        err.contains("covers seq 6 but the log ends at 5 (the tail was truncated)"),
+        "{err}"
+    );
+
+    // A forger who rewrites a record and recomputes the public hash chain
+    // still lacks the audit key: the MAC gives it away.
+    let forged = copy_log(&broker, "forged.db");
+    let conn = rusqlite::Connection::open(&forged).unwrap();
+    let choice = choice(&broker, &forged);
+    let mut records = stint::audit::open_existing(&choice.resolve().unwrap().0)
+        .unwrap()
+        .chain(0, 100)
+        .await
+        .unwrap();
+    let last = records.last_mut().unwrap();
+    last.subject = Some("repo:evil/x".into());
+    let hash = chain::record_hash(last);
+    conn.execute(
+        "UPDATE audit_records SET subject = 'repo:evil/x', record_hash = ?1 WHERE seq = 7",
+        [&hash],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM audit_checkpoints WHERE seq = 7", []).unwrap();
+    let err = verify(&broker, &forged).await.unwrap_err();
+    assert_eq!(
+        err,
+        "audit chain broken at seq 7: its MAC is wrong (forged without the audit key)"
+    );
+}
+
+#[tokio::test]
+async fn exports_verify_offline_with_the_public_key_alone() {
+    let (issuer, broker) = logged_broker().await;
+    write_records(&issuer, &broker, 5).await;
+    broker.server.broker.audit().checkpoint().await.unwrap();
+
+    let db = copy_log(&broker, "log.db");
+    let choice = choice(&broker, &db);
+    let mut export = Vec::new();
+    assert_eq!(commands::export(&choice, None, None, &mut export).await.unwrap(), 5);
+    let export_path = broker.dir.path().join("export.jsonl");
+    std::fs::write(&export_path, &export).unwrap();
+    let pubkey = commands::pubkey(&choice).unwrap();
+
+    // The broker publishes the same key.
+    let jwks = broker.get("/.well-known/jwks.json").await.body;
+    let kid = serde_json::from_str::<serde_json::Value>(&pubkey).unwrap()["kid"].clone();
+    assert!(
+        jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid),
+        "{jwks}"
+    );
+
+    let no_key = StoreChoice::default();
+    let ok = commands::verify(&no_key, Some(&export_path), Some(&pubkey))
+        .await
+        .unwrap();
+    assert!(ok.contains("5 records") && ok.contains("checked offline"), "{ok}");
+
+    // Edit one exported line: found offline.
+    let text = String::from_utf8(export)
+        .unwrap()
+        .replacen("repo:acme/api:environment:production", "repo:acme/evil", 1);
+    std::fs::write(&export_path, text).unwrap();
+    let err = commands::verify(&no_key, Some(&export_path), Some(&pubkey))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("audit chain broken at seq 1:"), "{err}");
+
+    // A key that did not sign the checkpoints is refused.
+    let other = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+    std::fs::write(
+        &export_path,
+        String::from_utf8_lossy(&{
+            let mut e = Vec::new();
+            commands::export(&choice, None, None, &mut e).await.unwrap();
+            e
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let err = commands::verify(&no_key, Some(&export_path), Some(other))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checkpoint signature does not verify"), "{err}");
+}
+
+#[tokio::test]
+async fn cli_verify_and_export_on_the_live_log() {
+    let (issuer, broker) = logged_broker().await;
+    write_records(&issuer, &broker, 4).await;
+    let stint = env!("CARGO_BIN_EXE_stint");
+    let store = format!("sqlite://{}", broker.audit_db().display());
+    let key = broker.dir.path().join("audit.key");
+    let out = std::process::Command::new(stint)
+        .args([
+            "audit",
+            "verify",
+            "--store",
+            &store,
+            "--audit-key-file",
+            key.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("ok: 4 records"), "{stdout}");
+    let out = std::process::Command::new(stint)
+        .args(["audit", "export", "--store", &store, "--since", "1h"])
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.iter().filter(|l| l.get("seq").is_some()).count(), 4);
+    assert_eq!(lines.first().unwrap()["seq"], 1, "oldest first");
+    assert!(lines.first().unwrap()["record_hash"].as_str().unwrap().len() == 64);
+}
