@@ -81,6 +81,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         key: load_key()?,
         signer,
         checkpoint_every: config.audit.checkpoint_every,
+        group_commit: config.audit.group_commit,
     };
     let audit_sink = audit::open(&config.audit.store, chain)
         .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.source_name))?;

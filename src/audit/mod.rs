@@ -118,7 +118,7 @@ pub struct AuditQuery {
 
 /// Why the audit store failed. Storage detail stays here; callers only
 /// learn that the log is unavailable.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditError {
     /// The store cannot be written or read.
@@ -155,6 +155,8 @@ pub struct ChainKeys {
     pub signer: CheckpointSigner,
     /// Sign a checkpoint every this many records.
     pub checkpoint_every: u64,
+    /// Let concurrent appends share one commit (one fsync).
+    pub group_commit: bool,
 }
 
 /// Opens an existing store read-only, for queries.
@@ -172,9 +174,11 @@ pub fn open_existing(store: &str) -> Result<std::sync::Arc<dyn AuditSink>, Audit
 /// Opens the store named by a URL (`sqlite://path`) for writing.
 pub fn open(store: &str, chain: ChainKeys) -> Result<std::sync::Arc<dyn AuditSink>, AuditError> {
     if let Some(path) = store.strip_prefix("sqlite://") {
+        let group = chain.group_commit;
         return Ok(std::sync::Arc::new(SqliteSink::open(
             std::path::Path::new(path),
             chain,
+            group,
         )?));
     }
     Err(AuditError::Config(format!(

@@ -54,6 +54,90 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 pub struct SqliteSink {
     conn: Arc<Mutex<Connection>>,
     chain: Option<Arc<ChainKeys>>,
+    writer: Option<tokio::sync::mpsc::UnboundedSender<Pending>>,
+}
+
+/// A record waiting for the writer, and who to tell when it is durable.
+struct Pending {
+    record: AuditRecord,
+    done: tokio::sync::oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// Most records one commit may carry.
+const MAX_GROUP: usize = 256;
+
+/// The single writer. With group commit, every record that queued while
+/// the previous commit was being synced goes into the next transaction, so
+/// concurrent requests share one fsync instead of waiting in line for their
+/// own; each caller still hears back only after its record is durable.
+fn writer_loop(
+    conn: Arc<Mutex<Connection>>,
+    keys: Arc<ChainKeys>,
+    group: bool,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while group && batch.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let result = match conn.lock() {
+            Ok(conn) => write_transaction(&conn, || {
+                for pending in &mut batch {
+                    append_one(&conn, &keys, &mut pending.record)?;
+                }
+                Ok(())
+            }),
+            Err(_) => Err(unavailable("audit connection poisoned")),
+        };
+        for pending in batch {
+            let _ = pending.done.send(result.clone());
+        }
+    }
+}
+
+/// Links one record to the head and inserts it (inside a transaction).
+fn append_one(conn: &Connection, keys: &ChainKeys, r: &mut AuditRecord) -> Result<(), AuditError> {
+    chain::link(r, head(conn)?, &keys.key);
+    conn.execute(
+        "INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
+            claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
+            chain_version, prev_hash, record_hash, record_mac)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+        params![
+            r.seq,
+            r.time,
+            r.request_id,
+            r.outcome.as_str(),
+            r.reason,
+            r.grant,
+            r.kind,
+            r.issuer,
+            r.subject,
+            json_text(&r.claims),
+            r.token_jti_hmac,
+            r.issuance_id,
+            r.ttl_seconds.and_then(|t| i64::try_from(t).ok()),
+            r.expires_at,
+            r.client_addr,
+            json_text(&r.detail),
+            chain::CHAIN_VERSION,
+            r.prev_hash,
+            r.record_hash,
+            r.record_mac,
+        ],
+    )
+    .map_err(unavailable)?;
+    let seq = r.seq.unwrap_or(0);
+    let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
+    if seq % every == 0 {
+        let hash = r.record_hash.clone().unwrap_or_default();
+        insert_checkpoint(conn, &keys.signer.sign(seq, &hash, &now_rfc3339()))?;
+    }
+    Ok(())
 }
 
 fn unavailable(e: impl std::fmt::Display) -> AuditError {
@@ -66,7 +150,7 @@ fn now_rfc3339() -> String {
 
 impl SqliteSink {
     /// Opens (and creates) the log at `path` for appending.
-    pub fn open(path: &Path, chain: ChainKeys) -> Result<SqliteSink, AuditError> {
+    pub fn open(path: &Path, chain: ChainKeys, group_commit: bool) -> Result<SqliteSink, AuditError> {
         let config = |e: &dyn std::fmt::Display| AuditError::Config(format!("audit store {}: {e}", path.display()));
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| config(&e))?;
@@ -77,9 +161,18 @@ impl SqliteSink {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(|e| config(&e))?;
+        let conn = Arc::new(Mutex::new(conn));
+        let keys = Arc::new(chain);
+        let (writer, queue) = tokio::sync::mpsc::unbounded_channel();
+        let (writer_conn, writer_keys) = (conn.clone(), keys.clone());
+        std::thread::Builder::new()
+            .name("stint-audit-writer".into())
+            .spawn(move || writer_loop(writer_conn, writer_keys, group_commit, queue))
+            .map_err(|e| config(&e))?;
         Ok(SqliteSink {
-            conn: Arc::new(Mutex::new(conn)),
-            chain: Some(Arc::new(chain)),
+            conn,
+            chain: Some(keys),
+            writer: Some(writer),
         })
     }
 
@@ -94,6 +187,7 @@ impl SqliteSink {
         Ok(SqliteSink {
             conn: Arc::new(Mutex::new(conn)),
             chain: None,
+            writer: None,
         })
     }
 
@@ -199,50 +293,18 @@ fn write_transaction<T>(conn: &Connection, work: impl FnOnce() -> Result<T, Audi
 #[async_trait::async_trait]
 impl AuditSink for SqliteSink {
     async fn append(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let keys = self.keys()?;
-        let mut r = record.clone();
-        self.with_conn(move |conn| {
-            write_transaction(conn, || {
-                chain::link(&mut r, head(conn)?, &keys.key);
-                conn.execute(
-                    "INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
-                        claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
-                        chain_version, prev_hash, record_hash, record_mac)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-                    params![
-                        r.seq,
-                        r.time,
-                        r.request_id,
-                        r.outcome.as_str(),
-                        r.reason,
-                        r.grant,
-                        r.kind,
-                        r.issuer,
-                        r.subject,
-                        json_text(&r.claims),
-                        r.token_jti_hmac,
-                        r.issuance_id,
-                        r.ttl_seconds.and_then(|t| i64::try_from(t).ok()),
-                        r.expires_at,
-                        r.client_addr,
-                        json_text(&r.detail),
-                        chain::CHAIN_VERSION,
-                        r.prev_hash,
-                        r.record_hash,
-                        r.record_mac,
-                    ],
-                )
-                .map_err(unavailable)?;
-                let seq = r.seq.unwrap_or(0);
-                let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
-                if seq % every == 0 {
-                    let hash = r.record_hash.clone().unwrap_or_default();
-                    insert_checkpoint(conn, &keys.signer.sign(seq, &hash, &now_rfc3339()))?;
-                }
-                Ok(())
+        let writer = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| unavailable("the audit log is open read-only"))?;
+        let (done, answer) = tokio::sync::oneshot::channel();
+        writer
+            .send(Pending {
+                record: record.clone(),
+                done,
             })
-        })
-        .await
+            .map_err(|_| unavailable("the audit writer has stopped"))?;
+        answer.await.map_err(|_| unavailable("the audit writer has stopped"))?
     }
 
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {

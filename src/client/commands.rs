@@ -136,16 +136,38 @@ pub async fn exec(
     exec::run(command, &env).await.map_err(CommandError::Other)
 }
 
+/// The caller's issuer and subject, read (not verified: it only keys a
+/// local cache of the caller's own credentials) from the token payload.
+fn token_identity(token: &str) -> String {
+    use base64::Engine;
+    let payload = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+    match payload {
+        Some(claims) => format!(
+            "{} {}",
+            claims.get("iss").and_then(Value::as_str).unwrap_or(""),
+            claims.get("sub").and_then(Value::as_str).unwrap_or("")
+        ),
+        None => {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+            digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        }
+    }
+}
+
 /// `stint credential-process`: prints the AWS credential_process JSON.
 pub async fn credential_process(options: &ClientOptions, grant: &str, ttl: Option<&str>) -> Result<(), CommandError> {
+    let (client, token) = connect(options).await?;
     let broker = options.broker.clone().unwrap_or_default();
-    let cache = credential_process::cache_path(&broker, grant, &options.discovery.audience);
+    let cache = credential_process::cache_path(&broker, grant, &options.discovery.audience, &token_identity(&token));
     let now = crate::identity::now();
     if let Some(cached) = cache.as_deref().and_then(|p| credential_process::read_cached(p, now)) {
         say(options, "credentials from the local cache");
         return print_json(&cached);
     }
-    let (client, token) = connect(options).await?;
     let body = client.issue(grant, &token, request_options(ttl)).await?;
     say(options, &describe(grant, &body));
     let credentials = body.get("credentials").cloned().ok_or_else(|| {

@@ -6,19 +6,22 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-/// Cached credentials are reused while at least this many seconds are left;
-/// AWS SDKs themselves refresh about 5 minutes before `Expiration`.
-pub const REUSE_MARGIN_SECS: i64 = 10 * 60;
+/// Cached credentials are reused while at least this many seconds are left.
+/// botocore starts refreshing 15 minutes before `Expiration`; a smaller
+/// margin would send every SDK call in that window to the broker.
+pub const REUSE_MARGIN_SECS: i64 = 16 * 60;
 
-/// The cache file for one broker + grant + audience, under
-/// `$XDG_CACHE_HOME/stint` or `~/.cache/stint`.
-pub fn cache_path(broker: &str, grant: &str, audience: &str) -> Option<PathBuf> {
+/// The cache file for one broker + grant + audience + caller identity
+/// (`identity`: the token's issuer and subject), under
+/// `$XDG_CACHE_HOME/stint` or `~/.cache/stint`. The identity is part of the
+/// key so two jobs sharing a HOME never share credentials.
+pub fn cache_path(broker: &str, grant: &str, audience: &str, identity: &str) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     let digest = aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
-        format!("{broker}\n{grant}\n{audience}").as_bytes(),
+        format!("{broker}\n{grant}\n{audience}\n{identity}").as_bytes(),
     );
     let name: String = digest.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect();
     Some(base.join("stint").join(format!("credential-process-{name}.json")))
@@ -76,6 +79,11 @@ mod tests {
         assert!(write_cached(&path, &creds(now + 3600)).is_ok());
         assert!(read_cached(&path, now).is_some());
         assert!(read_cached(&path, now + 3600 - REUSE_MARGIN_SECS + 1).is_none());
+        let a = cache_path("b", "g", "aud", "iss sub-a");
+        assert!(
+            a.is_some() && a != cache_path("b", "g", "aud", "iss sub-b"),
+            "callers never share a cache file"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -48,6 +48,8 @@ pub struct AuditSettings {
     pub checkpoint_every: u64,
     /// ...and at least this often while records arrive.
     pub checkpoint_interval: Duration,
+    /// Concurrent appends share commits (default true).
+    pub group_commit: bool,
 }
 
 /// Settings of the key that signs stint-issued tokens.
@@ -187,7 +189,9 @@ impl Config {
         if checkpoint_interval.is_zero() {
             return Err(err("audit.checkpoint_interval", "must be more than 0s".into()));
         }
+        let group_commit = audit.group_commit.unwrap_or(true);
         let audit = AuditSettings {
+            group_commit,
             checkpoint_every,
             checkpoint_interval,
             store,
@@ -300,6 +304,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<(
             key_file: None,
             checkpoint_every: None,
             checkpoint_interval: None,
+            group_commit: None,
         };
         let signing = || raw::RawSigning {
             issuer: None,

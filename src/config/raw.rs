@@ -56,6 +56,7 @@ pub struct RawAudit {
     pub key_file: Option<String>,
     pub checkpoint_every: Option<u64>,
     pub checkpoint_interval: Option<String>,
+    pub group_commit: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -70,7 +70,7 @@ impl Problem {
                 let mut problem = Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
-                    format!("too many upstream calls for this account; retry in {retry_after}s"),
+                    format!("too many STS calls from this broker; retry in {retry_after}s"),
                     request_id,
                 );
                 problem.retry_after = Some(*retry_after);

@@ -1,5 +1,5 @@
-//! Token buckets per AWS account, so one busy grant cannot spend the
-//! account's STS quota for everyone else.
+//! Token buckets for upstream calls, so one busy grant cannot spend the
+//! calling account's STS quota for everyone else.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,7 +10,7 @@ struct Bucket {
     at: Instant,
 }
 
-/// A token bucket per key (AWS account id).
+/// A token bucket per key (the calling identity).
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
@@ -65,7 +65,7 @@ mod tests {
         }
         let wait = limiter.take_at("a", start);
         assert!(wait.is_err_and(|d| d <= Duration::from_millis(500)));
-        assert!(limiter.take_at("b", start).is_ok(), "accounts have their own buckets");
+        assert!(limiter.take_at("b", start).is_ok(), "keys have their own buckets");
         assert!(limiter.take_at("a", start + Duration::from_millis(500)).is_ok());
     }
 }

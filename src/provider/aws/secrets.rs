@@ -96,7 +96,7 @@ impl SecretsProvider {
                 let id = error.secret_id().unwrap_or("?");
                 let code = error.error_code().unwrap_or("Unknown");
                 let log = error.message().unwrap_or_default().to_string();
-                if super::THROTTLING.contains(&code) || code.starts_with("Internal") {
+                if super::THROTTLING.contains(&code) || code.starts_with("Internal") || code == "ServiceUnavailable" {
                     return Err(ProviderError::Unavailable {
                         detail: format!("AWS could not serve GetSecretValue of `{id}` ({code})"),
                         log,
