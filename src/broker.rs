@@ -326,6 +326,53 @@ impl Broker {
     }
 }
 
+/// One page of `GET /v1/audit`.
+#[derive(Debug, serde::Serialize)]
+pub struct AuditPage {
+    /// Records, newest first.
+    pub records: Vec<AuditRecord>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl Broker {
+    /// Audit records for a token that an `auditors` rule admits. Anyone
+    /// else gets the same 403 as an unknown grant.
+    pub async fn audit_page(
+        &self,
+        bearer: Result<Option<&str>, IdentityError>,
+        mut query: crate::audit::AuditQuery,
+    ) -> Result<AuditPage, BrokerError> {
+        let token = self.verify(bearer).await?;
+        if !self.policy.is_auditor(&token) {
+            tracing::warn!(issuer = token.issuer(), subject = token.subject(), "audit read refused");
+            return Err(BrokerError::Denied(Denial {
+                grant: "audit".into(),
+                issuer: token.issuer().to_string(),
+                reason: crate::policy::DenyReason::IssuerNotBound,
+            }));
+        }
+        let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+        query.limit = Some(limit);
+        let records = self
+            .audit
+            .query(&query)
+            .await
+            .map_err(|_| BrokerError::AuditUnavailable)?;
+        let next_cursor = (records.len() == limit as usize)
+            .then(|| records.last().and_then(|r| r.seq).map(|s| s.to_string()))
+            .flatten();
+        tracing::info!(
+            issuer = token.issuer(),
+            subject = token.subject(),
+            records = records.len(),
+            "audit read"
+        );
+        Ok(AuditPage { records, next_cursor })
+    }
+}
+
 fn parse_options(body: &[u8]) -> Result<IssueOptions, BrokerError> {
     let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Ok(IssueOptions::default());

@@ -110,6 +110,8 @@ pub struct AuditQuery {
     pub since: Option<String>,
     /// Only records before this RFC 3339 time.
     pub until: Option<String>,
+    /// Only records with a smaller seq (the pagination cursor).
+    pub before_seq: Option<i64>,
     /// Only records of the token whose `jti` has this HMAC ([`AuditKey::hash`]).
     pub token_jti_hmac: Option<String>,
     /// At most this many (default 50).

@@ -317,6 +317,7 @@ impl AuditSink for SqliteSink {
                        AND (?3 IS NULL OR outcome = ?3) AND (?4 IS NULL OR request_id = ?4)
                        AND (?6 IS NULL OR token_jti_hmac = ?6)
                        AND (?7 IS NULL OR time >= ?7) AND (?8 IS NULL OR time < ?8)
+                       AND (?9 IS NULL OR seq < ?9)
                      ORDER BY seq DESC LIMIT ?5",
                 )
                 .map_err(unavailable)?;
@@ -332,7 +333,8 @@ impl AuditSink for SqliteSink {
                         limit,
                         q.token_jti_hmac,
                         q.since,
-                        q.until
+                        q.until,
+                        q.before_seq
                     ],
                     read_row,
                 )

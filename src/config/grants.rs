@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::raw::RawGrant;
+use super::raw::{RawGrant, RawRule};
 use super::{FieldError, MAX_GRANT_TTL, check_name, duration_at, field};
 use crate::duration;
 use crate::policy::{AwsGrant, GrantKind, GrantSpec, Matcher, Rule, SecretRef, SecretsGrant, TokenGrant};
@@ -306,9 +306,18 @@ fn rules(raw: RawGrant, issuers: &BTreeSet<&str>) -> Result<Vec<Rule>, FieldErro
             "no rule: add at least one `{issuer, claims}` rule, or nobody can have this grant",
         ));
     }
+    compile_rules(raw.allow, ".allow", issuers)
+}
+
+/// Compiles `{issuer, claims}` rules; `prefix` is their key path.
+pub(super) fn compile_rules(
+    raw: Vec<RawRule>,
+    prefix: &str,
+    issuers: &BTreeSet<&str>,
+) -> Result<Vec<Rule>, FieldError> {
     let mut rules = Vec::new();
-    for (i, rule) in raw.allow.into_iter().enumerate() {
-        let at = format!(".allow[{i}]");
+    for (i, rule) in raw.into_iter().enumerate() {
+        let at = format!("{prefix}[{i}]");
         if !issuers.contains(rule.issuer.as_str()) {
             return Err(field(
                 &format!("{at}.issuer"),

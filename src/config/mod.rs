@@ -264,6 +264,10 @@ impl Config {
             );
         }
 
+        // Who may read the audit log over HTTP (`GET /v1/audit`); nobody by default.
+        let auditors = grants::compile_rules(raw.auditors.unwrap_or_default(), "", &issuer_names)
+            .map_err(|(sub, m)| err(&format!("auditors{sub}"), m))?;
+
         let mut key_cache = KeyCachePolicy::default();
         if let Some(jwks) = &raw.jwks {
             let at = |sub: &str, text: &Option<String>, default: Duration| match text {
@@ -287,7 +291,7 @@ impl Config {
             audit,
             signing,
             issuers,
-            policy: Policy::new(grants),
+            policy: Policy::new(grants).with_auditors(auditors),
             key_cache,
             aws,
         })

@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub signing: Option<RawSigning>,
     pub issuers: Option<UniqueMap<RawIssuer>>,
     pub grants: Option<UniqueMap<RawGrant>>,
+    pub auditors: Option<Vec<RawRule>>,
     pub jwks: Option<RawJwks>,
     pub aws: Option<RawAws>,
 }

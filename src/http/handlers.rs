@@ -84,6 +84,69 @@ pub async fn grants(
     }
 }
 
+/// Query parameters of `GET /v1/audit`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    since: Option<String>,
+    until: Option<String>,
+    grant: Option<String>,
+    subject: Option<String>,
+    outcome: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/audit`: records for tokens an `auditors` rule admits.
+pub async fn audit(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    params: Result<axum::extract::Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let bad =
+        |detail: String| Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail, &request_id).into_response();
+    let Ok(axum::extract::Query(params)) = params else {
+        return bad("query parameters: since, until, grant, subject, outcome, limit, cursor".into());
+    };
+    let time = |name: &str, value: Option<String>| -> Result<Option<String>, String> {
+        match value {
+            None => Ok(None),
+            Some(v) => time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339)
+                .map(|_| Some(v.clone()))
+                .map_err(|_| format!("`{name}` must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")),
+        }
+    };
+    let (since, until) = match (time("since", params.since), time("until", params.until)) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
+    let outcome = match params.outcome.as_deref().map(crate::audit::Outcome::parse) {
+        None => None,
+        Some(Some(o)) => Some(o),
+        Some(None) => return bad("`outcome` is issued, denied or error".into()),
+    };
+    let before_seq = match params.cursor.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(seq)) => Some(seq),
+        Some(Err(_)) => return bad("`cursor` is the next_cursor of a previous page".into()),
+    };
+    let query = crate::audit::AuditQuery {
+        grant: params.grant,
+        subject: params.subject,
+        outcome,
+        since,
+        until,
+        before_seq,
+        limit: params.limit,
+        ..crate::audit::AuditQuery::default()
+    };
+    match state.broker.audit_page(bearer(&headers), query).await {
+        Ok(page) => Json(page).into_response(),
+        Err(err) => Problem::from_broker(&err, &request_id).into_response(),
+    }
+}
+
 /// `GET /.well-known/jwks.json`: keys that verify stint-signed tokens.
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(state.jwks.as_ref().clone()).into_response();

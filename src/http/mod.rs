@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/issue/{grant}", post(handlers::issue))
         .route("/v1/grants", get(handlers::grants))
+        .route("/v1/audit", get(handlers::audit))
         .route("/.well-known/jwks.json", get(handlers::jwks))
         .route("/.well-known/openid-configuration", get(handlers::discovery))
         .fallback(handlers::not_found)

@@ -42,6 +42,7 @@ pub struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     grants: BTreeMap<String, GrantSpec>,
+    auditors: Vec<Rule>,
 }
 
 /// Proof that policy allowed `token` this grant. Only [`Policy::evaluate`]
@@ -133,7 +134,25 @@ impl Policy {
     pub fn new(grants: Vec<GrantSpec>) -> Policy {
         Policy {
             grants: grants.into_iter().map(|g| (g.name.clone(), g)).collect(),
+            auditors: Vec::new(),
         }
+    }
+
+    /// Adds the rules that admit readers of the audit log.
+    pub fn with_auditors(mut self, auditors: Vec<Rule>) -> Policy {
+        self.auditors = auditors;
+        self
+    }
+
+    /// Whether `token` may read the audit log (`GET /v1/audit`).
+    pub fn is_auditor(&self, token: &VerifiedToken) -> bool {
+        self.auditors.iter().any(|rule| {
+            rule.issuer == token.issuer()
+                && rule
+                    .claims
+                    .iter()
+                    .all(|(claim, matcher)| matcher.matches(token.claims().get(claim)))
+        })
     }
 
     /// A grant's configuration by name.

@@ -114,3 +114,71 @@ async fn audit_failure_withholds_the_credential_with_503() {
     assert_eq!(broker.issue("deploy", &issuer.sign(&denied), None).await.status, 503);
     assert_eq!(broker.admin_get("/readyz").await.status, 503);
 }
+
+#[tokio::test]
+async fn auditors_page_through_the_log_and_everyone_else_gets_403() {
+    let issuer = TestIssuer::start().await;
+    let auditors = "auditors:\n  - issuer: ci\n    claims: { repository: acme/security, ref: refs/heads/main }\n";
+    let broker = TestBroker::start_with(
+        &crate::harness::issuer_yaml("ci", &issuer, "github", ""),
+        DEPLOY_GRANT,
+        auditors,
+    )
+    .await;
+    for i in 0..5 {
+        let mut claims = issuer.github();
+        if i == 2 {
+            claims.insert("ref".into(), json!("refs/heads/x"));
+        }
+        broker.issue("deploy", &issuer.sign(&claims), None).await;
+    }
+    let mut auditor = issuer.github();
+    auditor.insert("repository".into(), json!("acme/security"));
+    let auditor = issuer.sign(&auditor);
+    let get = |query: &str, token: &str| {
+        let request = broker
+            .http
+            .get(format!("{}/v1/audit{query}", broker.url))
+            .bearer_auth(token);
+        async move { crate::harness::answer(request.send().await.unwrap()).await }
+    };
+
+    let page = get("?limit=2", &auditor).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let seqs: Vec<i64> = page.body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [5, 4], "newest first");
+    let cursor = page.body["next_cursor"].as_str().unwrap().to_string();
+    let next = get(&format!("?limit=2&cursor={cursor}"), &auditor).await;
+    let seqs: Vec<i64> = next.body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [3, 2]);
+
+    let denied = get("?outcome=denied", &auditor).await;
+    assert_eq!(denied.body["records"].as_array().unwrap().len(), 1);
+    assert!(denied.body.get("next_cursor").is_none());
+
+    let outsider = get("", &issuer.sign(&issuer.github())).await;
+    assert_eq!((outsider.status.as_u16(), outsider.code()), (403, "denied"));
+    assert!(outsider.body.get("records").is_none());
+    let anonymous = crate::harness::answer(
+        broker
+            .http
+            .get(format!("{}/v1/audit", broker.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
+    let bad = get("?since=yesterday", &auditor).await;
+    assert_eq!((bad.status.as_u16(), bad.code()), (400, "invalid_request"));
+}
