@@ -18,6 +18,10 @@ use crate::metrics::Metrics;
 use crate::policy::{Decision, Denial, GrantKind, GrantSpec, Policy};
 use crate::provider::{CredentialProvider, IssueContext, ProviderError};
 
+/// Used token ids are kept this long past the token's `exp`: longer than
+/// any issuer leeway, so an expired-but-in-leeway token cannot come back.
+const REPLAY_MARGIN_SECS: i64 = 600;
+
 /// One `POST /v1/issue/{grant}` as the HTTP layer hands it over.
 #[derive(Debug, Clone)]
 pub struct IssueRequest<'a> {
@@ -277,6 +281,22 @@ impl Broker {
         }
         let ttl = resolve_ttl(spec, options.ttl.as_deref())?;
         record.ttl_seconds = Some(ttl.as_secs());
+
+        // 3b replay: a single-use grant accepts each caller token once, across
+        // every broker on the store. Checked after policy, so a denied
+        // request does not use the token up.
+        if spec.single_use_token {
+            let jti = token.jti().ok_or(IdentityError::MissingClaim("jti"))?;
+            let key = self
+                .audit_key
+                .hash(&format!("single-use\n{}\n{}\n{jti}", spec.name, token.issuer()));
+            let keep_until = token.expires_at().saturating_add(REPLAY_MARGIN_SECS);
+            match self.audit.first_use(&key, keep_until).await {
+                Ok(true) => {}
+                Ok(false) => return Err(IdentityError::Replayed.into()),
+                Err(_) => return Err(BrokerError::AuditUnavailable),
+            }
+        }
 
         // 4 provider
         let provider = self

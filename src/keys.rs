@@ -101,10 +101,14 @@ impl SigningKey {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let der = generate_pkcs8(alg)?;
-                write_private(path, pem_encode("PRIVATE KEY", &der).as_bytes()).map_err(|source| KeyError::Io {
-                    path: shown.clone(),
-                    source,
-                })?;
+                match write_private(path, pem_encode("PRIVATE KEY", &der).as_bytes()) {
+                    Ok(()) => {}
+                    // Another replica created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return SigningKey::load_or_create(path, alg);
+                    }
+                    Err(source) => return Err(KeyError::Io { path: shown, source }),
+                }
                 tracing::info!(path = %shown, alg = alg.name(), "created a new signing key");
                 SigningKey::from_pkcs8(alg, &der).ok_or(KeyError::Invalid {
                     path: shown,
@@ -207,21 +211,31 @@ fn generate_pkcs8(alg: SigningAlgorithm) -> Result<Vec<u8>, KeyError> {
     Ok(doc.as_ref().to_vec())
 }
 
-/// Writes a secret file readable by its owner only, creating parent folders.
+/// Writes a secret file readable by its owner only, creating parent
+/// folders. The file appears whole or not at all (written aside, then
+/// linked into place), and an existing file is never replaced: two replicas
+/// starting at once agree on one key (`AlreadyExists` for the loser).
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)?;
     }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
     let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let written = options.open(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    linked
 }
 
 /// PEM with 64-column lines.

@@ -31,8 +31,12 @@ impl AuditKey {
                 SystemRandom::new()
                     .fill(&mut bytes)
                     .map_err(|_| "random number generator failed".to_string())?;
-                write_private(path, format!("{}\n", hex_encode(&bytes)).as_bytes())
-                    .map_err(|e| format!("{shown}: {e}"))?;
+                match write_private(path, format!("{}\n", hex_encode(&bytes)).as_bytes()) {
+                    Ok(()) => {}
+                    // Another replica created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return AuditKey::load(path),
+                    Err(e) => return Err(format!("{shown}: {e}")),
+                }
                 tracing::info!(path = %shown, "created a new audit key");
                 Ok(AuditKey::from_bytes(&bytes))
             }

@@ -147,6 +147,9 @@ pub trait AuditSink: Send + Sync {
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError>;
     /// Signs the chain head now if it moved since the last checkpoint.
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError>;
+    /// Records `key` as used until `expires_at` (epoch seconds); `true` if it
+    /// was not used before. Durable and shared by every broker on the store.
+    async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError>;
 }
 
 /// What a writing store needs to keep the chain.

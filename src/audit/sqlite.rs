@@ -41,6 +41,10 @@ CREATE INDEX IF NOT EXISTS audit_records_grant ON audit_records (grant_name, seq
 CREATE INDEX IF NOT EXISTS audit_records_subject ON audit_records (subject, seq);
 CREATE INDEX IF NOT EXISTS audit_records_request ON audit_records (request_id);
 CREATE INDEX IF NOT EXISTS audit_records_time ON audit_records (time);
+CREATE TABLE IF NOT EXISTS used_tokens (
+    key        TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     seq         INTEGER PRIMARY KEY,
     record_hash TEXT NOT NULL,
@@ -401,6 +405,28 @@ impl AuditSink for SqliteSink {
                 let checkpoint = keys.signer.sign(seq, &hash, &now_rfc3339());
                 insert_checkpoint(conn, &checkpoint)?;
                 Ok(Some(checkpoint))
+            })
+        })
+        .await
+    }
+
+    async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError> {
+        let key = key.to_string();
+        self.with_conn(move |conn| {
+            write_transaction(conn, || {
+                // Forget tokens that can no longer be presented anyway.
+                conn.execute(
+                    "DELETE FROM used_tokens WHERE expires_at < ?1",
+                    [crate::identity::now()],
+                )
+                .map_err(unavailable)?;
+                let inserted = conn
+                    .execute(
+                        "INSERT OR IGNORE INTO used_tokens (key, expires_at) VALUES (?1, ?2)",
+                        params![key, expires_at],
+                    )
+                    .map_err(unavailable)?;
+                Ok(inserted == 1)
             })
         })
         .await

@@ -55,6 +55,7 @@ pub(super) fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>
         }
     };
     let description = raw.description.clone();
+    let single_use_token = raw.single_use_token.unwrap_or(false);
     let rules = rules(raw, issuers)?;
     Ok(GrantSpec {
         name: name.to_string(),
@@ -62,6 +63,7 @@ pub(super) fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>
         ttl,
         max_ttl,
         kind,
+        single_use_token,
         rules,
     })
 }

@@ -87,6 +87,7 @@ pub struct RawGrant {
     pub description: Option<String>,
     pub ttl: String,
     pub max_ttl: Option<String>,
+    pub single_use_token: Option<bool>,
     /// kind: token
     pub audience: Option<String>,
     /// kind: token

@@ -104,6 +104,9 @@ pub enum IdentityError {
     /// A claim has the wrong type or value shape.
     #[error("the token's claims are not shaped as this issuer's tokens are: {0}")]
     InvalidClaim(String),
+    /// The grant is single-use per token and this token was used for it already.
+    #[error("this token was already used for this grant, which accepts each token once")]
+    Replayed,
     /// The issuer's keys could not be fetched and none are cached.
     #[error("the token's issuer is unreachable and no keys are cached")]
     IssuerUnavailable,
@@ -131,6 +134,7 @@ impl IdentityError {
             IdentityError::AudienceNotExclusive => "audience_not_exclusive",
             IdentityError::MissingClaim(_) => "claim_missing",
             IdentityError::InvalidClaim(_) => "claim_invalid",
+            IdentityError::Replayed => "token_replayed",
             IdentityError::IssuerUnavailable => "issuer_unavailable",
         }
     }

@@ -25,6 +25,8 @@ pub struct GrantSpec {
     pub max_ttl: Duration,
     /// What is issued.
     pub kind: GrantKind,
+    /// Each caller token may be used for this grant once (its `jti` is kept until it expires).
+    pub single_use_token: bool,
     /// Alternatives: the first rule whose matchers all hold allows.
     pub rules: Vec<Rule>,
 }

@@ -182,3 +182,72 @@ async fn auditors_page_through_the_log_and_everyone_else_gets_403() {
     let bad = get("?since=yesterday", &auditor).await;
     assert_eq!((bad.status.as_u16(), bad.code()), (400, "invalid_request"));
 }
+
+#[tokio::test]
+async fn single_use_grants_accept_each_token_once_across_brokers_on_one_store() {
+    let issuer = TestIssuer::start().await;
+    let shared = tempfile::tempdir().unwrap();
+    let text = format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit: {{ store: sqlite://audit.db, key_file: audit.key }}\n\
+         signing: {{ key_file: signing.key }}\nissuers:\n{}\ngrants:\n{}",
+        crate::harness::issuer_yaml("ci", &issuer, "github", ""),
+        DEPLOY_GRANT.replace("    ttl: 5m\n", "    ttl: 5m\n    single_use_token: true\n")
+    );
+    let start = || async {
+        let config = stint::config::Config::parse(&text, "test.yaml", shared.path(), &|_| None).unwrap();
+        stint::server::start(config).await.unwrap()
+    };
+    let (a, b) = (start().await, start().await);
+    let issue = |addr: std::net::SocketAddr, token: String| async move {
+        let response = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/issue/deploy"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        crate::harness::answer(response).await
+    };
+    let token = issuer.sign(&issuer.github());
+    assert_eq!(issue(a.addr, token.clone()).await.status, 200);
+    let replay = issue(b.addr, token.clone()).await;
+    assert_eq!(
+        (replay.status.as_u16(), replay.code()),
+        (401, "token_replayed"),
+        "{}",
+        replay.text
+    );
+    assert_eq!(issue(a.addr, token).await.code(), "token_replayed");
+    assert_eq!(
+        issue(b.addr, issuer.sign(&issuer.github())).await.status,
+        200,
+        "a new token works"
+    );
+
+    // A denied request does not use the token up.
+    let mut other_ref = issuer.github();
+    other_ref.insert("ref".into(), json!("refs/heads/x"));
+    let denied_token = issuer.sign(&other_ref);
+    assert_eq!(issue(a.addr, denied_token.clone()).await.status, 403);
+    assert_eq!(
+        issue(a.addr, denied_token).await.status,
+        403,
+        "still a policy denial, not a replay"
+    );
+
+    // Without a jti a single-use grant cannot work.
+    let mut no_jti = issuer.github();
+    no_jti.remove("jti");
+    let answer = issue(b.addr, issuer.sign(&no_jti)).await;
+    assert_eq!((answer.status.as_u16(), answer.code()), (401, "claim_missing"));
+    a.shutdown().await;
+    b.shutdown().await;
+
+    // Both brokers wrote one chain that verifies.
+    let choice = stint::audit::commands::StoreChoice {
+        config: None,
+        store: Some(format!("sqlite://{}", shared.path().join("audit.db").display())),
+        audit_key_file: Some(shared.path().join("audit.key")),
+    };
+    let ok = stint::audit::commands::verify(&choice, None, None).await.unwrap();
+    assert!(ok.starts_with("ok: 7 records"), "{ok}");
+}
