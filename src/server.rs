@@ -83,8 +83,13 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         checkpoint_every: config.audit.checkpoint_every,
         group_commit: config.audit.group_commit,
     };
-    let audit_sink = audit::open(&config.audit.store, chain)
+    let mut audit_sink = audit::open(&config.audit.store, chain)
         .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.source_name))?;
+    if let Some(target) = &config.audit.mirror {
+        audit_sink = Arc::new(
+            audit::MirroredSink::new(audit_sink, target).map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?,
+        );
+    }
     let signing_key = Arc::new(
         SigningKey::load_or_create(&config.signing.key_file, config.signing.algorithm)
             .map_err(|e| anyhow::anyhow!("{}: signing.key_file: {e}", config.source_name))?,

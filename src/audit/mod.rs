@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod commands;
 mod key;
+mod mirror;
 mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,7 @@ use serde_json::{Map, Value};
 
 pub use chain::{Checkpoint, CheckpointSigner};
 pub use key::AuditKey;
+pub use mirror::MirroredSink;
 pub use sqlite::SqliteSink;
 
 /// What happened to a request.
@@ -135,8 +137,8 @@ pub enum AuditError {
 /// durable before returning `Ok`: the broker releases credentials on it.
 #[async_trait::async_trait]
 pub trait AuditSink: Send + Sync {
-    /// Appends one record durably.
-    async fn append(&self, record: &AuditRecord) -> Result<(), AuditError>;
+    /// Appends one record durably; returns it as stored (seq and hashes set).
+    async fn append(&self, record: &AuditRecord) -> Result<AuditRecord, AuditError>;
     /// Reads records back, newest first.
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError>;
     /// Cheap liveness check for `/readyz`.

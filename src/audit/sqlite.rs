@@ -64,7 +64,7 @@ pub struct SqliteSink {
 /// A record waiting for the writer, and who to tell when it is durable.
 struct Pending {
     record: AuditRecord,
-    done: tokio::sync::oneshot::Sender<Result<(), AuditError>>,
+    done: tokio::sync::oneshot::Sender<Result<AuditRecord, AuditError>>,
 }
 
 /// Most records one commit may carry.
@@ -98,7 +98,7 @@ fn writer_loop(
             Err(_) => Err(unavailable("audit connection poisoned")),
         };
         for pending in batch {
-            let _ = pending.done.send(result.clone());
+            let _ = pending.done.send(result.clone().map(|()| pending.record));
         }
     }
 }
@@ -296,7 +296,7 @@ fn write_transaction<T>(conn: &Connection, work: impl FnOnce() -> Result<T, Audi
 
 #[async_trait::async_trait]
 impl AuditSink for SqliteSink {
-    async fn append(&self, record: &AuditRecord) -> Result<(), AuditError> {
+    async fn append(&self, record: &AuditRecord) -> Result<AuditRecord, AuditError> {
         let writer = self
             .writer
             .as_ref()

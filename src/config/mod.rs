@@ -50,6 +50,8 @@ pub struct AuditSettings {
     pub checkpoint_interval: Duration,
     /// Concurrent appends share commits (default true).
     pub group_commit: bool,
+    /// Also write every record as a JSON line here: `stdout` or `file:PATH`.
+    pub mirror: Option<String>,
 }
 
 /// Settings of the key that signs stint-issued tokens.
@@ -190,7 +192,14 @@ impl Config {
             return Err(err("audit.checkpoint_interval", "must be more than 0s".into()));
         }
         let group_commit = audit.group_commit.unwrap_or(true);
+        if let Some(mirror) = &audit.mirror
+            && mirror != "stdout"
+            && !mirror.starts_with("file:")
+        {
+            return Err(err("audit.mirror", format!("`{mirror}`: use stdout or file:PATH")));
+        }
         let audit = AuditSettings {
+            mirror: audit.mirror.clone(),
             group_commit,
             checkpoint_every,
             checkpoint_interval,
@@ -309,6 +318,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<(
             checkpoint_every: None,
             checkpoint_interval: None,
             group_commit: None,
+            mirror: None,
         };
         let signing = || raw::RawSigning {
             issuer: None,

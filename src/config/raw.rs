@@ -58,6 +58,7 @@ pub struct RawAudit {
     pub checkpoint_every: Option<u64>,
     pub checkpoint_interval: Option<String>,
     pub group_commit: Option<bool>,
+    pub mirror: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -251,3 +251,37 @@ async fn single_use_grants_accept_each_token_once_across_brokers_on_one_store() 
     let ok = stint::audit::commands::verify(&choice, None, None).await.unwrap();
     assert!(ok.starts_with("ok: 7 records"), "{ok}");
 }
+
+#[tokio::test]
+async fn the_mirror_gets_every_record_as_a_json_line_after_the_store() {
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n\
+         audit: {{ store: sqlite://audit.db, key_file: audit.key, mirror: \"file:{}\" }}\n\
+         signing: {{ key_file: signing.key }}\nissuers:\n{}\ngrants:\n{}",
+        dir.path().join("mirror.jsonl").display(),
+        crate::harness::issuer_yaml("ci", &issuer, "github", ""),
+        DEPLOY_GRANT
+    );
+    let config = stint::config::Config::parse(&text, "test.yaml", dir.path(), &|_| None).unwrap();
+    let server = stint::server::start(config).await.unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        client
+            .post(format!("http://{}/v1/issue/deploy", server.addr))
+            .bearer_auth(issuer.sign(&issuer.github()))
+            .send()
+            .await
+            .unwrap();
+    }
+    server.shutdown().await;
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("mirror.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["seq"], 2, "mirrored records carry their chain position");
+    assert_eq!(lines[0]["outcome"], "issued");
+}
