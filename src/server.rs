@@ -84,6 +84,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         group_commit: config.audit.group_commit,
     };
     let mut audit_sink = audit::open(&config.audit.store, chain)
+        .await
         .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.source_name))?;
     if let Some(target) = &config.audit.mirror {
         audit_sink = Arc::new(
@@ -128,7 +129,11 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     let state = AppState {
         broker: broker.clone(),
         metrics,
-        jwks: Arc::new(json!({ "keys": [signing_key.public_jwk(), checkpoint_jwk] })),
+        // Checkpoint keys are published apart from the token JWKS: a service
+        // trusting jwks.json must never accept a token signed with a key
+        // derived from the audit key.
+        jwks: Arc::new(json!({ "keys": [signing_key.public_jwk()] })),
+        audit_keys: Arc::new(json!({ "keys": [checkpoint_jwk] })),
         issuer: Arc::new(issuer.clone()),
     };
     let (stop, stopped) = watch::channel(false);

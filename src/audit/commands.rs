@@ -49,15 +49,18 @@ impl StoreChoice {
 
     /// The audit key, required.
     pub fn key(&self) -> anyhow::Result<AuditKey> {
+        if let Some(path) = &self.audit_key_file {
+            return AuditKey::load(path).map_err(|e| anyhow::anyhow!(e));
+        }
         let (_, key) = self.resolve()?;
         let path = key.ok_or_else(|| anyhow::anyhow!("this needs the audit key: pass --config or --audit-key-file"))?;
         AuditKey::load(&path).map_err(|e| anyhow::anyhow!(e))
     }
 
     /// The store, read-only.
-    pub fn open(&self) -> anyhow::Result<std::sync::Arc<dyn AuditSink>> {
+    pub async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn AuditSink>> {
         let (store, _) = self.resolve()?;
-        Ok(super::open_existing(&store)?)
+        Ok(super::open_existing(&store).await?)
     }
 }
 
@@ -98,7 +101,7 @@ pub async fn export(
     until: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<u64> {
-    let sink = choice.open()?;
+    let sink = choice.open().await?;
     let mut count = 0;
     for record in all_records(sink.as_ref()).await? {
         let in_range =
@@ -158,13 +161,11 @@ pub async fn verify(choice: &StoreChoice, export: Option<&Path>, pubkey: Option<
             let key = choice.key()?;
             let signer = CheckpointSigner::from_audit_key(&key).map_err(|e| anyhow::anyhow!(e))?;
             let public = chain::parse_public_key(&signer.public_jwk().to_string()).unwrap_or_default();
-            let sink = choice.open()?;
-            (
-                all_records(sink.as_ref()).await?,
-                sink.checkpoints().await?,
-                Some(key),
-                public,
-            )
+            let sink = choice.open().await?;
+            // Checkpoints first: one signed while we read is then never
+            // ahead of the records we read, which would look like truncation.
+            let checkpoints = sink.checkpoints().await?;
+            (all_records(sink.as_ref()).await?, checkpoints, Some(key), public)
         }
     };
     let verified = chain::verify(&records, &checkpoints, key.as_ref(), &public)?;
@@ -209,5 +210,5 @@ pub async fn query(choice: &StoreChoice, mut query: AuditQuery, jti: Option<&str
         // The log keeps only HMACs of token ids; hash the given jti the same way.
         query.token_jti_hmac = Some(choice.key()?.hash(jti));
     }
-    Ok(choice.open()?.query(&query).await?)
+    Ok(choice.open().await?.query(&query).await?)
 }

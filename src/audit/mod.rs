@@ -7,6 +7,7 @@ pub mod chain;
 pub mod commands;
 mod key;
 mod mirror;
+mod postgres;
 mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use serde_json::{Map, Value};
 pub use chain::{Checkpoint, CheckpointSigner};
 pub use key::AuditKey;
 pub use mirror::MirroredSink;
+pub use postgres::PostgresSink;
 pub use sqlite::SqliteSink;
 
 /// What happened to a request.
@@ -167,19 +169,28 @@ pub struct ChainKeys {
 }
 
 /// Opens an existing store read-only, for queries.
-pub fn open_existing(store: &str) -> Result<std::sync::Arc<dyn AuditSink>, AuditError> {
+pub async fn open_existing(store: &str) -> Result<std::sync::Arc<dyn AuditSink>, AuditError> {
     if let Some(path) = store.strip_prefix("sqlite://") {
         return Ok(std::sync::Arc::new(SqliteSink::open_existing(std::path::Path::new(
             path,
         ))?));
     }
+    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(PostgresSink::open_existing(store).await?));
+    }
     Err(AuditError::Config(format!(
-        "unsupported audit store `{store}`: use sqlite://PATH"
+        "unsupported audit store `{}`: use sqlite://PATH or postgres://...",
+        scheme(store)
     )))
 }
 
-/// Opens the store named by a URL (`sqlite://path`) for writing.
-pub fn open(store: &str, chain: ChainKeys) -> Result<std::sync::Arc<dyn AuditSink>, AuditError> {
+fn scheme(store: &str) -> &str {
+    store.split("://").next().unwrap_or(store)
+}
+
+/// Opens the store named by a URL (`sqlite://PATH` or `postgres://...`)
+/// for writing; PostgreSQL migrations run here.
+pub async fn open(store: &str, chain: ChainKeys) -> Result<std::sync::Arc<dyn AuditSink>, AuditError> {
     if let Some(path) = store.strip_prefix("sqlite://") {
         let group = chain.group_commit;
         return Ok(std::sync::Arc::new(SqliteSink::open(
@@ -188,8 +199,11 @@ pub fn open(store: &str, chain: ChainKeys) -> Result<std::sync::Arc<dyn AuditSin
             group,
         )?));
     }
+    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(PostgresSink::open(store, chain).await?));
+    }
     Err(AuditError::Config(format!(
-        "unsupported audit store `{}`: use sqlite://PATH",
-        store.split("://").next().unwrap_or(store)
+        "unsupported audit store `{}`: use sqlite://PATH or postgres://...",
+        scheme(store)
     )))
 }

@@ -165,6 +165,7 @@ impl SqliteSink {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(|e| config(&e))?;
+        migrate(&conn).map_err(|e| config(&e))?;
         let conn = Arc::new(Mutex::new(conn));
         let keys = Arc::new(chain);
         let (writer, queue) = tokio::sync::mpsc::unbounded_channel();
@@ -213,6 +214,24 @@ impl SqliteSink {
             .clone()
             .ok_or_else(|| unavailable("the audit log is open read-only"))
     }
+}
+
+/// Adds the chain columns to a log created before they existed. Its old
+/// records stay unchained: `stint audit verify` reports them at seq 1.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('audit_records')")?;
+    let columns: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for (column, kind) in [
+        ("chain_version", "INTEGER NOT NULL DEFAULT 1"),
+        ("prev_hash", "TEXT"),
+        ("record_hash", "TEXT"),
+        ("record_mac", "TEXT"),
+    ] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE audit_records ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn json_text(map: &Map<String, Value>) -> String {
@@ -283,10 +302,14 @@ fn insert_checkpoint(conn: &Connection, checkpoint: &Checkpoint) -> Result<(), A
 fn write_transaction<T>(conn: &Connection, work: impl FnOnce() -> Result<T, AuditError>) -> Result<T, AuditError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
     match work() {
-        Ok(value) => {
-            conn.execute_batch("COMMIT").map_err(unavailable)?;
-            Ok(value)
-        }
+        Ok(value) => match conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(value),
+            Err(e) => {
+                // Leave no half-open transaction behind for the next append.
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(unavailable(e))
+            }
+        },
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)

@@ -173,10 +173,15 @@ impl Config {
             .ok_or_else(|| err("audit.store", "missing: e.g. `sqlite://./stint-audit.db`".into()))?;
         let store = match store.strip_prefix("sqlite://") {
             Some(path) if !path.is_empty() => format!("sqlite://{}", resolve(path).display()),
+            _ if (store.starts_with("postgres://") || store.starts_with("postgresql://"))
+                && store.parse::<tokio_postgres::Config>().is_ok() =>
+            {
+                store
+            }
             _ => {
                 return Err(err(
                     "audit.store",
-                    format!("`{store}` is not supported: use sqlite://PATH"),
+                    "not supported: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE".to_string(),
                 ));
             }
         };

@@ -157,6 +157,12 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     response
 }
 
+/// `GET /.well-known/stint-audit-keys.json`: the public key that verifies
+/// audit checkpoints (never a token-signing key).
+pub async fn audit_keys(State(state): State<AppState>) -> Response {
+    Json(state.audit_keys.as_ref().clone()).into_response()
+}
+
 /// `GET /.well-known/openid-configuration`: lets OIDC libraries discover
 /// the JWKS of stint-signed tokens.
 pub async fn discovery(State(state): State<AppState>) -> Response {

@@ -33,8 +33,10 @@ pub struct AppState {
     pub broker: Arc<Broker>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// `/.well-known/jwks.json` body.
+    /// `/.well-known/jwks.json` body: keys of stint-signed tokens only.
     pub jwks: Arc<Value>,
+    /// `/.well-known/stint-audit-keys.json` body: audit checkpoint keys.
+    pub audit_keys: Arc<Value>,
     /// `iss` of stint-signed tokens.
     pub issuer: Arc<String>,
 }
@@ -46,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/grants", get(handlers::grants))
         .route("/v1/audit", get(handlers::audit))
         .route("/.well-known/jwks.json", get(handlers::jwks))
+        .route("/.well-known/stint-audit-keys.json", get(handlers::audit_keys))
         .route("/.well-known/openid-configuration", get(handlers::discovery))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

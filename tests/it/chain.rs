@@ -105,6 +105,7 @@ async fn an_untouched_log_verifies_and_each_kind_of_edit_is_found() {
     let conn = rusqlite::Connection::open(&forged).unwrap();
     let choice = choice(&broker, &forged);
     let mut records = stint::audit::open_existing(&choice.resolve().unwrap().0)
+        .await
         .unwrap()
         .chain(0, 100)
         .await
@@ -139,11 +140,17 @@ async fn exports_verify_offline_with_the_public_key_alone() {
     std::fs::write(&export_path, &export).unwrap();
     let pubkey = commands::pubkey(&choice).unwrap();
 
-    // The broker publishes the same key.
-    let jwks = broker.get("/.well-known/jwks.json").await.body;
+    // The broker publishes the same key, apart from the token JWKS (a
+    // service trusting jwks.json must never accept an audit-derived key).
+    let audit_keys = broker.get("/.well-known/stint-audit-keys.json").await.body;
     let kid = serde_json::from_str::<serde_json::Value>(&pubkey).unwrap()["kid"].clone();
     assert!(
-        jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid),
+        audit_keys["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid),
+        "{audit_keys}"
+    );
+    let jwks = broker.get("/.well-known/jwks.json").await.body;
+    assert!(
+        jwks["keys"].as_array().unwrap().iter().all(|k| k["kid"] != kid),
         "{jwks}"
     );
 

@@ -18,3 +18,4 @@ mod issue;
 mod jwks;
 mod policy;
 mod secrets;
+mod store;

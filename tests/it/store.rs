@@ -1,0 +1,246 @@
+//! The store suite, run once per backend: SQLite and the machine's
+//! PostgreSQL (`STINT_TEST_POSTGRES`, default postgres://postgres@127.0.0.1:5432/test).
+//! Two sinks on one store stand for two broker replicas.
+
+use std::sync::Arc;
+
+use serde_json::Map;
+use stint::audit::chain;
+use stint::audit::{AuditKey, AuditQuery, AuditRecord, AuditSink, ChainKeys, CheckpointSigner, Outcome};
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const KEY: [u8; 32] = [7; 32];
+
+fn keys() -> ChainKeys {
+    let key = AuditKey::from_bytes(&KEY);
+    let signer = CheckpointSigner::from_audit_key(&key).unwrap();
+    ChainKeys {
+        key: AuditKey::from_bytes(&KEY),
+        signer,
+        checkpoint_every: 10,
+        group_commit: true,
+    }
+}
+
+/// A fresh, empty store and its URL; the guard keeps it alive.
+async fn fresh_store(backend: Backend) -> (String, Option<tempfile::TempDir>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            (format!("sqlite://{}", dir.path().join("audit.db").display()), Some(dir))
+        }
+        Backend::Postgres => {
+            let base = std::env::var("STINT_TEST_POSTGRES")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+            let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is needed for the store tests and is not reachable at {base}: {e}\n\
+                        Start it (pg_ctlcluster 15 main start) or set STINT_TEST_POSTGRES"
+                    )
+                });
+            tokio::spawn(connection);
+            let schema = format!("stint_test_{}", uuid::Uuid::new_v4().simple());
+            client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+            let sep = if base.contains('?') { '&' } else { '?' };
+            (format!("{base}{sep}options=-c%20search_path%3D{schema}"), None)
+        }
+    }
+}
+
+fn record(n: usize, grant: &str, outcome: Outcome) -> AuditRecord {
+    AuditRecord {
+        seq: None,
+        time: format!("2026-11-28T10:00:{:02}Z", n % 60),
+        request_id: format!("req-{n}"),
+        outcome,
+        reason: (outcome != Outcome::Issued).then(|| "claims_mismatch".to_string()),
+        grant: Some(grant.to_string()),
+        kind: Some("token".into()),
+        issuer: Some("ci".into()),
+        subject: Some(format!("repo:acme/api:{}", n % 3)),
+        claims: Map::new(),
+        token_jti_hmac: None,
+        issuance_id: None,
+        ttl_seconds: Some(300),
+        expires_at: None,
+        client_addr: Some("127.0.0.1:1".into()),
+        detail: Map::new(),
+        prev_hash: None,
+        record_hash: None,
+        record_mac: None,
+    }
+}
+
+async fn open(store: &str) -> Arc<dyn AuditSink> {
+    stint::audit::open(store, keys()).await.unwrap()
+}
+
+fn public_key() -> Vec<u8> {
+    let signer = CheckpointSigner::from_audit_key(&AuditKey::from_bytes(&KEY)).unwrap();
+    chain::parse_public_key(&signer.public_jwk().to_string()).unwrap()
+}
+
+async fn replicas_append_concurrently_into_one_gap_free_chain(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    let (a, b) = (open(&store).await, open(&store).await);
+    let mut tasks = Vec::new();
+    for n in 0..60 {
+        let sink = if n % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            sink.append(&record(n, "deploy", Outcome::Issued)).await.unwrap()
+        }));
+    }
+    let mut seqs: Vec<i64> = Vec::new();
+    for task in tasks {
+        seqs.push(task.await.unwrap().seq.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=60).collect::<Vec<_>>(),
+        "{backend:?}: every append got its own seq, no gaps"
+    );
+    let records = a.chain(0, 1000).await.unwrap();
+    let checkpoints = b.checkpoints().await.unwrap();
+    assert_eq!(
+        checkpoints.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        [10, 20, 30, 40, 50, 60]
+    );
+    let verified = chain::verify(&records, &checkpoints, Some(&AuditKey::from_bytes(&KEY)), &public_key()).unwrap();
+    assert_eq!(verified.last_seq, 60);
+}
+
+async fn used_tokens_are_shared_and_forgotten_after_expiry(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    let (a, b) = (open(&store).await, open(&store).await);
+    let later = stint::identity::now() + 600;
+    assert!(a.first_use("grant/jti-1", later).await.unwrap());
+    assert!(
+        !b.first_use("grant/jti-1", later).await.unwrap(),
+        "{backend:?}: the other replica sees the use"
+    );
+    assert!(b.first_use("grant/jti-2", later).await.unwrap());
+    let past = stint::identity::now() - 1;
+    assert!(a.first_use("grant/old", past).await.unwrap());
+    assert!(
+        b.first_use("grant/old", later).await.unwrap(),
+        "expired entries are forgotten"
+    );
+}
+
+async fn queries_filter_and_page(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    let sink = open(&store).await;
+    for n in 0..12 {
+        let (grant, outcome) = if n % 4 == 0 {
+            ("other", Outcome::Denied)
+        } else {
+            ("deploy", Outcome::Issued)
+        };
+        sink.append(&record(n, grant, outcome)).await.unwrap();
+    }
+    let denied = sink
+        .query(&AuditQuery {
+            outcome: Some(Outcome::Denied),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        denied.iter().map(|r| r.seq.unwrap()).collect::<Vec<_>>(),
+        [9, 5, 1],
+        "{backend:?}"
+    );
+    let page = sink
+        .query(&AuditQuery {
+            grant: Some("deploy".into()),
+            before_seq: Some(8),
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|r| r.seq.unwrap()).collect::<Vec<_>>(), [7, 6]);
+    let by_request = sink
+        .query(&AuditQuery {
+            request_id: Some("req-3".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_request.len(), 1);
+    assert!(
+        sink.checkpoint().await.unwrap().is_some(),
+        "the timer signs a moved head"
+    );
+    assert!(
+        sink.checkpoint().await.unwrap().is_none(),
+        "and nothing when it has not moved"
+    );
+    sink.check().await.unwrap();
+}
+
+macro_rules! per_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+per_backend!(
+    replicas_append_concurrently_into_one_gap_free_chain,
+    used_tokens_are_shared_and_forgotten_after_expiry,
+    queries_filter_and_page,
+);
+
+/// Two brokers on one PostgreSQL store: single-use tokens hold across them
+/// and their records form one chain that `stint audit verify` accepts.
+#[tokio::test]
+async fn two_brokers_share_one_postgres_store() {
+    let (store, _) = fresh_store(Backend::Postgres).await;
+    let issuer = crate::issuer::TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit: {{ store: \"{store}\", key_file: audit.key }}\n\
+         signing: {{ key_file: signing.key }}\nissuers:\n{}\ngrants:\n{}",
+        crate::harness::issuer_yaml("ci", &issuer, "github", ""),
+        crate::harness::DEPLOY_GRANT.replace("    ttl: 5m\n", "    ttl: 5m\n    single_use_token: true\n")
+    );
+    let start = || async {
+        let config = stint::config::Config::parse(&text, "test.yaml", dir.path(), &|_| None).unwrap();
+        stint::server::start(config).await.unwrap()
+    };
+    let (a, b) = (start().await, start().await);
+    let client = reqwest::Client::new();
+    let issue = |addr: std::net::SocketAddr, token: String| {
+        let request = client.post(format!("http://{addr}/v1/issue/deploy")).bearer_auth(token);
+        async move { crate::harness::answer(request.send().await.unwrap()).await }
+    };
+    let token = issuer.sign(&issuer.github());
+    assert_eq!(issue(a.addr, token.clone()).await.status, 200);
+    assert_eq!(issue(b.addr, token).await.code(), "token_replayed");
+    for n in 0..6 {
+        let addr = if n % 2 == 0 { a.addr } else { b.addr };
+        assert_eq!(issue(addr, issuer.sign(&issuer.github())).await.status, 200);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    let choice = stint::audit::commands::StoreChoice {
+        config: None,
+        store: Some(store),
+        audit_key_file: Some(dir.path().join("audit.key")),
+    };
+    let ok = stint::audit::commands::verify(&choice, None, None).await.unwrap();
+    assert!(ok.starts_with("ok: 8 records (seq 1..8)"), "{ok}");
+}
