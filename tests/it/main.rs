@@ -17,5 +17,6 @@ mod identity;
 mod issue;
 mod jwks;
 mod policy;
+mod replicas;
 mod secrets;
 mod store;

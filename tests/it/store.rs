@@ -9,7 +9,7 @@ use stint::audit::chain;
 use stint::audit::{AuditKey, AuditQuery, AuditRecord, AuditSink, ChainKeys, CheckpointSigner, Outcome};
 
 #[derive(Clone, Copy, Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -28,7 +28,7 @@ fn keys() -> ChainKeys {
 }
 
 /// A fresh, empty store and its URL; the guard keeps it alive.
-async fn fresh_store(backend: Backend) -> (String, Option<tempfile::TempDir>) {
+pub(crate) async fn fresh_store(backend: Backend) -> (String, Option<tempfile::TempDir>) {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();

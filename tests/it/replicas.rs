@@ -1,0 +1,124 @@
+//! Two `stint serve` processes on one PostgreSQL store; one is killed with
+//! SIGKILL in the middle of a load. Every credential that was handed out has
+//! its audit record, and the shared chain still verifies.
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::harness::{DEPLOY_GRANT, issuer_yaml};
+use crate::issuer::TestIssuer;
+use crate::store::{Backend, fresh_store};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn serve(config: &std::path::Path, port: u16, admin: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stint"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("STINT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("STINT_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if reqwest::get(format!("http://127.0.0.1:{admin}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stint serve did not come up on {port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_load_loses_no_record_and_the_chain_verifies() {
+    let (store, _) = fresh_store(Backend::Postgres).await;
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stint.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "audit: {{ store: \"{store}\", key_file: audit.key }}\nsigning: {{ key_file: signing.key }}\nissuers:\n{}\ngrants:\n{DEPLOY_GRANT}",
+            issuer_yaml("ci", &issuer, "github", "")
+        ),
+    )
+    .unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = serve(&config, port_a, free_port()).await;
+    let mut b = serve(&config, port_b, free_port()).await;
+
+    let token = issuer.sign(&issuer.github());
+    let issued: Arc<Mutex<Vec<String>>> = Arc::default();
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let (token, issued) = (token.clone(), issued.clone());
+        let port = if n % 2 == 0 { port_a } else { port_b };
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while Instant::now() < deadline {
+                let Ok(response) = http
+                    .post(format!("http://127.0.0.1:{port}/v1/issue/deploy"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue; // the killed replica
+                };
+                let id = response
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                if response.status() == 200 && response.bytes().await.is_ok_and(|b| b.starts_with(b"{")) {
+                    issued.lock().unwrap().push(id.unwrap());
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.start_kill().unwrap(); // SIGKILL: no graceful anything
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let _ = b.wait().await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(a.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), a.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "SIGTERM ends the survivor cleanly: {status}");
+
+    let issued = issued.lock().unwrap().clone();
+    assert!(issued.len() > 20, "the load ran: {} issuances", issued.len());
+    let sink = stint::audit::open_existing(&store).await.unwrap();
+    for id in &issued {
+        let found = sink
+            .query(&stint::audit::AuditQuery {
+                request_id: Some(id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "issuance {id} answered 200 but has no audit record");
+        assert_eq!(found[0].outcome, stint::audit::Outcome::Issued);
+    }
+    let choice = stint::audit::commands::StoreChoice {
+        config: None,
+        store: Some(store),
+        audit_key_file: Some(dir.path().join("audit.key")),
+    };
+    let ok = stint::audit::commands::verify(&choice, None, None).await.unwrap();
+    assert!(ok.starts_with("ok: "), "{ok}");
+}
