@@ -247,6 +247,12 @@ enum AuditCommand {
         /// Checkpoint public key (JWK or base64url, or a file holding it) for --export.
         #[arg(long)]
         pubkey: Option<String>,
+        /// Only the slice of the chain from this long ago (1h, 7d) or this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the slice before this.
+        #[arg(long)]
+        until: Option<String>,
     },
     /// Print the checkpoint public key (JWK) for offline verification.
     Pubkey {
@@ -441,8 +447,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
-        Command::Audit(AuditCommand::Verify { store, export, pubkey }) => {
-            let summary = audit_commands::verify(&store.choice(), export.as_deref(), pubkey.as_deref()).await?;
+        Command::Audit(AuditCommand::Verify {
+            store,
+            export,
+            pubkey,
+            since,
+            until,
+        }) => {
+            let since = since.as_deref().map(audit_commands::parse_time).transpose()?;
+            let until = until.as_deref().map(audit_commands::parse_time).transpose()?;
+            let summary = audit_commands::verify_range(
+                &store.choice(),
+                export.as_deref(),
+                pubkey.as_deref(),
+                since.as_deref(),
+                until.as_deref(),
+            )
+            .await?;
             println!("{summary}");
             Ok(())
         }

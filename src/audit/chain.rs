@@ -167,6 +167,8 @@ pub struct ChainError {
 /// What a successful verification covered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// First record checked (1 for the whole chain).
+    pub first_seq: i64,
     /// Records checked.
     pub records: u64,
     /// Last record.
@@ -187,7 +189,25 @@ pub fn verify(
     key: Option<&AuditKey>,
     public_key: &[u8],
 ) -> Result<Verified, ChainError> {
-    let mut previous: Option<(i64, String)> = None;
+    verify_range(records, checkpoints, key, public_key, false)
+}
+
+/// [`verify`] for a slice of the chain (a time range, a filtered export)
+/// when `partial`: the first record is taken as the anchor (its own seq and
+/// prev_hash), and checkpoints outside the slice are not judged, so a tail
+/// cut is only found by a whole-chain check.
+pub fn verify_range(
+    records: &[AuditRecord],
+    checkpoints: &[Checkpoint],
+    key: Option<&AuditKey>,
+    public_key: &[u8],
+    partial: bool,
+) -> Result<Verified, ChainError> {
+    let first_seq = records.first().and_then(|r| r.seq).unwrap_or(1);
+    let mut previous: Option<(i64, String)> = match (partial, records.first()) {
+        (true, Some(first)) if first_seq > 1 => Some((first_seq - 1, first.prev_hash.clone().unwrap_or_default())),
+        _ => None,
+    };
     let mut hashes = std::collections::BTreeMap::new();
     for record in records {
         let seq = record.seq.unwrap_or(0);
@@ -247,6 +267,7 @@ pub fn verify(
                         .into(),
                 });
             }
+            None if partial => continue, // outside the slice
             None if checkpoint.seq > last_seq => {
                 return Err(ChainError {
                     seq: checkpoint.seq,
@@ -261,6 +282,7 @@ pub fn verify(
         last_checkpoint = Some(last_checkpoint.map_or(checkpoint.seq, |c: i64| c.max(checkpoint.seq)));
     }
     Ok(Verified {
+        first_seq,
         records: records.len() as u64,
         last_seq,
         checkpoints: checkpoints.len() as u64,

@@ -223,3 +223,51 @@ async fn cli_verify_and_export_on_the_live_log() {
     assert_eq!(lines.first().unwrap()["seq"], 1, "oldest first");
     assert!(lines.first().unwrap()["record_hash"].as_str().unwrap().len() == 64);
 }
+
+#[tokio::test]
+async fn a_slice_of_the_chain_verifies_on_its_own_and_exports_with_its_checkpoints() {
+    let (issuer, broker) = logged_broker().await;
+    write_records(&issuer, &broker, 7).await;
+    let db = copy_log(&broker, "slice.db");
+    let choice = choice(&broker, &db);
+    let records = stint::audit::open_existing(&choice.resolve().unwrap().0)
+        .await
+        .unwrap()
+        .chain(0, 100)
+        .await
+        .unwrap();
+    let (since, until) = (records[2].time.clone(), records[5].time.clone()); // seq 3 .. before seq 6
+
+    let ok = commands::verify_range(&choice, None, None, Some(&since), Some(&until))
+        .await
+        .unwrap();
+    assert!(ok.starts_with("ok: 3 records (seq 3..5)"), "{ok}");
+    assert!(ok.contains("a slice of the chain"), "{ok}");
+
+    let mut export = Vec::new();
+    assert_eq!(
+        commands::export(&choice, Some(&since), Some(&until), &mut export)
+            .await
+            .unwrap(),
+        3
+    );
+    let text = String::from_utf8(export).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("{\"checkpoint\"")).count(),
+        1,
+        "only the checkpoint at seq 3"
+    );
+    let path = broker.dir.path().join("slice.jsonl");
+    std::fs::write(&path, &text).unwrap();
+    let pubkey = commands::pubkey(&choice).unwrap();
+    let no_key = StoreChoice::default();
+    let ok = commands::verify(&no_key, Some(&path), Some(&pubkey)).await.unwrap();
+    assert!(ok.starts_with("ok: 3 records (seq 3..5)"), "{ok}");
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&path, format!("{}\n{}\n{}\n", lines[0], lines[2], lines[3])).unwrap();
+    let err = commands::verify(&no_key, Some(&path), Some(&pubkey))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("records 4..4 are missing"), "{err}");
+}
