@@ -79,6 +79,12 @@ pub enum BrokerError {
     /// The audit record could not be written; nothing was issued (503).
     #[error("the audit log is unavailable; nothing was issued")]
     AuditUnavailable,
+    /// This caller asks too often (429).
+    #[error("too many requests from this caller; retry in {retry_after}s")]
+    RateLimited {
+        /// Seconds until a request is allowed again.
+        retry_after: u32,
+    },
 }
 
 impl BrokerError {
@@ -95,6 +101,7 @@ impl BrokerError {
             BrokerError::Provider(ProviderError::BadRequest(_)) => "invalid_request",
             BrokerError::Provider(_) => "internal",
             BrokerError::AuditUnavailable => "audit_unavailable",
+            BrokerError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -137,6 +144,7 @@ pub struct Broker {
     audit: Arc<dyn AuditSink>,
     audit_key: AuditKey,
     metrics: Arc<Metrics>,
+    per_subject: Option<crate::provider::aws::RateLimiter>,
 }
 
 impl Broker {
@@ -157,7 +165,15 @@ impl Broker {
             audit,
             audit_key,
             metrics,
+            per_subject: None,
         }
+    }
+
+    /// Limits each verified caller (issuer + subject) to `rate` requests per
+    /// second with `burst`, so one runaway job cannot crowd out the rest.
+    pub fn with_subject_limit(mut self, limit: Option<(f64, u32)>) -> Broker {
+        self.per_subject = limit.map(|(rate, burst)| crate::provider::aws::RateLimiter::new(rate, burst));
+        self
     }
 
     /// The token verifier (for readiness and metrics).
@@ -253,6 +269,13 @@ impl Broker {
             if let Some(value) = token.claims().json(&name) {
                 record.claims.insert(name, value);
             }
+        }
+
+        if let Some(limiter) = &self.per_subject
+            && let Err(wait) = limiter.take(&format!("{}\n{}", token.issuer(), token.subject()))
+        {
+            let retry_after = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
+            return Err(BrokerError::RateLimited { retry_after });
         }
 
         // 2 request options (after identity, so anonymous junk is cheap)

@@ -117,14 +117,17 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         providers.push(Arc::new(aws::StsProvider::new(&sdk, limiter)));
         providers.push(Arc::new(aws::SecretsProvider::new(&sdk)));
     }
-    let broker = Arc::new(Broker::new(
-        verifier,
-        config.policy.clone(),
-        providers,
-        audit_sink,
-        audit_key,
-        metrics.clone(),
-    ));
+    let broker = Arc::new(
+        Broker::new(
+            verifier,
+            config.policy.clone(),
+            providers,
+            audit_sink,
+            audit_key,
+            metrics.clone(),
+        )
+        .with_subject_limit(config.limits.per_subject),
+    );
 
     let state = AppState {
         broker: broker.clone(),
@@ -135,6 +138,11 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         jwks: Arc::new(json!({ "keys": [signing_key.public_jwk()] })),
         audit_keys: Arc::new(json!({ "keys": [checkpoint_jwk] })),
         issuer: Arc::new(issuer.clone()),
+        limits: Arc::new(http::limits::Limits::new(
+            config.limits.max_in_flight,
+            config.limits.request_timeout,
+            config.limits.per_client,
+        )),
     };
     let (stop, stopped) = watch::channel(false);
     let public = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

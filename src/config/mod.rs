@@ -86,6 +86,21 @@ pub struct Config {
     pub key_cache: KeyCachePolicy,
     /// AWS client settings (used when an `aws` or `secrets` grant exists).
     pub aws: AwsSettings,
+    /// Load limits.
+    pub limits: LimitSettings,
+}
+
+/// `limits:` from config.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// Requests in flight before new ones are shed with 503.
+    pub max_in_flight: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// Requests per second (and burst) per client address; off when `None`.
+    pub per_client: Option<(f64, u32)>,
+    /// Requests per second (and burst) per verified subject; off when `None`.
+    pub per_subject: Option<(f64, u32)>,
 }
 
 /// Environment variables that override config keys.
@@ -298,6 +313,8 @@ impl Config {
 
         let aws = aws_settings(raw.aws.as_ref()).map_err(|(key, m)| err(&format!("aws{key}"), m))?;
 
+        let limits = limit_settings(raw.limits.as_ref()).map_err(|(key, m)| err(&format!("limits{key}"), m))?;
+
         Ok(Config {
             source_name: source_name.to_string(),
             listen,
@@ -308,6 +325,7 @@ impl Config {
             policy: Policy::new(grants).with_auditors(auditors),
             key_cache,
             aws,
+            limits,
         })
     }
 }
@@ -432,6 +450,43 @@ fn aws_settings(raw: Option<&RawAws>) -> Result<AwsSettings, FieldError> {
         }
     }
     Ok(aws)
+}
+
+fn rate(at: &str, raw: &raw::RawRateLimit) -> Result<(f64, u32), FieldError> {
+    if !(raw.per_second > 0.0 && raw.per_second.is_finite()) {
+        return Err(field(&format!("{at}.per_second"), "must be more than 0"));
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a small positive rate
+    let burst = raw
+        .burst
+        .unwrap_or_else(|| (raw.per_second * 2.0).ceil().clamp(1.0, 1e6) as u32)
+        .max(1);
+    Ok((raw.per_second, burst))
+}
+
+fn limit_settings(raw: Option<&raw::RawLimits>) -> Result<LimitSettings, FieldError> {
+    let mut limits = LimitSettings {
+        max_in_flight: 512,
+        request_timeout: Duration::from_secs(30),
+        per_client: None,
+        per_subject: None,
+    };
+    let Some(raw) = raw else { return Ok(limits) };
+    if let Some(n) = raw.max_in_flight {
+        if n == 0 {
+            return Err(field(".max_in_flight", "must be at least 1"));
+        }
+        limits.max_in_flight = n;
+    }
+    if let Some(t) = &raw.request_timeout {
+        limits.request_timeout = duration_at(".request_timeout", t)?;
+        if limits.request_timeout.is_zero() {
+            return Err(field(".request_timeout", "must be more than 0s"));
+        }
+    }
+    limits.per_client = raw.per_client.as_ref().map(|r| rate(".per_client", r)).transpose()?;
+    limits.per_subject = raw.per_subject.as_ref().map(|r| rate(".per_subject", r)).transpose()?;
+    Ok(limits)
 }
 
 pub(super) type FieldError = (String, String);

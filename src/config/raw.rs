@@ -22,6 +22,16 @@ pub struct RawConfig {
     pub auditors: Option<Vec<RawRule>>,
     pub jwks: Option<RawJwks>,
     pub aws: Option<RawAws>,
+    pub limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_in_flight: Option<usize>,
+    pub request_timeout: Option<String>,
+    pub per_client: Option<RawRateLimit>,
+    pub per_subject: Option<RawRateLimit>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 
 mod admin;
 mod handlers;
+pub mod limits;
 pub mod problem;
 
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub audit_keys: Arc<Value>,
     /// `iss` of stint-signed tokens.
     pub issuer: Arc<String>,
+    /// Load limits of the public listener.
+    pub limits: Arc<limits::Limits>,
 }
 
 /// The public API.
@@ -52,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/openid-configuration", get(handlers::discovery))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.limits.clone(), limits::guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -85,6 +85,16 @@ impl Problem {
                 format!("internal error; see the broker log for request {request_id}"),
             ),
             BrokerError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", err.to_string()),
+            BrokerError::RateLimited { retry_after } => {
+                let mut problem = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    err.to_string(),
+                    request_id,
+                );
+                problem.retry_after = Some(*retry_after);
+                return problem;
+            }
         };
         let mut problem = Problem::new(status, code, detail, request_id);
         if status == StatusCode::SERVICE_UNAVAILABLE {

@@ -16,6 +16,7 @@ mod client;
 mod identity;
 mod issue;
 mod jwks;
+mod limits;
 mod policy;
 mod replicas;
 mod secrets;

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Most keys remembered at once.
+const MAX_KEYS: usize = 100_000;
+
 struct Bucket {
     tokens: f64,
     at: Instant,
@@ -36,6 +39,15 @@ impl RateLimiter {
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(()); // a poisoned limiter must not stop issuance
         };
+        // Keys are caller-chosen (addresses, subjects): forget idle ones so
+        // a flood of distinct keys cannot grow the map without bound.
+        if buckets.len() >= MAX_KEYS {
+            let idle = Duration::from_secs_f64((self.burst / self.per_second).max(1.0));
+            buckets.retain(|_, b| now.saturating_duration_since(b.at) < idle);
+            if buckets.len() >= MAX_KEYS {
+                buckets.clear();
+            }
+        }
         let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
             tokens: self.burst,
             at: now,

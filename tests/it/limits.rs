@@ -1,0 +1,131 @@
+//! Load limits: shedding, timeouts, rate limits per client and per caller,
+//! and the JWKS refetch limit under a storm of unknown key ids.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{DEPLOY_GRANT, TestBroker, issuer_yaml};
+use crate::issuer::{RSA_OTHER_KID, Signer, TestIssuer, keys, rsa_jwk};
+
+async fn broker(issuer: &TestIssuer, extra: &str) -> TestBroker {
+    TestBroker::start_with(&issuer_yaml("ci", issuer, "github", ""), DEPLOY_GRANT, extra).await
+}
+
+#[tokio::test]
+async fn per_client_and_per_caller_rate_limits_answer_429() {
+    let issuer = TestIssuer::start().await;
+    let by_client = broker(&issuer, "limits: { per_client: { per_second: 0.01, burst: 2 } }\n").await;
+    for _ in 0..2 {
+        assert_eq!(
+            by_client
+                .issue("deploy", &issuer.sign(&issuer.github()), None)
+                .await
+                .status,
+            200
+        );
+    }
+    let limited = by_client.issue("deploy", &issuer.sign(&issuer.github()), None).await;
+    assert_eq!(
+        (limited.status.as_u16(), limited.code()),
+        (429, "rate_limited"),
+        "{}",
+        limited.text
+    );
+    assert!(limited.headers.contains_key("retry-after"));
+    assert_eq!(limited.content_type(), "application/problem+json");
+
+    let by_caller = broker(&issuer, "limits: { per_subject: { per_second: 0.01, burst: 2 } }\n").await;
+    for _ in 0..2 {
+        assert_eq!(
+            by_caller
+                .issue("deploy", &issuer.sign(&issuer.github()), None)
+                .await
+                .status,
+            200
+        );
+    }
+    let limited = by_caller.issue("deploy", &issuer.sign(&issuer.github()), None).await;
+    assert_eq!((limited.status.as_u16(), limited.code()), (429, "rate_limited"));
+    let record = by_caller.audit_record(&limited.request_id()).await;
+    assert_eq!(record.reason.as_deref(), Some("rate_limited"));
+    let mut other = issuer.github();
+    other.insert("sub".into(), json!("repo:acme/api:ref:refs/heads/main"));
+    assert_eq!(
+        by_caller.issue("deploy", &issuer.sign(&other), None).await.status,
+        200,
+        "another caller is not held back"
+    );
+}
+
+fn rotated(issuer: &TestIssuer) -> String {
+    issuer.sign_with(
+        &json!({"alg": "RS256", "typ": "JWT", "kid": RSA_OTHER_KID}),
+        &issuer.github(),
+        Signer::RsaOther,
+    )
+}
+
+#[tokio::test]
+async fn excess_load_is_shed_and_slow_requests_time_out() {
+    let issuer = TestIssuer::start().await;
+    let broker = Arc::new(
+        broker(
+            &issuer,
+            "limits: { max_in_flight: 1, request_timeout: 1s }\njwks: { refetch_cooldown: 0s }\n",
+        )
+        .await,
+    );
+    // A request that must fetch the issuer's keys, slowly.
+    issuer.set_jwks(json!({"keys": [rsa_jwk(&keys().rsa_other, RSA_OTHER_KID)]}));
+    issuer.set_jwks_delay(Duration::from_millis(2500));
+    let slow = {
+        let (broker, token) = (broker.clone(), rotated(&issuer));
+        tokio::spawn(async move { broker.issue("deploy", &token, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shed = broker.issue("deploy", &issuer.sign(&issuer.github()), None).await;
+    assert_eq!(
+        (shed.status.as_u16(), shed.code()),
+        (503, "overloaded"),
+        "{}",
+        shed.text
+    );
+    assert_eq!(shed.headers.get("retry-after").unwrap(), "1");
+    let slow = slow.await.unwrap();
+    assert_eq!((slow.status.as_u16(), slow.code()), (503, "timeout"), "{}", slow.text);
+    issuer.set_jwks_delay(Duration::ZERO);
+    assert_eq!(
+        broker
+            .issue("deploy", &issuer.sign(&issuer.github()), None)
+            .await
+            .status,
+        200,
+        "serves again"
+    );
+}
+
+#[tokio::test]
+async fn a_storm_of_unknown_key_ids_makes_at_most_one_fetch_per_cooldown() {
+    let issuer = TestIssuer::start().await;
+    let broker = Arc::new(broker(&issuer, "jwks: { refetch_cooldown: 2s }\n").await);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let before = issuer.jwks_fetches();
+    let mut tasks = Vec::new();
+    for n in 0..1000 {
+        let token = issuer.sign_with(
+            &json!({"alg": "RS256", "typ": "JWT", "kid": format!("storm-{n}")}),
+            &issuer.github(),
+            Signer::Rsa,
+        );
+        let broker = broker.clone();
+        tasks.push(tokio::spawn(async move {
+            broker.issue("deploy", &token, None).await.status.as_u16()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 401);
+    }
+    assert_eq!(issuer.jwks_fetches() - before, 1, "1,000 unknown kids, one fetch");
+}
