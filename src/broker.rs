@@ -264,7 +264,7 @@ impl Broker {
         let token = self.verify(request.bearer.clone()).await?;
         record.issuer = Some(token.issuer().to_string());
         record.subject = Some(token.subject().to_string());
-        record.token_jti_hmac = token.jti().map(|jti| self.audit_key.hash(jti));
+        record.token_jti_hmac = token.jti().map(|jti| self.audit_key.hash_jti(jti));
         for name in self.policy.audit_claims(request.grant, &token) {
             if let Some(value) = token.claims().json(&name) {
                 record.claims.insert(name, value);

@@ -253,6 +253,9 @@ enum AuditCommand {
         /// Only the slice before this.
         #[arg(long)]
         until: Option<String>,
+        /// The export is a slice (made with --since/--until) and starts after seq 1.
+        #[arg(long, requires = "export")]
+        slice: bool,
     },
     /// Print the checkpoint public key (JWK) for offline verification.
     Pubkey {
@@ -453,6 +456,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             pubkey,
             since,
             until,
+            slice,
         }) => {
             let since = since.as_deref().map(audit_commands::parse_time).transpose()?;
             let until = until.as_deref().map(audit_commands::parse_time).transpose()?;
@@ -462,6 +466,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 pubkey.as_deref(),
                 since.as_deref(),
                 until.as_deref(),
+                slice,
             )
             .await?;
             println!("{summary}");

@@ -33,9 +33,19 @@ pub struct RunningServer {
     pub broker: Arc<Broker>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    tls: Option<(axum_server::tls_rustls::RustlsConfig, http::tls::TlsSettings)>,
 }
 
 impl RunningServer {
+    /// Re-reads the TLS certificate and key (what SIGHUP does).
+    pub fn reload_tls(&self) -> Result<(), String> {
+        let Some((rustls, settings)) = &self.tls else {
+            return Err("TLS is not configured".into());
+        };
+        rustls.reload_from_config(http::tls::server_config(settings)?);
+        Ok(())
+    }
+
     /// Stops accepting, lets in-flight requests finish, and returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -149,14 +159,33 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     let admin = http::admin_router(state);
     let mut stop_public = stopped.clone();
     let mut stop_admin = stopped;
-    let tasks = vec![
-        tokio::spawn(async move {
+    let mut tls_reload = None;
+    let public_task = match &config.tls {
+        None => tokio::spawn(async move {
             axum::serve(listener, public)
                 .with_graceful_shutdown(async move {
                     let _ = stop_public.wait_for(|s| *s).await;
                 })
                 .await
         }),
+        Some(tls) => {
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_config(
+                http::tls::server_config(tls).map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?,
+            );
+            tls_reload = Some((rustls.clone(), tls.clone()));
+            let handle = axum_server::Handle::new();
+            let shutdown = handle.clone();
+            tokio::spawn(async move {
+                let _ = stop_public.wait_for(|s| *s).await;
+                shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+            });
+            let std_listener = listener.into_std()?;
+            let server = axum_server::from_tcp_rustls(std_listener, rustls)?.handle(handle);
+            tokio::spawn(async move { server.serve(public).await })
+        }
+    };
+    let tasks = vec![
+        public_task,
         tokio::spawn(async move {
             axum::serve(admin_listener, admin)
                 .with_graceful_shutdown(async move {
@@ -192,6 +221,22 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     tokio::spawn(async move { warm.verifier().prefetch().await });
 
     tracing::info!(%addr, %admin_addr, %issuer, issuers = config.issuers.len(), grants = config.policy.grants().count(), "stint is listening");
+    #[cfg(unix)]
+    if let Some((rustls, settings)) = tls_reload.clone() {
+        // SIGHUP re-reads the certificate and key (e.g. after renewal).
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                match http::tls::server_config(&settings) {
+                    Ok(fresh) => {
+                        rustls.reload_from_config(fresh);
+                        tracing::info!("reloaded the TLS certificate");
+                    }
+                    Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old certificate"),
+                }
+            }
+        });
+    }
     Ok(RunningServer {
         addr,
         admin_addr,
@@ -199,5 +244,6 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         broker,
         stop,
         tasks,
+        tls: tls_reload,
     })
 }

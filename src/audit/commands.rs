@@ -155,7 +155,7 @@ fn read_export(path: &Path) -> anyhow::Result<(Vec<AuditRecord>, Vec<Checkpoint>
 /// `stint audit verify`: the whole chain against the store with the key,
 /// or an export against the public key alone.
 pub async fn verify(choice: &StoreChoice, export: Option<&Path>, pubkey: Option<&str>) -> anyhow::Result<String> {
-    verify_range(choice, export, pubkey, None, None).await
+    verify_range(choice, export, pubkey, None, None, false).await
 }
 
 /// `stint audit verify --since/--until`: the slice of the chain between
@@ -167,6 +167,7 @@ pub async fn verify_range(
     pubkey: Option<&str>,
     since: Option<&str>,
     until: Option<&str>,
+    slice: bool,
 ) -> anyhow::Result<String> {
     let (records, checkpoints, key, public) = match export {
         Some(path) => {
@@ -194,7 +195,9 @@ pub async fn verify_range(
         }
     };
     let records = seq_range(records, since, until);
-    let partial = since.is_some() || until.is_some() || records.first().and_then(|r| r.seq).is_some_and(|s| s > 1);
+    // Only an explicit slice may start past seq 1: otherwise deleting the
+    // first records would pass as "a slice".
+    let partial = since.is_some() || until.is_some() || slice;
     let verified = chain::verify_range(&records, &checkpoints, key.as_ref(), &public, partial)?;
     let tail = match (verified.last_checkpoint, verified.macs_checked) {
         (Some(c), true) if c < verified.last_seq => {
@@ -241,7 +244,7 @@ pub fn pubkey(choice: &StoreChoice) -> anyhow::Result<String> {
 pub async fn query(choice: &StoreChoice, mut query: AuditQuery, jti: Option<&str>) -> anyhow::Result<Vec<AuditRecord>> {
     if let Some(jti) = jti {
         // The log keeps only HMACs of token ids; hash the given jti the same way.
-        query.token_jti_hmac = Some(choice.key()?.hash(jti));
+        query.token_jti_hmac = Some(choice.key()?.hash_jti(jti));
     }
     Ok(choice.open().await?.query(&query).await?)
 }

@@ -64,14 +64,22 @@ impl AuditKey {
     /// keys that must follow the audit key, such as the checkpoint key.
     pub fn derive(&self, label: &str) -> [u8; 32] {
         let mut out = [0u8; 32];
-        let tag = hmac::sign(&self.key, label.as_bytes());
+        let tag = hmac::sign(&self.key, format!("stint-derive-v1\n{label}").as_bytes());
         for (o, b) in out.iter_mut().zip(tag.as_ref()) {
             *o = *b;
         }
         out
     }
 
-    /// Hex HMAC-SHA256 of `value`.
+    /// Hex HMAC of a token's `jti`. The input is prefixed so that no
+    /// caller-chosen `jti` can make stint compute (and log) the HMAC of one
+    /// of its own inputs, such as the checkpoint seed or a record MAC.
+    pub fn hash_jti(&self, jti: &str) -> String {
+        self.hash(&format!("stint-jti-v1\n{jti}"))
+    }
+
+    /// Hex HMAC-SHA256 of `value`. Callers prefix `value` with a label of
+    /// their own, so different uses of the key never collide.
     pub fn hash(&self, value: &str) -> String {
         hex_encode(hmac::sign(&self.key, value.as_bytes()).as_ref())
     }

@@ -88,6 +88,8 @@ pub struct Config {
     pub aws: AwsSettings,
     /// Load limits.
     pub limits: LimitSettings,
+    /// TLS on the public listener; plain HTTP when `None`.
+    pub tls: Option<crate::http::tls::TlsSettings>,
 }
 
 /// `limits:` from config.
@@ -315,6 +317,12 @@ impl Config {
 
         let limits = limit_settings(raw.limits.as_ref()).map_err(|(key, m)| err(&format!("limits{key}"), m))?;
 
+        let tls = raw.tls.as_ref().map(|t| crate::http::tls::TlsSettings {
+            cert_file: resolve(&t.cert_file),
+            key_file: resolve(&t.key_file),
+            client_ca_file: t.client_ca_file.as_deref().map(resolve),
+        });
+
         Ok(Config {
             source_name: source_name.to_string(),
             listen,
@@ -326,6 +334,7 @@ impl Config {
             key_cache,
             aws,
             limits,
+            tls,
         })
     }
 }

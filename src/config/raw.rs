@@ -23,6 +23,15 @@ pub struct RawConfig {
     pub jwks: Option<RawJwks>,
     pub aws: Option<RawAws>,
     pub limits: Option<RawLimits>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: String,
+    pub key_file: String,
+    pub client_ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

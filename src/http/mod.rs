@@ -5,6 +5,7 @@ mod admin;
 mod handlers;
 pub mod limits;
 pub mod problem;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
