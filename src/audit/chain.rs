@@ -107,6 +107,24 @@ pub fn link(record: &mut AuditRecord, previous: Option<(i64, String)>, key: &Aud
     record.record_hash = Some(hash);
 }
 
+/// Checks that a stored chain head is what the key holder wrote: its hash
+/// matches its content and its MAC matches the hash. A store edited
+/// without the key must not be extended (and signed) by the broker.
+pub fn check_head(head: &AuditRecord, key: &AuditKey) -> Result<(), String> {
+    let seq = head.seq.unwrap_or(0);
+    let Some(stored) = head.record_hash.as_deref() else {
+        return Ok(()); // a record from before the chain: nothing to check
+    };
+    let hash = record_hash(head);
+    if stored != hash || head.record_mac.as_deref() != Some(record_mac(key, &hash).as_str()) {
+        return Err(format!(
+            "the audit chain head (seq {seq}) does not verify: the store was changed without the audit key; \
+             nothing is appended until `stint audit verify` is clean"
+        ));
+    }
+    Ok(())
+}
+
 fn checkpoint_message(seq: i64, record_hash: &str, time: &str) -> Vec<u8> {
     format!("stint-checkpoint-v1\n{seq}\n{record_hash}\n{time}").into_bytes()
 }

@@ -156,6 +156,20 @@ async fn write_batch(client: &mut Client, keys: &ChainKeys, batch: &mut [Pending
         .await
         .map_err(unavailable)?;
     let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
+    if seq > 0 {
+        // A head edited without the key is never extended or signed.
+        let row = tx
+            .query_one("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
+            .await
+            .map_err(unavailable)?;
+        let last = read_row(&row);
+        if last.record_hash.as_deref() != Some(hash.as_str()) {
+            return Err(AuditError::Unavailable(format!(
+                "the audit head row and record {seq} disagree"
+            )));
+        }
+        chain::check_head(&last, &keys.key).map_err(AuditError::Unavailable)?;
+    }
     for pending in batch.iter_mut() {
         let r = &mut pending.record;
         let previous = (seq > 0).then(|| (seq, hash.clone()));
@@ -370,6 +384,19 @@ impl AuditSink for PostgresSink {
             .await
             .map_err(unavailable)?;
         let (seq, hash): (i64, String) = (head.get(0), head.get(1));
+        if seq > 0 {
+            let row = tx
+                .query_one("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
+                .await
+                .map_err(unavailable)?;
+            let record = read_row(&row);
+            if record.record_hash.as_deref() != Some(hash.as_str()) {
+                return Err(AuditError::Unavailable(format!(
+                    "the audit head row and record {seq} disagree"
+                )));
+            }
+            chain::check_head(&record, &keys.key).map_err(AuditError::Unavailable)?;
+        }
         let last: Option<i64> = tx
             .query_one("SELECT MAX(seq) FROM audit_checkpoints", &[])
             .await

@@ -90,8 +90,10 @@ fn writer_loop(
         }
         let result = match conn.lock() {
             Ok(conn) => write_transaction(&conn, || {
-                for pending in &mut batch {
-                    append_one(&conn, &keys, &mut pending.record)?;
+                // The head found in the store is checked once per batch; the
+                // rest of the batch extends records this writer just made.
+                for (n, pending) in batch.iter_mut().enumerate() {
+                    append_one(&conn, &keys, &mut pending.record, n == 0)?;
                 }
                 Ok(())
             }),
@@ -104,7 +106,10 @@ fn writer_loop(
 }
 
 /// Links one record to the head and inserts it (inside a transaction).
-fn append_one(conn: &Connection, keys: &ChainKeys, r: &mut AuditRecord) -> Result<(), AuditError> {
+fn append_one(conn: &Connection, keys: &ChainKeys, r: &mut AuditRecord, check: bool) -> Result<(), AuditError> {
+    if check {
+        verified_head(conn, keys)?;
+    }
     chain::link(r, head(conn)?, &keys.key);
     conn.execute(
         "INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
@@ -283,6 +288,21 @@ fn head(conn: &Connection) -> Result<Option<(i64, String)>, AuditError> {
     .map_err(unavailable)
 }
 
+/// The last record, refused when it does not verify under the key.
+fn verified_head(conn: &Connection, keys: &ChainKeys) -> Result<(), AuditError> {
+    let last = conn
+        .query_row("SELECT * FROM audit_records ORDER BY seq DESC LIMIT 1", [], read_row)
+        .optional()
+        .map_err(unavailable)?;
+    if let Some(last) = last {
+        chain::check_head(&last, &keys.key).map_err(|e| {
+            tracing::error!(error = %e, "audit store tampered with");
+            AuditError::Unavailable(e)
+        })?;
+    }
+    Ok(())
+}
+
 fn insert_checkpoint(conn: &Connection, checkpoint: &Checkpoint) -> Result<(), AuditError> {
     conn.execute(
         "INSERT OR IGNORE INTO audit_checkpoints (seq, record_hash, time, signature, kid) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -416,6 +436,7 @@ impl AuditSink for SqliteSink {
         let keys = self.keys()?;
         self.with_conn(move |conn| {
             write_transaction(conn, || {
+                verified_head(conn, &keys)?;
                 let Some((seq, hash)) = head(conn)? else {
                     return Ok(None);
                 };

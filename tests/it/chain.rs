@@ -280,3 +280,28 @@ async fn a_slice_of_the_chain_verifies_on_its_own_and_exports_with_its_checkpoin
         .to_string();
     assert!(err.contains("records 4..4 are missing"), "{err}");
 }
+
+#[tokio::test]
+async fn the_broker_refuses_to_extend_a_chain_edited_without_the_key() {
+    let (issuer, broker) = logged_broker().await;
+    write_records(&issuer, &broker, 2).await;
+    // Someone with write access to the store but not the key edits the head.
+    let conn = rusqlite::Connection::open(broker.audit_db()).unwrap();
+    conn.execute("UPDATE audit_records SET subject = 'repo:evil/x' WHERE seq = 2", [])
+        .unwrap();
+    let answer = broker.issue("deploy", &issuer.sign(&issuer.github()), None).await;
+    assert_eq!(
+        (answer.status.as_u16(), answer.code()),
+        (503, "audit_unavailable"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer.body.get("token").is_none(),
+        "fail closed: nothing issued on a tampered log"
+    );
+    assert!(
+        broker.server.broker.audit().checkpoint().await.is_err(),
+        "and never signs the edited head"
+    );
+}
