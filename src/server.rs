@@ -105,11 +105,12 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         SigningKey::load_or_create(&config.signing.key_file, config.signing.algorithm)
             .map_err(|e| anyhow::anyhow!("{}: signing.key_file: {e}", config.source_name))?,
     );
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let issuer = config
         .signing
         .issuer
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
 
     let verifier = Verifier::new(config.issuers.clone(), config.key_cache.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let metrics = Arc::new(Metrics::new());

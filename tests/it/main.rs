@@ -21,3 +21,4 @@ mod policy;
 mod replicas;
 mod secrets;
 mod store;
+mod tls;
