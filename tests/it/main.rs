@@ -8,6 +8,7 @@ mod issuer;
 mod moto;
 
 mod admin;
+mod attacks;
 mod audit;
 mod aws;
 mod chain;
