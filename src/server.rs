@@ -223,12 +223,18 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
 
     tracing::info!(%addr, %admin_addr, %issuer, issuers = config.issuers.len(), grants = config.policy.grants().count(), "stint is listening");
     #[cfg(unix)]
-    if let Some((rustls, settings)) = tls_reload.clone() {
-        // SIGHUP re-reads the certificate and key (e.g. after renewal).
+    {
+        // SIGHUP re-reads the TLS certificate and key (e.g. after renewal);
+        // without TLS it is logged and ignored rather than ending the process.
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reload = tls_reload.clone();
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                match http::tls::server_config(&settings) {
+                let Some((rustls, settings)) = &reload else {
+                    tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+                    continue;
+                };
+                match http::tls::server_config(settings) {
                     Ok(fresh) => {
                         rustls.reload_from_config(fresh);
                         tracing::info!("reloaded the TLS certificate");
