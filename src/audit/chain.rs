@@ -318,3 +318,78 @@ pub fn parse_public_key(text: &str) -> Option<Vec<u8>> {
     };
     URL_SAFE_NO_PAD.decode(x).ok().filter(|k| k.len() == 32)
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)] // test data, indices bounded by the strategy
+mod tests {
+    use super::*;
+    use crate::audit::Outcome;
+    use proptest::prelude::*;
+    use serde_json::Map;
+
+    fn record(n: u8, subject: &str) -> AuditRecord {
+        AuditRecord {
+            seq: None,
+            time: format!("2026-11-28T10:00:{:02}Z", n % 60),
+            request_id: format!("r{n}"),
+            outcome: if n.is_multiple_of(2) {
+                Outcome::Issued
+            } else {
+                Outcome::Denied
+            },
+            reason: None,
+            grant: Some("g".into()),
+            kind: None,
+            issuer: None,
+            subject: Some(subject.to_string()),
+            claims: Map::new(),
+            token_jti_hmac: None,
+            issuance_id: None,
+            ttl_seconds: Some(u64::from(n)),
+            expires_at: None,
+            client_addr: None,
+            detail: Map::new(),
+            prev_hash: None,
+            record_hash: None,
+            record_mac: None,
+        }
+    }
+
+    fn chain(subjects: &[String], key: &AuditKey) -> Vec<AuditRecord> {
+        let mut out: Vec<AuditRecord> = Vec::new();
+        for (n, subject) in subjects.iter().enumerate() {
+            let mut r = record(u8::try_from(n % 256).unwrap_or(0), subject);
+            let previous = out.last().and_then(|p| Some((p.seq?, p.record_hash.clone()?)));
+            link(&mut r, previous, key);
+            out.push(r);
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn any_chain_verifies_and_any_single_edit_is_found(
+            subjects in proptest::collection::vec("[ -~]{0,12}", 1..20),
+            victim in any::<prop::sample::Index>(),
+            edit in 0u8..4,
+        ) {
+            let key = AuditKey::from_bytes(&[9; 32]);
+            let signer = CheckpointSigner::from_audit_key(&key).map_err(TestCaseError::fail)?;
+            let public = parse_public_key(&signer.public_jwk().to_string()).unwrap_or_default();
+            let mut records = chain(&subjects, &key);
+            let head = records.last().cloned().ok_or_else(|| TestCaseError::fail("empty"))?;
+            let checkpoint = signer.sign(head.seq.unwrap_or(0), head.record_hash.as_deref().unwrap_or(""), "t");
+            prop_assert!(verify(&records, std::slice::from_ref(&checkpoint), Some(&key), &public).is_ok());
+
+            let i = victim.index(records.len());
+            match edit {
+                0 => records[i].subject = Some(format!("{}x", records[i].subject.clone().unwrap_or_default())),
+                1 => { records.remove(i); }
+                2 if records.len() > 1 => { let j = (i + 1) % records.len(); records.swap(i, j); }
+                2 => { records.clear(); }
+                _ => records[i].ttl_seconds = Some(records[i].ttl_seconds.unwrap_or(0) + 1),
+            }
+            prop_assert!(verify(&records, &[checkpoint], Some(&key), &public).is_err(), "edit {edit} at {i} went unnoticed");
+        }
+    }
+}

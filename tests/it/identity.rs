@@ -357,3 +357,25 @@ async fn ambiguous_flattened_claim_names_are_refused() {
     claims.insert("kubernetes.io".into(), json!({"namespace": "other"}));
     refused(&broker, &issuer.sign(&claims), "claim_invalid").await;
 }
+
+#[tokio::test]
+async fn a_second_issuers_key_with_a_colliding_kid_is_never_used() {
+    let trusted = TestIssuer::start().await;
+    let other = TestIssuer::start().await;
+    let issuers = format!(
+        "{}{}",
+        issuer_yaml("ci", &trusted, "github", ""),
+        issuer_yaml("other", &other, "github", "")
+    );
+    let broker = TestBroker::start_with(&issuers, DEPLOY_GRANT, "").await;
+    // `other` publishes a different key under the kid `trusted` uses.
+    other.set_jwks(json!({"keys": [rsa_jwk(&keys().rsa_other, RSA_KID)]}));
+    // A token claiming `trusted` as issuer, signed with other's key and kid:
+    // keys come only from the named issuer's JWKS.
+    let forged = trusted.sign_with(
+        &json!({"alg": "RS256", "typ": "JWT", "kid": RSA_KID}),
+        &trusted.github(),
+        Signer::RsaOther,
+    );
+    refused(&broker, &forged, "signature_invalid").await;
+}
