@@ -4,6 +4,7 @@
 //! never a token, a secret or a key (only keyed hashes of token ids).
 
 pub mod chain;
+mod columns;
 pub mod commands;
 mod key;
 mod mirror;

@@ -5,13 +5,11 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::chain::{self, Checkpoint};
+use super::columns::{json_text, now_rfc3339, record_from, unavailable};
 use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys, Outcome};
 
 const MIGRATIONS: &str = "
@@ -59,10 +57,6 @@ CREATE TABLE IF NOT EXISTS used_tokens (
     expires_at BIGINT NOT NULL
 );
 ";
-
-fn unavailable(e: impl std::fmt::Display) -> AuditError {
-    AuditError::Unavailable(e.to_string())
-}
 
 async fn connect(url: &str) -> Result<Client, AuditError> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
@@ -162,7 +156,7 @@ async fn write_batch(client: &mut Client, keys: &ChainKeys, batch: &mut [Pending
             .query_one("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
             .await
             .map_err(unavailable)?;
-        let last = read_row(&row);
+        let last = read_row(&row)?;
         if last.record_hash.as_deref() != Some(hash.as_str()) {
             return Err(AuditError::Unavailable(format!(
                 "the audit head row and record {seq} disagree"
@@ -233,47 +227,8 @@ async fn insert_checkpoint(tx: &tokio_postgres::Transaction<'_>, c: &Checkpoint)
     Ok(())
 }
 
-fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
-}
-
-fn json_text(map: &Map<String, Value>) -> String {
-    Value::Object(map.clone()).to_string()
-}
-
-fn json_map(text: &str) -> Map<String, Value> {
-    match serde_json::from_str(text) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    }
-}
-
-fn read_row(row: &Row) -> AuditRecord {
-    let outcome: String = row.get("outcome");
-    let claims: String = row.get("claims");
-    let detail: String = row.get("detail");
-    let ttl: Option<i64> = row.get("ttl_seconds");
-    AuditRecord {
-        seq: row.get("seq"),
-        time: row.get("time"),
-        request_id: row.get("request_id"),
-        outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Error),
-        reason: row.get("reason"),
-        grant: row.get("grant_name"),
-        kind: row.get("kind"),
-        issuer: row.get("issuer"),
-        subject: row.get("subject"),
-        claims: json_map(&claims),
-        token_jti_hmac: row.get("token_jti_hmac"),
-        issuance_id: row.get("issuance_id"),
-        ttl_seconds: ttl.and_then(|t| u64::try_from(t).ok()),
-        expires_at: row.get("expires_at"),
-        client_addr: row.get("client_addr"),
-        detail: json_map(&detail),
-        prev_hash: row.get("prev_hash"),
-        record_hash: row.get("record_hash"),
-        record_mac: row.get("record_mac"),
-    }
+fn read_row(row: &Row) -> Result<AuditRecord, AuditError> {
+    record_from(row).map_err(unavailable)
 }
 
 #[async_trait::async_trait]
@@ -322,7 +277,7 @@ impl AuditSink for PostgresSink {
             )
             .await
             .map_err(unavailable)?;
-        Ok(rows.iter().map(read_row).collect())
+        rows.iter().map(read_row).collect()
     }
 
     async fn check(&self) -> Result<(), AuditError> {
@@ -346,7 +301,7 @@ impl AuditSink for PostgresSink {
             )
             .await
             .map_err(unavailable)?;
-        Ok(rows.iter().map(read_row).collect())
+        rows.iter().map(read_row).collect()
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
@@ -389,7 +344,7 @@ impl AuditSink for PostgresSink {
                 .query_one("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
                 .await
                 .map_err(unavailable)?;
-            let record = read_row(&row);
+            let record = read_row(&row)?;
             if record.record_hash.as_deref() != Some(hash.as_str()) {
                 return Err(AuditError::Unavailable(format!(
                     "the audit head row and record {seq} disagree"

@@ -7,11 +7,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::chain::{self, Checkpoint};
+use super::columns::{json_text, now_rfc3339, record_from, unavailable};
 use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys, Outcome};
 
 const SCHEMA: &str = "
@@ -149,14 +147,6 @@ fn append_one(conn: &Connection, keys: &ChainKeys, r: &mut AuditRecord, check: b
     Ok(())
 }
 
-fn unavailable(e: impl std::fmt::Display) -> AuditError {
-    AuditError::Unavailable(e.to_string())
-}
-
-fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
-}
-
 impl SqliteSink {
     /// Opens (and creates) the log at `path` for appending.
     pub fn open(path: &Path, chain: ChainKeys, group_commit: bool) -> Result<SqliteSink, AuditError> {
@@ -239,43 +229,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn json_text(map: &Map<String, Value>) -> String {
-    Value::Object(map.clone()).to_string()
-}
-
-fn json_map(text: &str) -> Map<String, Value> {
-    match serde_json::from_str(text) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    }
-}
-
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
-    let outcome: String = row.get("outcome")?;
-    let claims: String = row.get("claims")?;
-    let detail: String = row.get("detail")?;
-    let ttl: Option<i64> = row.get("ttl_seconds")?;
-    Ok(AuditRecord {
-        seq: row.get("seq")?,
-        time: row.get("time")?,
-        request_id: row.get("request_id")?,
-        outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Error),
-        reason: row.get("reason")?,
-        grant: row.get("grant_name")?,
-        kind: row.get("kind")?,
-        issuer: row.get("issuer")?,
-        subject: row.get("subject")?,
-        claims: json_map(&claims),
-        token_jti_hmac: row.get("token_jti_hmac")?,
-        issuance_id: row.get("issuance_id")?,
-        ttl_seconds: ttl.and_then(|t| u64::try_from(t).ok()),
-        expires_at: row.get("expires_at")?,
-        client_addr: row.get("client_addr")?,
-        detail: json_map(&detail),
-        prev_hash: row.get("prev_hash")?,
-        record_hash: row.get("record_hash")?,
-        record_mac: row.get("record_mac")?,
-    })
+    record_from(row)
 }
 
 fn head(conn: &Connection) -> Result<Option<(i64, String)>, AuditError> {
