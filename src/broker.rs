@@ -224,10 +224,12 @@ impl Broker {
         match result {
             Ok(body) => {
                 record.outcome = Outcome::Issued;
-                if self.audit.append(&record).await.is_err() {
-                    // The credential in `body` is dropped here, unseen.
+                if let Err(e) = self.audit.append(&record).await {
+                    // The credential in `body` is dropped here, unseen. Store
+                    // errors name the store, never a record's content.
                     tracing::error!(
                         request_id = request.request_id,
+                        error = %e,
                         "audit write failed; credential withheld"
                     );
                     self.metrics.issuance(known_grant, "error", "audit_unavailable");
@@ -242,8 +244,8 @@ impl Broker {
                 if let BrokerError::Provider(detail) = &err {
                     tracing::warn!(request_id = request.request_id, error = %detail, "provider failed");
                 }
-                if self.audit.append(&record).await.is_err() {
-                    tracing::error!(request_id = request.request_id, "audit write failed for a refusal");
+                if let Err(e) = self.audit.append(&record).await {
+                    tracing::error!(request_id = request.request_id, error = %e, "audit write failed for a refusal");
                     self.metrics.issuance(known_grant, "error", "audit_unavailable");
                     return Err(BrokerError::AuditUnavailable);
                 }

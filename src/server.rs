@@ -92,6 +92,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         signer,
         checkpoint_every: config.audit.checkpoint_every,
         group_commit: config.audit.group_commit,
+        store_timeout: config.audit.timeout,
     };
     let mut audit_sink = audit::open(&config.audit.store, chain)
         .await
@@ -101,6 +102,9 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
             audit::MirroredSink::new(audit_sink, target).map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?,
         );
     }
+    // Outermost, so what /readyz sees is what the broker waited for.
+    let audit_health = Arc::new(audit::WriteHealth::default());
+    audit_sink = Arc::new(audit::WatchedSink::new(audit_sink, audit_health.clone()));
     let signing_key = Arc::new(
         SigningKey::load_or_create(&config.signing.key_file, config.signing.algorithm)
             .map_err(|e| anyhow::anyhow!("{}: signing.key_file: {e}", config.source_name))?,
@@ -149,11 +153,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         jwks: Arc::new(json!({ "keys": [signing_key.public_jwk()] })),
         audit_keys: Arc::new(json!({ "keys": [checkpoint_jwk] })),
         issuer: Arc::new(issuer.clone()),
-        limits: Arc::new(http::limits::Limits::new(
-            config.limits.max_in_flight,
-            config.limits.request_timeout,
-            config.limits.per_client,
-        )),
+        limits: Arc::new(http::limits::Limits::new(&config.limits)),
+        audit_health,
     };
     let (stop, stopped) = watch::channel(false);
     let public = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

@@ -6,6 +6,7 @@
 pub mod chain;
 mod columns;
 pub mod commands;
+mod health;
 mod key;
 mod mirror;
 mod postgres;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use chain::{Checkpoint, CheckpointSigner};
+pub use health::{WatchedSink, WriteHealth, WriteState};
 pub use key::AuditKey;
 pub use mirror::MirroredSink;
 pub use postgres::PostgresSink;
@@ -157,6 +159,21 @@ pub trait AuditSink: Send + Sync {
     async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError>;
 }
 
+/// Appends waiting for a store's writer before new ones are refused at
+/// once: a store that stalls must not let the queue grow without bound.
+pub(crate) const MAX_QUEUED: usize = 8192;
+
+fn queue_refused<T>(e: tokio::sync::mpsc::error::TrySendError<T>) -> AuditError {
+    match e {
+        tokio::sync::mpsc::error::TrySendError::Full(_) => {
+            AuditError::Unavailable(format!("{MAX_QUEUED} records are already waiting for the audit store"))
+        }
+        tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+            AuditError::Unavailable("the audit writer has stopped".into())
+        }
+    }
+}
+
 /// What a writing store needs to keep the chain.
 pub struct ChainKeys {
     /// MACs of record hashes.
@@ -167,6 +184,9 @@ pub struct ChainKeys {
     pub checkpoint_every: u64,
     /// Let concurrent appends share one commit (one fsync).
     pub group_commit: bool,
+    /// Longest one operation on a networked store (PostgreSQL) may take
+    /// before its connection is dropped and opened again.
+    pub store_timeout: std::time::Duration,
 }
 
 /// Opens an existing store read-only, for queries.

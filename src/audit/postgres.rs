@@ -4,6 +4,9 @@
 //! seq stays gap-free; a replica killed mid-commit leaves nothing behind.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row};
@@ -58,7 +61,7 @@ CREATE TABLE IF NOT EXISTS used_tokens (
 );
 ";
 
-async fn connect(url: &str) -> Result<Client, AuditError> {
+async fn connect(url: &str, timeout: Duration) -> Result<Client, AuditError> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
         .map_err(|e| AuditError::Config(format!("audit store {}: {e}", redact(url))))?;
@@ -67,7 +70,73 @@ async fn connect(url: &str) -> Result<Client, AuditError> {
             tracing::error!(error = %e, "audit database connection ended");
         }
     });
+    // The server's side of the same bound: a broker that vanished inside a
+    // transaction must not hold the head row (and so every replica) until
+    // TCP keepalive notices, and a writer queued behind a stuck lock gives up.
+    let millis = timeout.as_millis().max(1);
+    client
+        .batch_execute(&format!(
+            "SET lock_timeout = {millis}; SET idle_in_transaction_session_timeout = {}",
+            millis.saturating_mul(2)
+        ))
+        .await
+        .map_err(|e| AuditError::Config(format!("audit store {}: {e}", redact(url))))?;
     Ok(client)
+}
+
+/// A connection that is opened again when it was lost, and given up (so
+/// opened again next time) when an operation on it takes longer than
+/// `timeout`: a store that stops answering must not hold the broker forever.
+struct Session {
+    url: String,
+    timeout: Duration,
+    client: Mutex<Option<Client>>,
+}
+
+impl Session {
+    fn new(url: &str, timeout: Duration, client: Client) -> Session {
+        Session {
+            url: url.to_string(),
+            timeout,
+            client: Mutex::new(Some(client)),
+        }
+    }
+
+    /// Runs `op` on the connection, reconnecting first if it was lost.
+    async fn run<T>(
+        &self,
+        op: impl for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<T, AuditError>>,
+    ) -> Result<T, AuditError> {
+        let mut slot = self.client.lock().await;
+        let timeout = self.timeout;
+        let outcome = tokio::time::timeout(timeout, async {
+            if slot.as_ref().is_none_or(Client::is_closed) {
+                *slot = None;
+                let fresh = connect(&self.url, timeout)
+                    .await
+                    .map_err(|e| AuditError::Unavailable(e.to_string()))?;
+                tracing::info!("audit database connection opened again");
+                *slot = Some(fresh);
+            }
+            match slot.as_mut() {
+                Some(client) => op(client).await,
+                None => Err(unavailable("no audit database connection")),
+            }
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                // Whatever the server did with the transaction, dropping the
+                // connection ends it; the chain is re-read from the head row.
+                *slot = None;
+                Err(AuditError::Unavailable(format!(
+                    "the audit database did not answer within {}s",
+                    timeout.as_secs_f64()
+                )))
+            }
+        }
+    }
 }
 
 /// The URL without its password, for messages.
@@ -88,27 +157,29 @@ struct Pending {
 
 /// An audit log in PostgreSQL.
 pub struct PostgresSink {
-    reads: Arc<Mutex<Client>>,
+    reads: Session,
     chain: Option<Arc<ChainKeys>>,
-    writer: Option<mpsc::UnboundedSender<Pending>>,
+    writer: Option<mpsc::Sender<Pending>>,
 }
 
 const MAX_GROUP: usize = 256;
+/// Reads and writes of the read-only sink (`stint audit ...`).
+const READ_ONLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl PostgresSink {
     /// Connects, runs migrations, and starts the writer.
     pub async fn open(url: &str, chain: ChainKeys) -> Result<PostgresSink, AuditError> {
-        let reads = connect(url).await?;
+        let reads = connect(url, chain.store_timeout).await?;
         reads
             .batch_execute(MIGRATIONS)
             .await
             .map_err(|e| AuditError::Config(format!("audit store migrations: {e}")))?;
-        let writes = connect(url).await?;
+        let writes = Session::new(url, chain.store_timeout, connect(url, chain.store_timeout).await?);
         let keys = Arc::new(chain);
-        let (writer, queue) = mpsc::unbounded_channel();
+        let (writer, queue) = mpsc::channel(super::MAX_QUEUED);
         tokio::spawn(writer_loop(writes, keys.clone(), queue));
         Ok(PostgresSink {
-            reads: Arc::new(Mutex::new(reads)),
+            reads: Session::new(url, keys.store_timeout, reads),
             chain: Some(keys),
             writer: Some(writer),
         })
@@ -117,7 +188,7 @@ impl PostgresSink {
     /// Connects for reading only (no migrations, no writer).
     pub async fn open_existing(url: &str) -> Result<PostgresSink, AuditError> {
         Ok(PostgresSink {
-            reads: Arc::new(Mutex::new(connect(url).await?)),
+            reads: Session::new(url, READ_ONLY_TIMEOUT, connect(url, READ_ONLY_TIMEOUT).await?),
             chain: None,
             writer: None,
         })
@@ -126,7 +197,7 @@ impl PostgresSink {
 
 /// The single writer of this process: queued records share one
 /// transaction (group commit); the head row lock orders all replicas.
-async fn writer_loop(mut client: Client, keys: Arc<ChainKeys>, mut queue: mpsc::UnboundedReceiver<Pending>) {
+async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Receiver<Pending>) {
     let group = keys.group_commit;
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
@@ -136,14 +207,32 @@ async fn writer_loop(mut client: Client, keys: Arc<ChainKeys>, mut queue: mpsc::
                 Err(_) => break,
             }
         }
-        let result = write_batch(&mut client, &keys, &mut batch).await;
-        for pending in batch {
-            let _ = pending.done.send(result.clone().map(|()| pending.record));
+        let (records, waiting): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.record, p.done)).unzip();
+        let keys = keys.clone();
+        match session
+            .run(move |client| Box::pin(write_batch(client, keys, records)))
+            .await
+        {
+            Ok(stored) => {
+                for (record, done) in stored.into_iter().zip(waiting) {
+                    let _ = done.send(Ok(record));
+                }
+            }
+            Err(e) => {
+                for done in waiting {
+                    let _ = done.send(Err(e.clone()));
+                }
+            }
         }
     }
 }
 
-async fn write_batch(client: &mut Client, keys: &ChainKeys, batch: &mut [Pending]) -> Result<(), AuditError> {
+/// Links and inserts `records` in one transaction; returns them as stored.
+async fn write_batch(
+    client: &mut Client,
+    keys: Arc<ChainKeys>,
+    mut records: Vec<AuditRecord>,
+) -> Result<Vec<AuditRecord>, AuditError> {
     let tx = client.transaction().await.map_err(unavailable)?;
     let head = tx
         .query_one("SELECT seq, record_hash FROM audit_head WHERE id = 1 FOR UPDATE", &[])
@@ -164,8 +253,7 @@ async fn write_batch(client: &mut Client, keys: &ChainKeys, batch: &mut [Pending
         }
         chain::check_head(&last, &keys.key).map_err(AuditError::Unavailable)?;
     }
-    for pending in batch.iter_mut() {
-        let r = &mut pending.record;
+    for r in &mut records {
         let previous = (seq > 0).then(|| (seq, hash.clone()));
         chain::link(r, previous, &keys.key);
         let ttl = r.ttl_seconds.and_then(|t| i64::try_from(t).ok());
@@ -213,7 +301,8 @@ async fn write_batch(client: &mut Client, keys: &ChainKeys, batch: &mut [Pending
     )
     .await
     .map_err(unavailable)?;
-    tx.commit().await.map_err(unavailable)
+    tx.commit().await.map_err(unavailable)?;
+    Ok(records)
 }
 
 async fn insert_checkpoint(tx: &tokio_postgres::Transaction<'_>, c: &Checkpoint) -> Result<(), AuditError> {
@@ -240,91 +329,106 @@ impl AuditSink for PostgresSink {
             .ok_or_else(|| unavailable("the audit log is open read-only"))?;
         let (done, answer) = oneshot::channel();
         writer
-            .send(Pending {
+            .try_send(Pending {
                 record: record.clone(),
                 done,
             })
-            .map_err(|_| unavailable("the audit writer has stopped"))?;
+            .map_err(super::queue_refused)?;
         answer.await.map_err(|_| unavailable("the audit writer has stopped"))?
     }
 
     async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
-        let limit = i64::from(q.limit.unwrap_or(50));
-        let outcome = q.outcome.map(Outcome::as_str);
-        let rows = self
-            .reads
-            .lock()
+        let q = q.clone();
+        self.reads
+            .run(move |client| {
+                Box::pin(async move {
+                    let limit = i64::from(q.limit.unwrap_or(50));
+                    let outcome = q.outcome.map(Outcome::as_str);
+                    let rows = client
+                        .query(
+                            "SELECT * FROM audit_records
+                             WHERE ($1::TEXT IS NULL OR grant_name = $1) AND ($2::TEXT IS NULL OR subject = $2)
+                               AND ($3::TEXT IS NULL OR outcome = $3) AND ($4::TEXT IS NULL OR request_id = $4)
+                               AND ($6::TEXT IS NULL OR token_jti_hmac = $6)
+                               AND ($7::TEXT IS NULL OR time >= $7) AND ($8::TEXT IS NULL OR time < $8)
+                               AND ($9::BIGINT IS NULL OR seq < $9)
+                             ORDER BY seq DESC LIMIT $5",
+                            &[
+                                &q.grant,
+                                &q.subject,
+                                &outcome,
+                                &q.request_id,
+                                &limit,
+                                &q.token_jti_hmac,
+                                &q.since,
+                                &q.until,
+                                &q.before_seq,
+                            ],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    rows.iter().map(read_row).collect()
+                })
+            })
             .await
-            .query(
-                "SELECT * FROM audit_records
-                 WHERE ($1::TEXT IS NULL OR grant_name = $1) AND ($2::TEXT IS NULL OR subject = $2)
-                   AND ($3::TEXT IS NULL OR outcome = $3) AND ($4::TEXT IS NULL OR request_id = $4)
-                   AND ($6::TEXT IS NULL OR token_jti_hmac = $6)
-                   AND ($7::TEXT IS NULL OR time >= $7) AND ($8::TEXT IS NULL OR time < $8)
-                   AND ($9::BIGINT IS NULL OR seq < $9)
-                 ORDER BY seq DESC LIMIT $5",
-                &[
-                    &q.grant,
-                    &q.subject,
-                    &outcome,
-                    &q.request_id,
-                    &limit,
-                    &q.token_jti_hmac,
-                    &q.since,
-                    &q.until,
-                    &q.before_seq,
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(read_row).collect()
     }
 
     async fn check(&self) -> Result<(), AuditError> {
         self.reads
-            .lock()
+            .run(|client| {
+                Box::pin(async move {
+                    client
+                        .query_one("SELECT seq FROM audit_head WHERE id = 1", &[])
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(())
+                })
+            })
             .await
-            .query_one("SELECT seq FROM audit_head WHERE id = 1", &[])
-            .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 
     async fn chain(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>, AuditError> {
-        let rows = self
-            .reads
-            .lock()
+        self.reads
+            .run(move |client| {
+                Box::pin(async move {
+                    let rows = client
+                        .query(
+                            "SELECT * FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2",
+                            &[&after, &i64::from(limit)],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    rows.iter().map(read_row).collect()
+                })
+            })
             .await
-            .query(
-                "SELECT * FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2",
-                &[&after, &i64::from(limit)],
-            )
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(read_row).collect()
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
-        let rows = self
-            .reads
-            .lock()
-            .await
-            .query(
-                "SELECT seq, record_hash, time, signature, kid FROM audit_checkpoints ORDER BY seq",
-                &[],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|r| Checkpoint {
-                seq: r.get(0),
-                record_hash: r.get(1),
-                time: r.get(2),
-                signature: r.get(3),
-                kid: r.get(4),
+        self.reads
+            .run(|client| {
+                Box::pin(async move {
+                    let rows = client
+                        .query(
+                            "SELECT seq, record_hash, time, signature, kid FROM audit_checkpoints ORDER BY seq",
+                            &[],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok(Checkpoint {
+                                seq: r.try_get(0).map_err(unavailable)?,
+                                record_hash: r.try_get(1).map_err(unavailable)?,
+                                time: r.try_get(2).map_err(unavailable)?,
+                                signature: r.try_get(3).map_err(unavailable)?,
+                                kid: r.try_get(4).map_err(unavailable)?,
+                            })
+                        })
+                        .collect()
+                })
             })
-            .collect())
+            .await
     }
 
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
@@ -332,56 +436,68 @@ impl AuditSink for PostgresSink {
             .chain
             .clone()
             .ok_or_else(|| unavailable("the audit log is open read-only"))?;
-        let mut client = self.reads.lock().await;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        let head = tx
-            .query_one("SELECT seq, record_hash FROM audit_head WHERE id = 1 FOR UPDATE", &[])
+        self.reads
+            .run(move |client| Box::pin(checkpoint_head(client, keys)))
             .await
-            .map_err(unavailable)?;
-        let (seq, hash): (i64, String) = (head.get(0), head.get(1));
-        if seq > 0 {
-            let row = tx
-                .query_one("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
-                .await
-                .map_err(unavailable)?;
-            let record = read_row(&row)?;
-            if record.record_hash.as_deref() != Some(hash.as_str()) {
-                return Err(AuditError::Unavailable(format!(
-                    "the audit head row and record {seq} disagree"
-                )));
-            }
-            chain::check_head(&record, &keys.key).map_err(AuditError::Unavailable)?;
-        }
-        let last: Option<i64> = tx
-            .query_one("SELECT MAX(seq) FROM audit_checkpoints", &[])
-            .await
-            .map_err(unavailable)?
-            .get(0);
-        if seq == 0 || last.is_some_and(|l| l >= seq) {
-            return Ok(None);
-        }
-        let checkpoint = keys.signer.sign(seq, &hash, &now_rfc3339());
-        insert_checkpoint(&tx, &checkpoint).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Some(checkpoint))
     }
 
     async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError> {
-        let client = self.reads.lock().await;
-        client
-            .execute(
-                "DELETE FROM used_tokens WHERE expires_at < $1",
-                &[&crate::identity::now()],
-            )
+        let key = key.to_string();
+        self.reads
+            .run(move |client| {
+                Box::pin(async move {
+                    client
+                        .execute(
+                            "DELETE FROM used_tokens WHERE expires_at < $1",
+                            &[&crate::identity::now()],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    let inserted = client
+                        .execute(
+                            "INSERT INTO used_tokens (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                            &[&key, &expires_at],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(inserted == 1)
+                })
+            })
             .await
-            .map_err(unavailable)?;
-        let inserted = client
-            .execute(
-                "INSERT INTO used_tokens (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                &[&key, &expires_at],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(inserted == 1)
     }
+}
+
+/// Signs the chain head if it moved since the last checkpoint.
+async fn checkpoint_head(client: &mut Client, keys: Arc<ChainKeys>) -> Result<Option<Checkpoint>, AuditError> {
+    let tx = client.transaction().await.map_err(unavailable)?;
+    let head = tx
+        .query_one("SELECT seq, record_hash FROM audit_head WHERE id = 1 FOR UPDATE", &[])
+        .await
+        .map_err(unavailable)?;
+    let (seq, hash): (i64, String) = (head.get(0), head.get(1));
+    if seq > 0 {
+        let row = tx
+            .query_one("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
+            .await
+            .map_err(unavailable)?;
+        let record = read_row(&row)?;
+        if record.record_hash.as_deref() != Some(hash.as_str()) {
+            return Err(AuditError::Unavailable(format!(
+                "the audit head row and record {seq} disagree"
+            )));
+        }
+        chain::check_head(&record, &keys.key).map_err(AuditError::Unavailable)?;
+    }
+    let last: Option<i64> = tx
+        .query_one("SELECT MAX(seq) FROM audit_checkpoints", &[])
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    if seq == 0 || last.is_some_and(|l| l >= seq) {
+        return Ok(None);
+    }
+    let checkpoint = keys.signer.sign(seq, &hash, &now_rfc3339());
+    insert_checkpoint(&tx, &checkpoint).await?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(Some(checkpoint))
 }

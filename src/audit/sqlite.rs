@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 pub struct SqliteSink {
     conn: Arc<Mutex<Connection>>,
     chain: Option<Arc<ChainKeys>>,
-    writer: Option<tokio::sync::mpsc::UnboundedSender<Pending>>,
+    writer: Option<tokio::sync::mpsc::Sender<Pending>>,
 }
 
 /// A record waiting for the writer, and who to tell when it is durable.
@@ -76,7 +76,7 @@ fn writer_loop(
     conn: Arc<Mutex<Connection>>,
     keys: Arc<ChainKeys>,
     group: bool,
-    mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+    mut queue: tokio::sync::mpsc::Receiver<Pending>,
 ) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
@@ -163,7 +163,7 @@ impl SqliteSink {
         migrate(&conn).map_err(|e| config(&e))?;
         let conn = Arc::new(Mutex::new(conn));
         let keys = Arc::new(chain);
-        let (writer, queue) = tokio::sync::mpsc::unbounded_channel();
+        let (writer, queue) = tokio::sync::mpsc::channel(super::MAX_QUEUED);
         let (writer_conn, writer_keys) = (conn.clone(), keys.clone());
         std::thread::Builder::new()
             .name("stint-audit-writer".into())
@@ -301,11 +301,11 @@ impl AuditSink for SqliteSink {
             .ok_or_else(|| unavailable("the audit log is open read-only"))?;
         let (done, answer) = tokio::sync::oneshot::channel();
         writer
-            .send(Pending {
+            .try_send(Pending {
                 record: record.clone(),
                 done,
             })
-            .map_err(|_| unavailable("the audit writer has stopped"))?;
+            .map_err(super::queue_refused)?;
         answer.await.map_err(|_| unavailable("the audit writer has stopped"))?
     }
 

@@ -50,6 +50,8 @@ pub struct AuditSettings {
     pub checkpoint_interval: Duration,
     /// Concurrent appends share commits (default true).
     pub group_commit: bool,
+    /// Longest one PostgreSQL operation may take before its connection is reopened.
+    pub timeout: Duration,
     /// Also write every record as a JSON line here: `stdout` or `file:PATH`.
     pub mirror: Option<String>,
 }
@@ -99,6 +101,10 @@ pub struct LimitSettings {
     pub max_in_flight: usize,
     /// Longest a request may take.
     pub request_timeout: Duration,
+    /// Largest header section of a request, in bytes.
+    pub max_header_bytes: usize,
+    /// Requests per second (and burst) for the whole public listener; off when `None`.
+    pub global: Option<(f64, u32)>,
     /// Requests per second (and burst) per client address; off when `None`.
     pub per_client: Option<(f64, u32)>,
     /// Requests per second (and burst) per verified subject; off when `None`.
@@ -214,6 +220,13 @@ impl Config {
             return Err(err("audit.checkpoint_interval", "must be more than 0s".into()));
         }
         let group_commit = audit.group_commit.unwrap_or(true);
+        let timeout = match &audit.timeout {
+            Some(t) => duration::parse(t).map_err(|e| err("audit.timeout", e.to_string()))?,
+            None => Duration::from_secs(10),
+        };
+        if timeout.is_zero() {
+            return Err(err("audit.timeout", "must be more than 0s".into()));
+        }
         if let Some(mirror) = &audit.mirror
             && mirror != "stdout"
             && !mirror.starts_with("file:")
@@ -223,6 +236,7 @@ impl Config {
         let audit = AuditSettings {
             mirror: audit.mirror.clone(),
             group_commit,
+            timeout,
             checkpoint_every,
             checkpoint_interval,
             store,
@@ -350,6 +364,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<(
             checkpoint_every: None,
             checkpoint_interval: None,
             group_commit: None,
+            timeout: None,
             mirror: None,
         };
         let signing = || raw::RawSigning {
@@ -473,10 +488,17 @@ fn rate(at: &str, raw: &raw::RawRateLimit) -> Result<(f64, u32), FieldError> {
     Ok((raw.per_second, burst))
 }
 
+/// Default `limits.max_header_bytes`: a 16 KiB token and ordinary headers fit.
+const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Below this a valid token could not be sent.
+const MIN_MAX_HEADER_BYTES: usize = 20 * 1024;
+
 fn limit_settings(raw: Option<&raw::RawLimits>) -> Result<LimitSettings, FieldError> {
     let mut limits = LimitSettings {
         max_in_flight: 512,
         request_timeout: Duration::from_secs(30),
+        max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+        global: None,
         per_client: None,
         per_subject: None,
     };
@@ -493,6 +515,16 @@ fn limit_settings(raw: Option<&raw::RawLimits>) -> Result<LimitSettings, FieldEr
             return Err(field(".request_timeout", "must be more than 0s"));
         }
     }
+    if let Some(n) = raw.max_header_bytes {
+        if n < MIN_MAX_HEADER_BYTES {
+            return Err(field(
+                ".max_header_bytes",
+                format!("must be at least {MIN_MAX_HEADER_BYTES} (a token alone may take 16384)"),
+            ));
+        }
+        limits.max_header_bytes = n;
+    }
+    limits.global = raw.global.as_ref().map(|r| rate(".global", r)).transpose()?;
     limits.per_client = raw.per_client.as_ref().map(|r| rate(".per_client", r)).transpose()?;
     limits.per_subject = raw.per_subject.as_ref().map(|r| rate(".per_subject", r)).transpose()?;
     Ok(limits)

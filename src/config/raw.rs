@@ -39,6 +39,8 @@ pub struct RawTls {
 pub struct RawLimits {
     pub max_in_flight: Option<usize>,
     pub request_timeout: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub global: Option<RawRateLimit>,
     pub per_client: Option<RawRateLimit>,
     pub per_subject: Option<RawRateLimit>,
 }
@@ -77,6 +79,7 @@ pub struct RawAudit {
     pub checkpoint_every: Option<u64>,
     pub checkpoint_interval: Option<String>,
     pub group_commit: Option<bool>,
+    pub timeout: Option<String>,
     pub mirror: Option<String>,
 }
 

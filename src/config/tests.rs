@@ -289,3 +289,24 @@ fn aws_block_validation() {
     ));
     assert_eq!(ok.map(|c| (c.aws.sts_per_second, c.aws.sts_burst)), Ok((5.0, 10)));
 }
+
+#[test]
+fn limits_and_audit_timeout_are_checked() {
+    let config = match parse(&format!(
+        "{VALID}limits: {{ global: {{ per_second: 100 }}, max_header_bytes: 65536 }}\n"
+    )) {
+        Ok(config) => config,
+        Err(e) => unreachable!("{e}"),
+    };
+    assert_eq!(config.limits.global, Some((100.0, 200)));
+    assert_eq!(config.limits.max_header_bytes, 65536);
+    assert_eq!(config.audit.timeout, Duration::from_secs(10));
+
+    let e = error_of(&format!("{VALID}limits: {{ max_header_bytes: 1024 }}\n"));
+    assert_eq!(e.key, "limits.max_header_bytes");
+    assert!(e.message.contains("at least 20480"), "{e}");
+    let e = error_of(&format!("{VALID}limits: {{ global: {{ burst: 5 }} }}\n"));
+    assert!(e.key.starts_with("limits.global"), "{e}");
+    let e = error_of(&VALID.replace("  key_file: ./audit.key", "  key_file: ./audit.key\n  timeout: 0s"));
+    assert_eq!(e.key, "audit.timeout");
+}

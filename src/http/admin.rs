@@ -1,6 +1,8 @@
 //! Admin endpoints: liveness, readiness, metrics. Bind them to a private
 //! address; they reveal issuer names and grant names in metrics.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -8,22 +10,34 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
+use crate::audit::WriteState;
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: the audit log answers (without it nothing can be issued).
-/// Issuers whose keys were never fetched are listed but do not make the
-/// broker unready: other issuers still work.
+/// Longest `/readyz` waits for the audit store to answer a read.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /readyz`: the audit log answers and takes writes (without it nothing
+/// can be issued). Issuers whose keys were never fetched are listed but do
+/// not make the broker unready: other issuers still work.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let audit = state.broker.audit().check().await;
+    let answers = matches!(
+        tokio::time::timeout(CHECK_TIMEOUT, state.broker.audit().check()).await,
+        Ok(Ok(()))
+    );
+    let audit = if answers {
+        state.audit_health.state().as_str()
+    } else {
+        "unavailable"
+    };
     let missing = state.broker.verifier().issuers_without_keys().await;
-    let ready = audit.is_ok();
+    let ready = audit == WriteState::Ok.as_str();
     let body = json!({
         "ready": ready,
-        "audit": if ready { "ok" } else { "unavailable" },
+        "audit": audit,
         "issuers_without_keys": missing,
     });
     let status = if ready {

@@ -1,6 +1,7 @@
-//! Load limits on the public listener: a cap on requests in flight (excess
-//! is shed with 503 at once, never queued without bound), a per-request
-//! timeout, and an optional rate limit per client address (429).
+//! Load limits on the public listener: a cap on the size of request
+//! headers (431), optional rate limits for the whole listener and per
+//! client address (429), a cap on requests in flight (excess is shed with
+//! 503 at once, never queued without bound), and a per-request timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,25 +15,46 @@ use tokio::sync::Semaphore;
 
 use super::RequestId;
 use super::problem::Problem;
+use crate::config::LimitSettings;
 use crate::provider::aws::RateLimiter;
 
 /// The limits, built once from config.
 pub struct Limits {
     in_flight: Arc<Semaphore>,
     timeout: Duration,
+    max_header_bytes: usize,
+    global: Option<RateLimiter>,
     per_client: Option<RateLimiter>,
 }
 
 impl Limits {
-    /// `max_in_flight` concurrent requests, each at most `timeout`;
-    /// `per_client` as (per second, burst).
-    pub fn new(max_in_flight: usize, timeout: Duration, per_client: Option<(f64, u32)>) -> Limits {
+    /// From the `limits:` settings (rates as per second, burst).
+    pub fn new(settings: &LimitSettings) -> Limits {
+        let bucket = |(rate, burst): (f64, u32)| RateLimiter::new(rate, burst);
         Limits {
-            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            timeout,
-            per_client: per_client.map(|(rate, burst)| RateLimiter::new(rate, burst)),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+            timeout: settings.request_timeout,
+            max_header_bytes: settings.max_header_bytes,
+            global: settings.global.map(bucket),
+            per_client: settings.per_client.map(bucket),
         }
     }
+}
+
+/// Bytes of the request's header section as sent: names, values and the
+/// `: ` and CRLF around each (what a proxy's header limit counts).
+fn header_bytes(request: &Request) -> usize {
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+fn rate_limited(wait: Duration, detail: &str, request_id: &str) -> Response {
+    let mut problem = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail, request_id);
+    problem.retry_after = Some(u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX));
+    problem.into_response()
 }
 
 /// Middleware enforcing [`Limits`].
@@ -42,21 +64,28 @@ pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Ne
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
+    if header_bytes(&request) > limits.max_header_bytes {
+        return Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request headers are larger than {} bytes", limits.max_header_bytes),
+            &request_id,
+        )
+        .into_response();
+    }
+    // The address comes first: one noisy client should spend its own bucket,
+    // not the listener's.
     if let Some(limiter) = &limits.per_client {
         let client = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string());
         if let Err(wait) = limiter.take(client.as_deref().unwrap_or("unknown")) {
-            let mut problem = Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests from this address",
-                &request_id,
-            );
-            problem.retry_after = Some(u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX));
-            return problem.into_response();
+            return rate_limited(wait, "too many requests from this address", &request_id);
         }
+    }
+    if let Some(Err(wait)) = limits.global.as_ref().map(|limiter| limiter.take("")) {
+        return rate_limited(wait, "the broker is over its request rate; retry later", &request_id);
     }
     let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
         let mut problem = Problem::new(

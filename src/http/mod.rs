@@ -43,6 +43,8 @@ pub struct AppState {
     pub issuer: Arc<String>,
     /// Load limits of the public listener.
     pub limits: Arc<limits::Limits>,
+    /// How appends to the audit log are going, for `/readyz`.
+    pub audit_health: Arc<crate::audit::WriteHealth>,
 }
 
 /// The public API.

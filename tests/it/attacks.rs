@@ -225,12 +225,35 @@ async fn log_injection_claims_stay_one_json_line() {
 #[tokio::test]
 async fn oversized_tokens_are_refused_before_decoding() {
     let (_issuer, broker) = setup().await;
-    let big = "a".repeat(64 * 1024);
+    // Over the 16 KiB token cap but within the header limit: refused and audited.
+    let big = "a".repeat(6 * 1024);
     assert_eq!(
-        refused(&broker, "64 KB", &format!("{big}.{big}.{big}")).await,
+        refused(&broker, "18 KB", &format!("{big}.{big}.{big}")).await,
         "token_too_large"
     );
-    // 8 MB does not even fit in the HTTP header limits; it never reaches a decoder.
+    // Over the header limit (32 KiB by default): 431 before any parsing,
+    // not audited (a flood of these costs no audit write).
+    let big = "a".repeat(64 * 1024);
+    let answer = broker.issue("deploy", &format!("{big}.{big}.{big}"), None).await;
+    assert_eq!(
+        (answer.status.as_u16(), answer.code()),
+        (431, "headers_too_large"),
+        "{}",
+        answer.text
+    );
+    assert_eq!(answer.content_type(), "application/problem+json");
+    let found = broker
+        .server
+        .broker
+        .audit()
+        .query(&stint::audit::AuditQuery {
+            request_id: Some(answer.request_id()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "header-limit refusals are not audited");
+    // 8 MB does not even fit in the HTTP server's buffer; it never reaches a decoder.
     let huge = "a".repeat(8 * 1024 * 1024);
     let response = broker
         .http

@@ -88,9 +88,22 @@ impl TestBroker {
         extra_yaml: &str,
         options: StartOptions,
     ) -> TestBroker {
+        TestBroker::start_on("sqlite://audit.db", "", issuers_yaml, grants_yaml, extra_yaml, options).await
+    }
+
+    /// A broker on the audit store `store`, with more `audit:` keys (each
+    /// line indented by two spaces) in `audit_yaml`.
+    pub async fn start_on(
+        store: &str,
+        audit_yaml: &str,
+        issuers_yaml: &str,
+        grants_yaml: &str,
+        extra_yaml: &str,
+        options: StartOptions,
+    ) -> TestBroker {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!(
-            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit:\n  store: sqlite://audit.db\n  key_file: audit.key\n  checkpoint_every: 3\n\
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit:\n  store: \"{store}\"\n  key_file: audit.key\n  checkpoint_every: 3\n{audit_yaml}\
              signing:\n  key_file: signing.key\nissuers:\n{issuers_yaml}\ngrants:\n{grants_yaml}\n{extra_yaml}\n"
         );
         let config = Config::parse(&text, "test.yaml", dir.path(), &|_| None)

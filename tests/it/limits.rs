@@ -129,3 +129,74 @@ async fn a_storm_of_unknown_key_ids_makes_at_most_one_fetch_per_cooldown() {
     }
     assert_eq!(issuer.jwks_fetches() - before, 1, "1,000 unknown kids, one fetch");
 }
+
+#[tokio::test]
+async fn a_global_rate_limit_holds_back_every_client_together() {
+    let issuer = TestIssuer::start().await;
+    let broker = broker(&issuer, "limits: { global: { per_second: 0.01, burst: 3 } }\n").await;
+    for _ in 0..3 {
+        assert_eq!(
+            broker
+                .issue("deploy", &issuer.sign(&issuer.github()), None)
+                .await
+                .status,
+            200
+        );
+    }
+    // Another caller, another path: the listener's bucket is shared.
+    let mut other = issuer.github();
+    other.insert("sub".into(), json!("repo:acme/api:ref:refs/heads/main"));
+    let limited = broker.issue("deploy", &issuer.sign(&other), None).await;
+    assert_eq!(
+        (limited.status.as_u16(), limited.code()),
+        (429, "rate_limited"),
+        "{}",
+        limited.text
+    );
+    let wait: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait >= 1, "{wait}");
+    assert_eq!(limited.content_type(), "application/problem+json");
+    assert_eq!(broker.get("/.well-known/jwks.json").await.status, 429);
+    // The admin listener is not limited: health checks keep working.
+    assert_eq!(broker.admin_get("/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn oversized_headers_get_a_problem_not_a_dropped_connection() {
+    let issuer = TestIssuer::start().await;
+    let broker = broker(&issuer, "limits: { max_header_bytes: 24576 }\n").await;
+    let answer = crate::harness::answer(
+        broker
+            .http
+            .get(format!("{}/v1/grants", broker.url))
+            .header("x-padding", "p".repeat(25 * 1024))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (answer.status.as_u16(), answer.code()),
+        (431, "headers_too_large"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer.body["detail"].as_str().unwrap().contains("24576"),
+        "{}",
+        answer.text
+    );
+    assert!(!answer.request_id().is_empty());
+    // Just under the limit still gets through to the handler.
+    let answer = crate::harness::answer(
+        broker
+            .http
+            .get(format!("{}/v1/grants", broker.url))
+            .header("x-padding", "p".repeat(20 * 1024))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 401, "{}", answer.text);
+}

@@ -6,6 +6,8 @@
 mod harness;
 mod issuer;
 mod moto;
+mod process;
+mod tcp_fault;
 
 mod admin;
 mod attacks;
@@ -14,6 +16,7 @@ mod aws;
 mod chain;
 mod cli;
 mod client;
+mod faults;
 mod identity;
 mod issue;
 mod jwks;

@@ -2,41 +2,13 @@
 //! SIGKILL in the middle of a load. Every credential that was handed out has
 //! its audit record, and the shared chain still verifies.
 
-use std::net::TcpListener;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::{DEPLOY_GRANT, issuer_yaml};
 use crate::issuer::TestIssuer;
+use crate::process::{assert_chain_verifies, assert_every_issuance_recorded, free_port, serve, terminate};
 use crate::store::{Backend, fresh_store};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn serve(config: &std::path::Path, port: u16, admin: u16) -> tokio::process::Child {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stint"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("STINT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("STINT_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if reqwest::get(format!("http://127.0.0.1:{admin}/healthz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stint serve did not come up on {port}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_mid_load_loses_no_record_and_the_chain_verifies() {
@@ -92,8 +64,7 @@ async fn a_replica_killed_mid_load_loses_no_record_and_the_chain_verifies() {
         task.await.unwrap();
     }
     let _ = b.wait().await;
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(a.id().unwrap()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    terminate(&a);
     let status = tokio::time::timeout(Duration::from_secs(20), a.wait())
         .await
         .unwrap()
@@ -102,23 +73,6 @@ async fn a_replica_killed_mid_load_loses_no_record_and_the_chain_verifies() {
 
     let issued = issued.lock().unwrap().clone();
     assert!(issued.len() > 20, "the load ran: {} issuances", issued.len());
-    let sink = stint::audit::open_existing(&store).await.unwrap();
-    for id in &issued {
-        let found = sink
-            .query(&stint::audit::AuditQuery {
-                request_id: Some(id.clone()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(found.len(), 1, "issuance {id} answered 200 but has no audit record");
-        assert_eq!(found[0].outcome, stint::audit::Outcome::Issued);
-    }
-    let choice = stint::audit::commands::StoreChoice {
-        config: None,
-        store: Some(store),
-        audit_key_file: Some(dir.path().join("audit.key")),
-    };
-    let ok = stint::audit::commands::verify(&choice, None, None).await.unwrap();
-    assert!(ok.starts_with("ok: "), "{ok}");
+    assert_every_issuance_recorded(&store, &issued).await;
+    assert_chain_verifies(&store, &dir.path().join("audit.key")).await;
 }

@@ -24,6 +24,7 @@ fn keys() -> ChainKeys {
         signer,
         checkpoint_every: 10,
         group_commit: true,
+        store_timeout: std::time::Duration::from_secs(10),
     }
 }
 
