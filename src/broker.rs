@@ -136,10 +136,19 @@ pub struct GrantSummary {
     pub max_ttl: String,
 }
 
+/// What a config reload replaces: the trusted issuers and the grants. A
+/// request takes one snapshot when it starts and finishes on it, so a reload
+/// never changes the rules under a request in flight.
+pub struct Active {
+    /// Verifies caller tokens against the configured issuers.
+    pub verifier: Arc<Verifier>,
+    /// Grants and auditors.
+    pub policy: Arc<Policy>,
+}
+
 /// The broker: verifier, policy, providers and audit sink, wired at start-up.
 pub struct Broker {
-    verifier: Verifier,
-    policy: Policy,
+    active: std::sync::RwLock<Arc<Active>>,
     providers: HashMap<&'static str, Arc<dyn CredentialProvider>>,
     audit: Arc<dyn AuditSink>,
     audit_key: AuditKey,
@@ -159,8 +168,10 @@ impl Broker {
     ) -> Broker {
         let providers = providers.into_iter().map(|p| (p.kind(), p)).collect();
         Broker {
-            verifier,
-            policy,
+            active: std::sync::RwLock::new(Arc::new(Active {
+                verifier: Arc::new(verifier),
+                policy: Arc::new(policy),
+            })),
             providers,
             audit,
             audit_key,
@@ -176,9 +187,42 @@ impl Broker {
         self
     }
 
-    /// The token verifier (for readiness and metrics).
-    pub fn verifier(&self) -> &Verifier {
-        &self.verifier
+    /// The issuers and grants in force now.
+    pub fn active(&self) -> Arc<Active> {
+        match self.active.read() {
+            Ok(active) => active.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The token verifier in force now (for readiness and metrics).
+    pub fn verifier(&self) -> Arc<Verifier> {
+        self.active().verifier.clone()
+    }
+
+    /// Puts a new policy (and, when given, a new verifier) in force for the
+    /// requests that start from now on. Refused when a grant needs a kind of
+    /// provider this broker did not start with.
+    pub fn replace(&self, policy: Policy, verifier: Option<Verifier>) -> Result<(), String> {
+        for grant in policy.grants() {
+            let kind = grant.kind.name();
+            if !self.providers.contains_key(kind) {
+                return Err(format!(
+                    "grant `{}` is of kind {kind}, which this broker did not start with: restart to add it",
+                    grant.name
+                ));
+            }
+        }
+        let current = self.active();
+        let next = Arc::new(Active {
+            verifier: verifier.map_or_else(|| current.verifier.clone(), Arc::new),
+            policy: Arc::new(policy),
+        });
+        match self.active.write() {
+            Ok(mut active) => *active = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        Ok(())
     }
 
     /// The audit sink (for readiness).
@@ -214,13 +258,15 @@ impl Broker {
             record_hash: None,
             record_mac: None,
         };
-        let known_grant = self.policy.grant(request.grant).map(|g| g.name.as_str());
+        // One snapshot for the whole request, whatever a reload does meanwhile.
+        let active = self.active();
+        let known_grant = active.policy.grant(request.grant).map(|g| g.name.as_str());
         if known_grant.is_none() {
             // The name is the caller's text: keep what is echoed and stored short and plain.
             record.grant = Some(printable_name(request.grant));
         }
 
-        let result = self.decide_and_issue(&request, now, &mut record).await;
+        let result = self.decide_and_issue(&active, &request, now, &mut record).await;
         match result {
             Ok(body) => {
                 record.outcome = Outcome::Issued;
@@ -258,16 +304,17 @@ impl Broker {
     /// Steps 1–4; fills `record` as facts become known.
     async fn decide_and_issue(
         &self,
+        active: &Active,
         request: &IssueRequest<'_>,
         now: i64,
         record: &mut AuditRecord,
     ) -> Result<Map<String, Value>, BrokerError> {
         // 1 identity
-        let token = self.verify(request.bearer.clone()).await?;
+        let token = Self::verify(active, request.bearer.clone()).await?;
         record.issuer = Some(token.issuer().to_string());
         record.subject = Some(token.subject().to_string());
         record.token_jti_hmac = token.jti().map(|jti| self.audit_key.hash_jti(jti));
-        for name in self.policy.audit_claims(request.grant, &token) {
+        for name in active.policy.audit_claims(request.grant, &token) {
             if let Some(value) = token.claims().json(&name) {
                 record.claims.insert(name, value);
             }
@@ -284,7 +331,7 @@ impl Broker {
         let options = parse_options(request.body)?;
 
         // 3 policy
-        let grant = match self.policy.evaluate(request.grant, &token) {
+        let grant = match active.policy.evaluate(request.grant, &token) {
             Decision::Allow(grant) => grant,
             Decision::Deny(mut denial) => {
                 denial.grant = printable_name(&denial.grant);
@@ -348,15 +395,19 @@ impl Broker {
         Ok(body)
     }
 
-    async fn verify(&self, bearer: Result<Option<&str>, IdentityError>) -> Result<VerifiedToken, BrokerError> {
+    async fn verify(
+        active: &Active,
+        bearer: Result<Option<&str>, IdentityError>,
+    ) -> Result<VerifiedToken, BrokerError> {
         let token = bearer?.ok_or(IdentityError::Missing)?;
-        Ok(self.verifier.verify(token).await?)
+        Ok(active.verifier.verify(token).await?)
     }
 
     /// The grants the bearer could be issued (not audited: nothing is issued).
     pub async fn grants(&self, bearer: Result<Option<&str>, IdentityError>) -> Result<Vec<GrantSummary>, BrokerError> {
-        let token = self.verify(bearer).await?;
-        Ok(self
+        let active = self.active();
+        let token = Self::verify(&active, bearer).await?;
+        Ok(active
             .policy
             .grants_for(&token)
             .into_iter()
@@ -389,8 +440,9 @@ impl Broker {
         bearer: Result<Option<&str>, IdentityError>,
         mut query: crate::audit::AuditQuery,
     ) -> Result<AuditPage, BrokerError> {
-        let token = self.verify(bearer).await?;
-        if !self.policy.is_auditor(&token) {
+        let active = self.active();
+        let token = Self::verify(&active, bearer).await?;
+        if !active.policy.is_auditor(&token) {
             tracing::warn!(issuer = token.issuer(), subject = token.subject(), "audit read refused");
             return Err(BrokerError::Denied(Denial {
                 grant: "audit".into(),

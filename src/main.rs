@@ -102,6 +102,91 @@ enum Command {
     /// Check a config file and exit.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Review a policy: lint it, test it against cases, explain a decision, simulate a change.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Find grants that allow more than they should; exit 1 on findings at or above --fail-on.
+    Lint {
+        /// The YAML config.
+        #[arg(long, short, env = "STINT_CONFIG", default_value = "stint.yaml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = LintFormatArg::Text)]
+        format: LintFormatArg,
+        /// Exit 1 when a finding is at least this severe.
+        #[arg(long, value_enum, default_value_t = FailOn::Error)]
+        fail_on: FailOn,
+        /// List every check and exit.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Run policy test cases (claims or tokens → expected allow/deny); exit 1 on a failed case.
+    Test {
+        /// The YAML config.
+        #[arg(long, short, env = "STINT_CONFIG", default_value = "stint.yaml")]
+        config: PathBuf,
+        /// The cases file.
+        cases: PathBuf,
+    },
+    /// Explain a decision rule by rule and claim by claim; exit 0 if allowed, 1 if denied.
+    Explain {
+        /// The YAML config.
+        #[arg(long, short, env = "STINT_CONFIG", default_value = "stint.yaml")]
+        config: PathBuf,
+        /// The grant (with --claims or --token).
+        #[arg(long, required_unless_present = "audit")]
+        grant: Option<String>,
+        /// A JSON or YAML file of claims.
+        #[arg(long, conflicts_with_all = ["token", "audit"])]
+        claims: Option<PathBuf>,
+        /// A token file (decoded; its signature is not checked).
+        #[arg(long, conflicts_with = "audit")]
+        token: Option<PathBuf>,
+        /// The issuer's config name (default: the one whose URL is the claims' `iss`).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Explain a past request from its audit record (with --request-id).
+        #[arg(long, requires = "request_id")]
+        audit: bool,
+        /// The request id (the `x-request-id` of the answer, or `request_id` of a 403).
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Audit store URL (default: the config's).
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Replay the callers in the audit log against a proposed config: who would gain or lose each grant.
+    Simulate {
+        /// The proposed YAML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How far back (7d, 24h) or an RFC 3339 time.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Audit store URL (default: the proposed config's).
+        #[arg(long)]
+        store: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LintFormatArg {
+    Text,
+    Json,
+    Sarif,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FailOn {
+    Warning,
+    Error,
 }
 
 /// How client commands reach the broker and find the caller's OIDC token.
@@ -336,6 +421,7 @@ async fn main() -> ExitCode {
                 "stint token: pass --grant NAME (or use `stint token dev`)".into(),
             )),
         },
+        Command::Policy(command) => return ExitCode::from(policy(command).await),
         other => {
             return match run(other).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -358,8 +444,12 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => {
-            let config = Config::load(&config)?;
-            let running = server::start(config).await?;
+            let loaded = Config::load(&config)?;
+            let options = server::StartOptions {
+                config_path: Some(config.clone()),
+                ..server::StartOptions::default()
+            };
+            let running = server::start_with(loaded, options).await?;
             shutdown_signal().await;
             tracing::info!("shutting down");
             running.shutdown().await;
@@ -395,8 +485,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Command::Exec { .. } | Command::CredentialProcess { .. } | Command::Token { command: None, .. } => {
-            anyhow::bail!("client commands are dispatched in main")
+        Command::Exec { .. }
+        | Command::CredentialProcess { .. }
+        | Command::Token { command: None, .. }
+        | Command::Policy(_) => {
+            anyhow::bail!("client and policy commands are dispatched in main")
         }
         Command::Config(ConfigCommand::Check { config }) => {
             let parsed = Config::load(&config)?;
@@ -511,6 +604,71 @@ fn print_table(records: &[AuditRecord]) {
     }
     if rows.is_empty() {
         println!("(no records)");
+    }
+}
+
+async fn policy(command: PolicyCommand) -> u8 {
+    use stint::lint::Severity;
+    use stint::policy_tools::{self, LintFormat};
+    match command {
+        PolicyCommand::Lint { list: true, .. } => {
+            print!("{}", policy_tools::list_checks());
+            policy_tools::EXIT_OK
+        }
+        PolicyCommand::Lint {
+            config,
+            format,
+            fail_on,
+            list: false,
+        } => {
+            let format = match format {
+                LintFormatArg::Text => LintFormat::Text,
+                LintFormatArg::Json => LintFormat::Json,
+                LintFormatArg::Sarif => LintFormat::Sarif,
+            };
+            let fail_on = match fail_on {
+                FailOn::Warning => Severity::Warning,
+                FailOn::Error => Severity::Error,
+            };
+            policy_tools::lint_command(&config, format, fail_on)
+        }
+        PolicyCommand::Test { config, cases } => policy_tools::test_command(&config, &cases),
+        PolicyCommand::Simulate {
+            config,
+            since,
+            store,
+            format,
+        } => policy_tools::simulate_command(&config, &since, store, matches!(format, Format::Json)).await,
+        PolicyCommand::Explain {
+            config,
+            audit: true,
+            request_id,
+            store,
+            ..
+        } => policy_tools::explain_audit_command(&config, store, request_id.as_deref().unwrap_or_default()).await,
+        PolicyCommand::Explain {
+            config,
+            grant,
+            claims,
+            token,
+            issuer,
+            ..
+        } => {
+            let source = match (claims, token) {
+                (Some(path), _) => policy_tools::ExplainSource::Claims(path),
+                (None, Some(path)) => policy_tools::ExplainSource::Token(path),
+                (None, None) => {
+                    eprintln!("stint: policy explain needs --claims FILE, --token FILE or --audit --request-id ID");
+                    return policy_tools::EXIT_UNUSABLE;
+                }
+            };
+            policy_tools::explain_command(
+                &config,
+                grant.as_deref().unwrap_or_default(),
+                &source,
+                issuer.as_deref(),
+            )
+        }
     }
 }
 

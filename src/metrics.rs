@@ -22,6 +22,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabels {
     issuer: String,
 }
@@ -32,6 +37,8 @@ pub struct Metrics {
     issuances: Family<IssuanceLabels, Counter>,
     requests: Family<RequestLabels, Histogram>,
     jwks_fetches: Family<IssuerLabels, Gauge>,
+    config_reloads: Family<OutcomeLabels, Counter>,
+    config_loaded: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -66,11 +73,26 @@ impl Metrics {
             "Discovery + JWKS fetch attempts per issuer since start",
             jwks_fetches.clone(),
         );
+        let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP or file watch) by outcome: success, or failure (the old config keeps serving)",
+            config_reloads.clone(),
+        );
+        let config_loaded = Gauge::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the config in force was loaded (start or last successful reload), Unix seconds",
+            config_loaded.clone(),
+        );
+        config_loaded.set(crate::identity::now());
         Metrics {
             registry,
             issuances,
             requests,
             jwks_fetches,
+            config_reloads,
+            config_loaded,
         }
     }
 
@@ -104,6 +126,19 @@ impl Metrics {
                 issuer: issuer.to_string(),
             })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a config reload; a success also stamps the load time.
+    pub fn config_reload(&self, success: bool) {
+        let outcome = if success { "success" } else { "failure" };
+        self.config_reloads
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        if success {
+            self.config_loaded.set(crate::identity::now());
+        }
     }
 
     /// The Prometheus text exposition.

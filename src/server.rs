@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::policy::GrantKind;
 use crate::provider::aws;
 use crate::provider::{CredentialProvider, TokenProvider};
+use crate::reload::{Reloaded, Reloader};
 use aws_credential_types::provider::SharedCredentialsProvider;
 
 /// A broker that is listening.
@@ -34,6 +35,7 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
     tls: Option<(axum_server::tls_rustls::RustlsConfig, http::tls::TlsSettings)>,
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl RunningServer {
@@ -44,6 +46,15 @@ impl RunningServer {
         };
         rustls.reload_from_config(http::tls::server_config(settings)?);
         Ok(())
+    }
+
+    /// Reads the config file again (what SIGHUP does); `Err` when the broker
+    /// was not started from a file, or the new file is refused.
+    pub fn reload_config(&self) -> Result<Reloaded, String> {
+        match &self.reloader {
+            Some(reloader) => reloader.reload(),
+            None => Err("this broker was not started from a config file".into()),
+        }
     }
 
     /// Stops accepting, lets in-flight requests finish, and returns.
@@ -66,6 +77,8 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 pub struct StartOptions {
     /// stint's own AWS identity; default: the standard AWS credential chain.
     pub aws_credentials: Option<SharedCredentialsProvider>,
+    /// The file `config` was read from, for reloads (SIGHUP, `reload.watch`).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Builds every part from `config` and starts both listeners.
@@ -144,6 +157,10 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         .with_subject_limit(config.limits.per_subject),
     );
 
+    let reloader = options
+        .config_path
+        .clone()
+        .map(|path| Arc::new(Reloader::new(path, broker.clone(), metrics.clone(), config.clone())));
     let state = AppState {
         broker: broker.clone(),
         metrics,
@@ -225,14 +242,21 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     tracing::info!(%addr, %admin_addr, %issuer, issuers = config.issuers.len(), grants = config.policy.grants().count(), "stint is listening");
     #[cfg(unix)]
     {
-        // SIGHUP re-reads the TLS certificate and key (e.g. after renewal);
-        // without TLS it is logged and ignored rather than ending the process.
+        // SIGHUP re-reads the config file (issuers and grants) and the TLS
+        // certificate and key (e.g. after renewal); with neither it is logged
+        // and ignored rather than ending the process.
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let reload = tls_reload.clone();
+        let config_reload = reloader.clone();
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
+                if let Some(reloader) = &config_reload {
+                    let _ = reloader.reload();
+                }
                 let Some((rustls, settings)) = &reload else {
-                    tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+                    if config_reload.is_none() {
+                        tracing::info!("SIGHUP: no config file or TLS to reload");
+                    }
                     continue;
                 };
                 match http::tls::server_config(settings) {
@@ -245,6 +269,9 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
             }
         });
     }
+    if let (Some(reloader), Some(every)) = (&reloader, config.reload_watch) {
+        reloader.clone().watch(every, stop.subscribe());
+    }
     Ok(RunningServer {
         addr,
         admin_addr,
@@ -253,5 +280,6 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         stop,
         tasks,
         tls: tls_reload,
+        reloader,
     })
 }

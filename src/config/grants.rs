@@ -10,13 +10,21 @@ use serde_json::Value;
 use super::raw::{RawGrant, RawRule};
 use super::{FieldError, MAX_GRANT_TTL, check_name, duration_at, field};
 use crate::duration;
-use crate::policy::{AwsGrant, GrantKind, GrantSpec, Matcher, Rule, SecretRef, SecretsGrant, TokenGrant};
+use crate::policy::{AwsGrant, Criticality, GrantKind, GrantSpec, Matcher, Rule, SecretRef, SecretsGrant, TokenGrant};
 use crate::provider::RESERVED_CLAIMS;
 use crate::provider::aws::limits;
 use crate::template::Template;
 
 pub(super) fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>) -> Result<GrantSpec, FieldError> {
     check_name(name)?;
+    // The kind first: a misspelt kind would otherwise be reported as every
+    // one of its keys being "for another kind".
+    if !matches!(raw.kind.as_str(), "token" | "aws" | "secrets" | "postgres") {
+        return Err(field(
+            ".kind",
+            format!("`{}` is unknown: use token, aws or secrets", raw.kind),
+        ));
+    }
     check_kind_keys(&raw)?;
     let ttl = duration_at(".ttl", &raw.ttl)?;
     let max_ttl = match &raw.max_ttl {
@@ -56,6 +64,15 @@ pub(super) fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>
     };
     let description = raw.description.clone();
     let single_use_token = raw.single_use_token.unwrap_or(false);
+    let criticality = match raw.criticality.as_deref() {
+        None => None,
+        Some(text) => Some(Criticality::parse(text).ok_or_else(|| {
+            field(
+                ".criticality",
+                format!("`{text}` is unknown: use low, medium, high or critical"),
+            )
+        })?),
+    };
     let rules = rules(raw, issuers)?;
     Ok(GrantSpec {
         name: name.to_string(),
@@ -64,6 +81,7 @@ pub(super) fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>
         max_ttl,
         kind,
         single_use_token,
+        criticality,
         rules,
     })
 }

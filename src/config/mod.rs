@@ -3,7 +3,9 @@
 //! file, the key and what to do.
 
 mod grants;
+mod locate;
 mod raw;
+pub use locate::{Location, Locations};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -92,6 +94,10 @@ pub struct Config {
     pub limits: LimitSettings,
     /// TLS on the public listener; plain HTTP when `None`.
     pub tls: Option<crate::http::tls::TlsSettings>,
+    /// `lint:`: thresholds and suppressions of `stint policy lint`.
+    pub lint: crate::lint::LintSettings,
+    /// `reload.watch`: poll the file this often and reload on change.
+    pub reload_watch: Option<Duration>,
 }
 
 /// `limits:` from config.
@@ -337,6 +343,18 @@ impl Config {
             client_ca_file: t.client_ca_file.as_deref().map(resolve),
         });
 
+        let lint = lint_settings(raw.lint, &grants).map_err(|(key, m)| err(&format!("lint{key}"), m))?;
+        let reload_watch = match raw.reload.as_ref().and_then(|r| r.watch.as_ref()) {
+            None => None,
+            Some(text) => {
+                let every = duration::parse(text).map_err(|e| err("reload.watch", e.to_string()))?;
+                if every.is_zero() {
+                    return Err(err("reload.watch", "must be more than 0s".into()));
+                }
+                Some(every)
+            }
+        };
+
         Ok(Config {
             source_name: source_name.to_string(),
             listen,
@@ -349,6 +367,8 @@ impl Config {
             aws,
             limits,
             tls,
+            lint,
+            reload_watch,
         })
     }
 }
@@ -486,6 +506,56 @@ fn rate(at: &str, raw: &raw::RawRateLimit) -> Result<(f64, u32), FieldError> {
         .unwrap_or_else(|| (raw.per_second * 2.0).ceil().clamp(1.0, 1e6) as u32)
         .max(1);
     Ok((raw.per_second, burst))
+}
+
+/// `lint:`: thresholds per criticality over the built-in ones, and
+/// suppressions, each with a reason and naming a known finding id.
+fn lint_settings(
+    raw: Option<raw::RawLint>,
+    grants: &[crate::policy::GrantSpec],
+) -> Result<crate::lint::LintSettings, FieldError> {
+    use crate::lint::{LintSettings, Suppression, find_check};
+    use crate::policy::Criticality;
+    let mut settings = LintSettings::default();
+    let Some(raw) = raw else { return Ok(settings) };
+    for (level, t) in raw.thresholds.map(|m| m.0).unwrap_or_default() {
+        let key = format!(".thresholds.{level}");
+        let criticality = Criticality::parse(&level)
+            .ok_or_else(|| field(&key, format!("`{level}` is unknown: use low, medium, high or critical")))?;
+        let entry = settings.thresholds.entry(criticality).or_default();
+        if let Some(text) = &t.max_ttl {
+            entry.max_ttl = duration_at(&format!("{key}.max_ttl"), text)?;
+        }
+        if let Some(text) = &t.cache_ttl {
+            entry.cache_ttl = duration_at(&format!("{key}.cache_ttl"), text)?;
+        }
+        if let Some(required) = t.single_use_token {
+            entry.single_use_token = required;
+        }
+    }
+    for (i, s) in raw.ignore.unwrap_or_default().into_iter().enumerate() {
+        let key = format!(".ignore[{i}]");
+        if find_check(&s.id).is_none() {
+            return Err(field(
+                &format!("{key}.id"),
+                format!("`{}` is not a lint finding id (see `stint policy lint --list`)", s.id),
+            ));
+        }
+        if let Some(grant) = &s.grant
+            && !grants.iter().any(|g| &g.name == grant)
+        {
+            return Err(field(&format!("{key}.grant"), format!("no grant is called `{grant}`")));
+        }
+        if s.reason.trim().is_empty() {
+            return Err(field(&format!("{key}.reason"), "say why this finding is accepted"));
+        }
+        settings.ignore.push(Suppression {
+            id: s.id,
+            grant: s.grant,
+            reason: s.reason,
+        });
+    }
+    Ok(settings)
 }
 
 /// Default `limits.max_header_bytes`: a 16 KiB token and ordinary headers fit.

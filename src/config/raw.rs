@@ -24,6 +24,37 @@ pub struct RawConfig {
     pub aws: Option<RawAws>,
     pub limits: Option<RawLimits>,
     pub tls: Option<RawTls>,
+    pub lint: Option<RawLint>,
+    pub reload: Option<RawReload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    pub watch: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLint {
+    pub thresholds: Option<UniqueMap<RawThresholds>>,
+    pub ignore: Option<Vec<RawSuppression>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThresholds {
+    pub max_ttl: Option<String>,
+    pub cache_ttl: Option<String>,
+    pub single_use_token: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSuppression {
+    pub id: String,
+    pub grant: Option<String>,
+    pub reason: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +142,7 @@ pub struct RawGrant {
     pub ttl: String,
     pub max_ttl: Option<String>,
     pub single_use_token: Option<bool>,
+    pub criticality: Option<String>,
     /// kind: token
     pub audience: Option<String>,
     /// kind: token

@@ -265,6 +265,11 @@ impl Claims {
         Ok(Claims { values })
     }
 
+    /// Claims as an audit record keeps them (already flattened names).
+    pub fn from_record(claims: &Map<String, Value>) -> Result<Claims, String> {
+        Claims::from_payload(claims)
+    }
+
     /// The claim called `name`, if present.
     pub fn get(&self, name: &str) -> Option<&ClaimValue> {
         self.values.get(name)

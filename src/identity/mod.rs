@@ -396,6 +396,21 @@ fn numeric_date(payload: &Map<String, Value>, name: &'static str) -> Result<Opti
     }
 }
 
+/// The payload of `token`, parsed strictly but **not verified**: no
+/// signature, issuer, audience or time check. Only for offline review tools
+/// (`stint policy test/explain`) that look at a token someone already has.
+pub fn unverified_payload(token: &str) -> Result<Map<String, Value>, IdentityError> {
+    jwt::Jws::parse(token.trim()).map(|jws| jws.payload)
+}
+
+/// Claims of `payload` as policy would see them, for review tools, and what
+/// the platform's shape check says of it (a real token failing it would be
+/// refused; partial claims written for a test case often do).
+pub fn review_claims(platform: Platform, payload: &Map<String, Value>) -> Result<(Claims, Option<String>), String> {
+    let shape = platform.check_shape(payload).err();
+    Ok((Claims::from_payload(payload)?, shape))
+}
+
 /// Seconds since the epoch.
 pub fn now() -> i64 {
     SystemTime::now()

@@ -31,10 +31,10 @@ pub enum Matcher {
     Exact(String),
     /// `"true"`/`"false"` (GitHub and GitLab send booleans as strings).
     Bool(bool),
-    /// Glob compiled to an anchored regex.
-    Glob(Regex),
-    /// Anchored regex.
-    Regex(Regex),
+    /// Glob (as written) compiled to an anchored regex.
+    Glob(String, Regex),
+    /// Regex (as written) compiled anchored.
+    Regex(String, Regex),
     /// Any of the listed strings.
     OneOf(Vec<String>),
     /// Present and not matching.
@@ -50,8 +50,11 @@ impl Matcher {
         Ok(match spec {
             MatcherSpec::Exact(s) => Matcher::Exact(s.clone()),
             MatcherSpec::Bool(b) => Matcher::Bool(*b),
-            MatcherSpec::Glob(g) => Matcher::Glob(anchored(&glob_to_regex(g)).map_err(|e| format!("glob `{g}`: {e}"))?),
-            MatcherSpec::Regex(r) => Matcher::Regex(anchored(r).map_err(|e| format!("regex `{r}`: {e}"))?),
+            MatcherSpec::Glob(g) => Matcher::Glob(
+                g.clone(),
+                anchored(&glob_to_regex(g)).map_err(|e| format!("glob `{g}`: {e}"))?,
+            ),
+            MatcherSpec::Regex(r) => Matcher::Regex(r.clone(), anchored(r).map_err(|e| format!("regex `{r}`: {e}"))?),
             MatcherSpec::OneOf(items) if items.is_empty() => return Err("`one_of` needs at least one value".into()),
             MatcherSpec::OneOf(items) => Matcher::OneOf(items.clone()),
             MatcherSpec::Not(inner) => Matcher::Not(Box::new(Matcher::compile(inner)?)),
@@ -76,9 +79,27 @@ impl Matcher {
         match self {
             Matcher::Exact(s) => s == text,
             Matcher::Bool(b) => text == if *b { "true" } else { "false" },
-            Matcher::Glob(re) | Matcher::Regex(re) => re.is_match(text),
+            Matcher::Glob(_, re) | Matcher::Regex(_, re) => re.is_match(text),
             Matcher::OneOf(items) => items.iter().any(|i| i == text),
             Matcher::Not(inner) => !inner.matches_text(text),
+        }
+    }
+}
+
+/// As written in config: `"acme/api"`, `glob "acme/*"`, `one_of ["a", "b"]`.
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        match self {
+            Matcher::Exact(s) => f.write_str(&quoted(s)),
+            Matcher::Bool(b) => write!(f, "{b}"),
+            Matcher::Glob(g, _) => write!(f, "glob {}", quoted(g)),
+            Matcher::Regex(r, _) => write!(f, "regex {}", quoted(r)),
+            Matcher::OneOf(items) => {
+                let items: Vec<String> = items.iter().map(|i| quoted(i)).collect();
+                write!(f, "one_of [{}]", items.join(", "))
+            }
+            Matcher::Not(inner) => write!(f, "not ({inner})"),
         }
     }
 }

@@ -1,16 +1,62 @@
 //! Step 3 of the flow: may this token have this grant? Pure data in, a
 //! [`Decision`] out: no I/O, no async, no clock.
 
+mod explain;
 mod kinds;
 mod matcher;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+pub use explain::{ClaimCheck, Explanation, RuleCheck};
 pub use kinds::{AwsGrant, GrantKind, SecretRef, SecretsGrant, TokenGrant};
 pub use matcher::{Matcher, MatcherSpec, glob_to_regex};
 
 use crate::identity::VerifiedToken;
+
+/// How much harm a leaked credential of a grant could do, as declared in
+/// config. `stint policy lint` holds each level to its own thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Criticality {
+    /// Read-only or sandbox access.
+    Low,
+    /// Ordinary non-production access.
+    Medium,
+    /// Production access.
+    High,
+    /// Production access whose misuse is hard to undo (data, keys, money).
+    Critical,
+}
+
+impl Criticality {
+    /// Every level, lowest first.
+    pub const ALL: [Criticality; 4] = [
+        Criticality::Low,
+        Criticality::Medium,
+        Criticality::High,
+        Criticality::Critical,
+    ];
+
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Criticality::Low => "low",
+            Criticality::Medium => "medium",
+            Criticality::High => "high",
+            Criticality::Critical => "critical",
+        }
+    }
+
+    /// Parses the config spelling.
+    pub fn parse(text: &str) -> Option<Criticality> {
+        Criticality::ALL.into_iter().find(|c| c.name() == text)
+    }
+
+    /// High or critical: what lint treats as production.
+    pub fn is_production(self) -> bool {
+        self >= Criticality::High
+    }
+}
 
 /// A grant as configured: what it issues and who may have it.
 #[derive(Debug, Clone)]
@@ -27,6 +73,8 @@ pub struct GrantSpec {
     pub kind: GrantKind,
     /// Each caller token may be used for this grant once (its `jti` is kept until it expires).
     pub single_use_token: bool,
+    /// Declared criticality; `None` when the config does not say.
+    pub criticality: Option<Criticality>,
     /// Alternatives: the first rule whose matchers all hold allows.
     pub rules: Vec<Rule>,
 }
@@ -155,6 +203,11 @@ impl Policy {
                     .iter()
                     .all(|(claim, matcher)| matcher.matches(token.claims().get(claim)))
         })
+    }
+
+    /// The rules that admit readers of the audit log.
+    pub fn auditors(&self) -> &[Rule] {
+        &self.auditors
     }
 
     /// A grant's configuration by name.

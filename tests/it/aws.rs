@@ -45,6 +45,7 @@ async fn broker(issuer: &TestIssuer, aws_url: &str, grants: &str, aws_extra: &st
         &Moto::aws_yaml(aws_url, aws_extra),
         StartOptions {
             aws_credentials: Some(stint_identity()),
+            ..StartOptions::default()
         },
     )
     .await
@@ -321,6 +322,7 @@ async fn issued_credentials_work_against_aws_with_auth_on() {
         &Moto::aws_yaml(&moto.url, ""),
         StartOptions {
             aws_credentials: Some(crate::moto::credentials(&stint_key, &stint_secret, None)),
+            ..StartOptions::default()
         },
     )
     .await;
@@ -361,6 +363,7 @@ async fn issued_credentials_work_against_aws_with_auth_on() {
         &Moto::aws_yaml(&moto.url, ""),
         StartOptions {
             aws_credentials: Some(crate::moto::credentials("AKIANOBODY", "nope", None)),
+            ..StartOptions::default()
         },
     )
     .await;

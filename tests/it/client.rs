@@ -263,6 +263,7 @@ async fn secrets_broker(moto: &Moto, issuer: &TestIssuer) -> TestBroker {
         &Moto::aws_yaml(&moto.url, ""),
         StartOptions {
             aws_credentials: Some(stint_identity()),
+            ..StartOptions::default()
         },
     )
     .await
@@ -347,6 +348,7 @@ async fn aws_sdk_uses_stint_as_credential_process_and_the_cache_spares_the_broke
         &Moto::aws_yaml(&moto.url, ""),
         StartOptions {
             aws_credentials: Some(crate::moto::credentials(&key, &secret, None)),
+            ..StartOptions::default()
         },
     )
     .await;

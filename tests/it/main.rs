@@ -22,6 +22,8 @@ mod issue;
 mod jwks;
 mod limits;
 mod policy;
+mod policy_tools;
+mod reload;
 mod replicas;
 mod secrets;
 mod store;

@@ -51,6 +51,7 @@ async fn setup(aws_url: &str, moto: &Moto) -> (TestIssuer, TestBroker, aws_sdk_s
         &Moto::aws_yaml(aws_url, ""),
         StartOptions {
             aws_credentials: Some(stint_identity()),
+            ..StartOptions::default()
         },
     )
     .await;
@@ -207,6 +208,7 @@ async fn missing_secret_or_key_is_a_502_naming_it() {
         &Moto::aws_yaml(&moto.url, ""),
         StartOptions {
             aws_credentials: Some(stint_identity()),
+            ..StartOptions::default()
         },
     )
     .await;
