@@ -278,6 +278,11 @@ impl Broker {
                         error = %e,
                         "audit write failed; credential withheld"
                     );
+                    if let (Some(kind), Some(id)) = (&record.kind, &record.issuance_id)
+                        && let Some(provider) = self.providers.get(kind.as_str())
+                    {
+                        provider.withdraw(id, now).await;
+                    }
                     self.metrics.issuance(known_grant, "error", "audit_unavailable");
                     return Err(BrokerError::AuditUnavailable);
                 }
@@ -403,6 +408,56 @@ impl Broker {
         Ok(active.verifier.verify(token).await?)
     }
 
+    /// The verified caller, and whether an `auditors` rule admits it (admins
+    /// of leases). Not audited: callers act on what this returns.
+    pub async fn caller(
+        &self,
+        bearer: Result<Option<&str>, IdentityError>,
+    ) -> Result<(VerifiedToken, bool), BrokerError> {
+        let active = self.active();
+        let token = Self::verify(&active, bearer).await?;
+        let admin = active.policy.is_auditor(&token);
+        Ok((token, admin))
+    }
+
+    /// Audits a refused lease operation (`reason`) by `token`.
+    pub async fn record_refusal(
+        &self,
+        request_id: &str,
+        token: &VerifiedToken,
+        reason: &str,
+        detail: Map<String, Value>,
+    ) -> Result<(), BrokerError> {
+        let record = AuditRecord {
+            seq: None,
+            time: OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_else(|_| rfc3339(crate::identity::now())),
+            request_id: request_id.to_string(),
+            outcome: Outcome::Denied,
+            reason: Some(reason.to_string()),
+            grant: None,
+            kind: Some("postgres".into()),
+            issuer: Some(token.issuer().to_string()),
+            subject: Some(token.subject().to_string()),
+            claims: Map::new(),
+            token_jti_hmac: token.jti().map(|j| self.audit_key.hash_jti(j)),
+            issuance_id: None,
+            ttl_seconds: None,
+            expires_at: None,
+            client_addr: None,
+            detail,
+            prev_hash: None,
+            record_hash: None,
+            record_mac: None,
+        };
+        self.audit
+            .append(&record)
+            .await
+            .map(|_| ())
+            .map_err(|_| BrokerError::AuditUnavailable)
+    }
+
     /// The grants the bearer could be issued (not audited: nothing is issued).
     pub async fn grants(&self, bearer: Result<Option<&str>, IdentityError>) -> Result<Vec<GrantSummary>, BrokerError> {
         let active = self.active();
@@ -523,7 +578,7 @@ fn resolve_ttl(spec: &GrantSpec, requested: Option<&str>) -> Result<Duration, Br
 
 /// A caller-supplied grant name cut to 64 characters, anything outside the
 /// grant-name alphabet replaced by `?`.
-fn printable_name(name: &str) -> String {
+pub(crate) fn printable_name(name: &str) -> String {
     name.chars()
         .take(64)
         .map(|c| {

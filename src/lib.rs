@@ -15,6 +15,7 @@ pub mod duration;
 pub mod http;
 pub mod identity;
 pub mod keys;
+pub mod leases;
 pub mod lint;
 pub mod metrics;
 pub mod policy;

@@ -102,9 +102,42 @@ enum Command {
     /// Check a config file and exit.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Database leases of `postgres` grants: list them, end one early.
+    #[command(subcommand)]
+    Leases(LeasesCommand),
     /// Review a policy: lint it, test it against cases, explain a decision, simulate a change.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum LeasesCommand {
+    /// Print leases, newest first.
+    List {
+        /// The YAML config (its audit.store holds the leases).
+        #[arg(long, short, env = "STINT_CONFIG", default_value = "stint.yaml")]
+        config: PathBuf,
+        /// Only active leases whose revocation keeps failing.
+        #[arg(long)]
+        failing: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// End a lease now; a running broker drops the role and audits it.
+    Revoke {
+        /// The YAML config.
+        #[arg(long, short, env = "STINT_CONFIG", default_value = "stint.yaml")]
+        config: PathBuf,
+        /// The lease id (the `lease_id` of the issuance).
+        id: String,
+        /// Wait this long for a broker to drop the role.
+        #[arg(long, default_value = "30s")]
+        wait: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -490,6 +523,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Token { command: None, .. }
         | Command::Policy(_) => {
             anyhow::bail!("client and policy commands are dispatched in main")
+        }
+        Command::Leases(LeasesCommand::List {
+            config,
+            failing,
+            limit,
+            format,
+        }) => {
+            print!(
+                "{}",
+                stint::leases::commands::list(&config, failing, matches!(format, Format::Json), limit).await?
+            );
+            Ok(())
+        }
+        Command::Leases(LeasesCommand::Revoke { config, id, wait }) => {
+            let wait = duration::parse(&wait).map_err(|e| anyhow::anyhow!("--wait: {e}"))?;
+            println!("{}", stint::leases::commands::revoke(&config, &id, wait).await?);
+            Ok(())
         }
         Command::Config(ConfigCommand::Check { config }) => {
             let parsed = Config::load(&config)?;

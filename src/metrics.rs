@@ -39,6 +39,8 @@ pub struct Metrics {
     jwks_fetches: Family<IssuerLabels, Gauge>,
     config_reloads: Family<OutcomeLabels, Counter>,
     config_loaded: Gauge,
+    lease_revocations: Family<OutcomeLabels, Counter>,
+    leases_failing: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -86,6 +88,18 @@ impl Metrics {
             config_loaded.clone(),
         );
         config_loaded.set(crate::identity::now());
+        let lease_revocations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "lease_revocations",
+            "Attempts to drop the database role of a lease, by outcome (success, failure)",
+            lease_revocations.clone(),
+        );
+        let leases_failing = Gauge::default();
+        registry.register(
+            "leases_failing",
+            "Active leases whose revocation failed 3 times or more (stint leases list --failing)",
+            leases_failing.clone(),
+        );
         Metrics {
             registry,
             issuances,
@@ -93,6 +107,8 @@ impl Metrics {
             jwks_fetches,
             config_reloads,
             config_loaded,
+            lease_revocations,
+            leases_failing,
         }
     }
 
@@ -139,6 +155,21 @@ impl Metrics {
         if success {
             self.config_loaded.set(crate::identity::now());
         }
+    }
+
+    /// Counts one attempt to drop a lease's role.
+    pub fn lease_revocation(&self, success: bool) {
+        let outcome = if success { "success" } else { "failure" };
+        self.lease_revocations
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets how many leases keep failing to be revoked.
+    pub fn leases_failing(&self, count: usize) {
+        self.leases_failing.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition.

@@ -29,6 +29,10 @@ pub struct Reloader {
     path: PathBuf,
     broker: Arc<Broker>,
     metrics: Arc<Metrics>,
+    /// The config the process started with: restart-only keys are compared
+    /// with it, as they never change while the process runs.
+    started: Config,
+    /// The last config put in force (issuers and grants).
     current: Mutex<Config>,
 }
 
@@ -43,6 +47,7 @@ impl Reloader {
             path,
             broker,
             metrics,
+            started: current.clone(),
             current: Mutex::new(current),
         }
     }
@@ -77,16 +82,19 @@ impl Reloader {
             let broker = self.broker.clone();
             tokio::spawn(async move { broker.verifier().prefetch().await });
         }
+        let started = &self.started;
         let mut needs_restart = Vec::new();
-        let checks: [(&'static str, bool); 8] = [
-            ("listen", current.listen != next.listen),
-            ("admin_listen", current.admin_listen != next.admin_listen),
-            ("audit", differs(&current.audit, &next.audit)),
-            ("signing", differs(&current.signing, &next.signing)),
-            ("aws", differs(&current.aws, &next.aws)),
-            ("limits", differs(&current.limits, &next.limits)),
-            ("tls", differs(&current.tls, &next.tls)),
-            ("reload", current.reload_watch != next.reload_watch),
+        let checks: [(&'static str, bool); 10] = [
+            ("databases", differs(&started.databases, &next.databases)),
+            ("leases", started.reap_interval != next.reap_interval),
+            ("listen", started.listen != next.listen),
+            ("admin_listen", started.admin_listen != next.admin_listen),
+            ("audit", differs(&started.audit, &next.audit)),
+            ("signing", differs(&started.signing, &next.signing)),
+            ("aws", differs(&started.aws, &next.aws)),
+            ("limits", differs(&started.limits, &next.limits)),
+            ("tls", differs(&started.tls, &next.tls)),
+            ("reload", started.reload_watch != next.reload_watch),
         ];
         for (key, changed) in checks {
             if changed {

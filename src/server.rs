@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::identity::Verifier;
 use crate::keys::SigningKey;
+use crate::leases;
 use crate::metrics::Metrics;
 use crate::policy::GrantKind;
 use crate::provider::aws;
@@ -32,6 +33,8 @@ pub struct RunningServer {
     pub issuer: String,
     /// The broker, for in-process inspection.
     pub broker: Arc<Broker>,
+    /// The lease reaper, when a `postgres` grant exists.
+    pub leases: Option<Arc<leases::Reaper>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
     tls: Option<(axum_server::tls_rustls::RustlsConfig, http::tls::TlsSettings)>,
@@ -137,14 +140,44 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         .policy
         .grants()
         .any(|g| matches!(g.kind, GrantKind::Aws(_) | GrantKind::Secrets(_)));
-    if needs_aws {
-        let sdk = aws::sdk_config(&config.aws, options.aws_credentials)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?;
+    let needs_postgres = config.policy.grants().any(|g| matches!(g.kind, GrantKind::Postgres(_)));
+    let db_password_in_aws = needs_postgres
+        && config
+            .databases
+            .values()
+            .any(|d| matches!(d.password, leases::PasswordSource::Secret(_)));
+    let sdk = if needs_aws || db_password_in_aws {
+        Some(
+            aws::sdk_config(&config.aws, options.aws_credentials.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?,
+        )
+    } else {
+        None
+    };
+    if let (true, Some(sdk)) = (needs_aws, &sdk) {
         let limiter = aws::RateLimiter::new(config.aws.sts_per_second, config.aws.sts_burst);
-        providers.push(Arc::new(aws::StsProvider::new(&sdk, limiter)));
-        providers.push(Arc::new(aws::SecretsProvider::new(&sdk)));
+        providers.push(Arc::new(aws::StsProvider::new(sdk, limiter)));
+        providers.push(Arc::new(aws::SecretsProvider::new(sdk)));
     }
+    // Leases live next to the audit log, so every broker on the store shares them.
+    let lease_parts = if needs_postgres {
+        let store = leases::open_store(&config.audit.store, config.audit.timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.source_name))?;
+        let secrets = sdk
+            .as_ref()
+            .filter(|_| db_password_in_aws)
+            .map(|sdk| Arc::new(aws_sdk_secretsmanager::Client::new(sdk)));
+        providers.push(Arc::new(leases::PostgresProvider::new(
+            store.clone(),
+            config.databases.clone(),
+            secrets.clone(),
+        )));
+        Some((store, secrets))
+    } else {
+        None
+    };
     let broker = Arc::new(
         Broker::new(
             verifier,
@@ -157,6 +190,15 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         .with_subject_limit(config.limits.per_subject),
     );
 
+    let reaper = lease_parts.map(|(store, secrets)| {
+        Arc::new(leases::Reaper::new(
+            store,
+            config.databases.clone(),
+            secrets,
+            broker.clone(),
+            metrics.clone(),
+        ))
+    });
     let reloader = options
         .config_path
         .clone()
@@ -172,8 +214,12 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         issuer: Arc::new(issuer.clone()),
         limits: Arc::new(http::limits::Limits::new(&config.limits)),
         audit_health,
+        leases: reaper.clone(),
     };
     let (stop, stopped) = watch::channel(false);
+    if let Some(reaper) = &reaper {
+        reaper.clone().spawn(config.reap_interval, stop.subscribe());
+    }
     let public = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let admin = http::admin_router(state);
     let mut stop_public = stopped.clone();
@@ -281,5 +327,6 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         tasks,
         tls: tls_reload,
         reloader,
+        leases: reaper,
     })
 }

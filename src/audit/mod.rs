@@ -9,7 +9,7 @@ pub mod commands;
 mod health;
 mod key;
 mod mirror;
-mod postgres;
+pub(crate) mod postgres;
 mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,8 @@ pub enum Outcome {
     Denied,
     /// stint or an upstream failed.
     Error,
+    /// A lease ended: its database role was dropped.
+    Revoked,
 }
 
 impl Outcome {
@@ -41,6 +43,7 @@ impl Outcome {
             Outcome::Issued => "issued",
             Outcome::Denied => "denied",
             Outcome::Error => "error",
+            Outcome::Revoked => "revoked",
         }
     }
 
@@ -50,6 +53,7 @@ impl Outcome {
             "issued" => Some(Outcome::Issued),
             "denied" => Some(Outcome::Denied),
             "error" => Some(Outcome::Error),
+            "revoked" => Some(Outcome::Revoked),
             _ => None,
         }
     }

@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS used_tokens (
 );
 ";
 
-async fn connect(url: &str, timeout: Duration) -> Result<Client, AuditError> {
+pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<Client, AuditError> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
         .map_err(|e| AuditError::Config(format!("audit store {}: {e}", redact(url))))?;
@@ -87,14 +87,14 @@ async fn connect(url: &str, timeout: Duration) -> Result<Client, AuditError> {
 /// A connection that is opened again when it was lost, and given up (so
 /// opened again next time) when an operation on it takes longer than
 /// `timeout`: a store that stops answering must not hold the broker forever.
-struct Session {
+pub(crate) struct Session {
     url: String,
     timeout: Duration,
     client: Mutex<Option<Client>>,
 }
 
 impl Session {
-    fn new(url: &str, timeout: Duration, client: Client) -> Session {
+    pub(crate) fn new(url: &str, timeout: Duration, client: Client) -> Session {
         Session {
             url: url.to_string(),
             timeout,
@@ -103,7 +103,7 @@ impl Session {
     }
 
     /// Runs `op` on the connection, reconnecting first if it was lost.
-    async fn run<T>(
+    pub(crate) async fn run<T>(
         &self,
         op: impl for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<T, AuditError>>,
     ) -> Result<T, AuditError> {

@@ -10,19 +10,26 @@ use serde_json::Value;
 use super::raw::{RawGrant, RawRule};
 use super::{FieldError, MAX_GRANT_TTL, check_name, duration_at, field};
 use crate::duration;
-use crate::policy::{AwsGrant, Criticality, GrantKind, GrantSpec, Matcher, Rule, SecretRef, SecretsGrant, TokenGrant};
+use crate::policy::{
+    AwsGrant, Criticality, GrantKind, GrantSpec, Matcher, PostgresGrant, Rule, SecretRef, SecretsGrant, TokenGrant,
+};
 use crate::provider::RESERVED_CLAIMS;
 use crate::provider::aws::limits;
 use crate::template::Template;
 
-pub(super) fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>) -> Result<GrantSpec, FieldError> {
+pub(super) fn validate_grant(
+    name: &str,
+    raw: RawGrant,
+    issuers: &BTreeSet<&str>,
+    databases: &BTreeSet<&str>,
+) -> Result<GrantSpec, FieldError> {
     check_name(name)?;
     // The kind first: a misspelt kind would otherwise be reported as every
     // one of its keys being "for another kind".
     if !matches!(raw.kind.as_str(), "token" | "aws" | "secrets" | "postgres") {
         return Err(field(
             ".kind",
-            format!("`{}` is unknown: use token, aws or secrets", raw.kind),
+            format!("`{}` is unknown: use token, aws, secrets or postgres", raw.kind),
         ));
     }
     check_kind_keys(&raw)?;
@@ -49,16 +56,11 @@ pub(super) fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>
         "token" => token(&raw)?,
         "aws" => aws(&raw, ttl, max_ttl)?,
         "secrets" => secrets(&raw)?,
-        "postgres" => {
-            return Err(field(
-                ".kind",
-                "`postgres` grants are not available in this version of stint yet",
-            ));
-        }
+        "postgres" => postgres(&raw, databases)?,
         other => {
             return Err(field(
                 ".kind",
-                format!("`{other}` is unknown: use token, aws or secrets"),
+                format!("`{other}` is unknown: use token, aws, secrets or postgres"),
             ));
         }
     };
@@ -88,7 +90,11 @@ pub(super) fn validate_grant(name: &str, raw: RawGrant, issuers: &BTreeSet<&str>
 
 /// Which kind each kind-specific key belongs to.
 fn check_kind_keys(raw: &RawGrant) -> Result<(), FieldError> {
-    let present: [(&str, bool, &str); 14] = [
+    let present: [(&str, bool, &str); 18] = [
+        ("database", raw.database.is_some(), "postgres"),
+        ("username_template", raw.username_template.is_some(), "postgres"),
+        ("creation_statements", raw.creation_statements.is_some(), "postgres"),
+        ("revocation_statements", raw.revocation_statements.is_some(), "postgres"),
         ("min_remaining", raw.min_remaining.is_some(), "aws"),
         ("audience", raw.audience.is_some(), "token"),
         ("copy_claims", raw.copy_claims.is_some(), "token"),
@@ -361,4 +367,84 @@ pub(super) fn compile_rules(
         });
     }
     Ok(rules)
+}
+
+/// Placeholders of creation and revocation statements.
+const SQL_PLACEHOLDERS: &[&str] = &["{{name}}", "{{password}}", "{{expiration}}", "{{database}}"];
+
+/// `{{...}}` placeholders in `sql` that stint does not fill in.
+fn unknown_placeholder(sql: &str) -> Option<String> {
+    let mut rest = sql;
+    while let Some(start) = rest.find("{{") {
+        let tail = rest.get(start..).unwrap_or_default();
+        let end = tail.find("}}").map_or(tail.len(), |e| e + 2);
+        let placeholder = tail.get(..end).unwrap_or(tail);
+        if !SQL_PLACEHOLDERS.contains(&placeholder) {
+            return Some(placeholder.to_string());
+        }
+        rest = tail.get(end..).unwrap_or_default();
+    }
+    None
+}
+
+fn postgres(raw: &RawGrant, databases: &BTreeSet<&str>) -> Result<GrantKind, FieldError> {
+    let database = raw
+        .database
+        .clone()
+        .ok_or_else(|| field(".database", "missing: the name of a target under `databases:`"))?;
+    if !databases.contains(database.as_str()) {
+        let known: Vec<&str> = databases.iter().copied().collect();
+        return Err(field(
+            ".database",
+            format!(
+                "`{database}` is not under `databases:` (known: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    }
+    let creation_statements = raw.creation_statements.clone().ok_or_else(|| {
+        field(
+            ".creation_statements",
+            "missing: SQL that creates the role, e.g. CREATE ROLE \"{{name}}\" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+        )
+    })?;
+    for needed in ["{{name}}", "{{password}}"] {
+        if !creation_statements.contains(needed) {
+            return Err(field(".creation_statements", format!("must use {needed}")));
+        }
+    }
+    for (key, sql) in [
+        (".creation_statements", Some(&creation_statements)),
+        (".revocation_statements", raw.revocation_statements.as_ref()),
+    ] {
+        if let Some(bad) = sql.and_then(|s| unknown_placeholder(s)) {
+            return Err(field(
+                key,
+                format!(
+                    "{bad} is not a placeholder: use {} (claims never go into SQL; put them in username_template)",
+                    SQL_PLACEHOLDERS.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(revoke) = &raw.revocation_statements
+        && !revoke.contains("{{name}}")
+    {
+        return Err(field(".revocation_statements", "must use {{name}}"));
+    }
+    let username_template = raw
+        .username_template
+        .clone()
+        .unwrap_or_else(|| crate::leases::DEFAULT_USERNAME_TEMPLATE.to_string());
+    crate::leases::check_username_template(&username_template).map_err(|m| field(".username_template", m))?;
+    Ok(GrantKind::Postgres(PostgresGrant {
+        database,
+        username_template,
+        creation_statements,
+        revocation_statements: raw.revocation_statements.clone(),
+    }))
 }

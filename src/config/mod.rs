@@ -7,7 +7,7 @@ mod locate;
 mod raw;
 pub use locate::{Location, Locations};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -98,6 +98,10 @@ pub struct Config {
     pub lint: crate::lint::LintSettings,
     /// `reload.watch`: poll the file this often and reload on change.
     pub reload_watch: Option<Duration>,
+    /// `databases:`: targets of `postgres` grants, by name.
+    pub databases: BTreeMap<String, crate::leases::DatabaseTarget>,
+    /// `leases.reap_interval`: how often each broker looks for leases to revoke.
+    pub reap_interval: Duration,
 }
 
 /// `limits:` from config.
@@ -306,11 +310,28 @@ impl Config {
             return Err(err("grants", "no grant is configured: add at least one".into()));
         }
         let issuer_names: BTreeSet<&str> = issuers.iter().map(|i| i.name.as_str()).collect();
+        let mut databases = BTreeMap::new();
+        for (name, raw_db) in raw.databases.map(|m| m.0).unwrap_or_default() {
+            let key = format!("databases.{name}");
+            let target = database_target(&name, raw_db, &resolve).map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?;
+            databases.insert(name, target);
+        }
+        let database_names: BTreeSet<&str> = databases.keys().map(String::as_str).collect();
+        let reap_interval = match raw.leases.as_ref().and_then(|l| l.reap_interval.as_ref()) {
+            None => Duration::from_secs(10),
+            Some(text) => {
+                let every = duration::parse(text).map_err(|e| err("leases.reap_interval", e.to_string()))?;
+                if every.is_zero() {
+                    return Err(err("leases.reap_interval", "must be more than 0s".into()));
+                }
+                every
+            }
+        };
         let mut grants = Vec::new();
         for (name, grant) in raw_grants {
             let key = format!("grants.{name}");
             grants.push(
-                grants::validate_grant(&name, grant, &issuer_names)
+                grants::validate_grant(&name, grant, &issuer_names, &database_names)
                     .map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?,
             );
         }
@@ -369,6 +390,8 @@ impl Config {
             tls,
             lint,
             reload_watch,
+            databases,
+            reap_interval,
         })
     }
 }
@@ -556,6 +579,59 @@ fn lint_settings(
         });
     }
     Ok(settings)
+}
+
+/// One `databases.NAME` entry: where it is, and where its admin password
+/// comes from (never the config file itself).
+fn database_target(
+    name: &str,
+    raw: raw::RawDatabase,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<crate::leases::DatabaseTarget, FieldError> {
+    use crate::leases::{DatabaseTarget, PasswordSource};
+    check_name(name)?;
+    if raw.host.trim().is_empty() {
+        return Err(field(".host", "must not be empty"));
+    }
+    let sources = [
+        raw.admin_password_file
+            .as_ref()
+            .map(|f| PasswordSource::File(resolve(f))),
+        raw.admin_password_env.as_ref().map(|v| PasswordSource::Env(v.clone())),
+        raw.admin_password_secret
+            .as_ref()
+            .map(|s| PasswordSource::Secret(s.clone())),
+    ];
+    let mut given = sources.into_iter().flatten();
+    let password = given.next().ok_or_else(|| {
+        field(
+            "",
+            "set one of admin_password_file, admin_password_env or admin_password_secret (never the password itself)",
+        )
+    })?;
+    if given.next().is_some() {
+        return Err(field(
+            "",
+            "set only one of admin_password_file, admin_password_env and admin_password_secret",
+        ));
+    }
+    let connect_timeout = match &raw.connect_timeout {
+        Some(text) => duration_at(".connect_timeout", text)?,
+        None => Duration::from_secs(5),
+    };
+    if connect_timeout.is_zero() {
+        return Err(field(".connect_timeout", "must be more than 0s"));
+    }
+    Ok(DatabaseTarget {
+        name: name.to_string(),
+        host: raw.host,
+        port: raw.port.unwrap_or(5432),
+        dbname: raw.dbname,
+        admin_user: raw.admin_user,
+        password,
+        connect_timeout,
+        drop_orphans: raw.drop_orphans.unwrap_or(false),
+    })
 }
 
 /// Default `limits.max_header_bytes`: a 16 KiB token and ordinary headers fit.

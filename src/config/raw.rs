@@ -26,6 +26,28 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     pub lint: Option<RawLint>,
     pub reload: Option<RawReload>,
+    pub databases: Option<UniqueMap<RawDatabase>>,
+    pub leases: Option<RawLeases>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub host: String,
+    pub port: Option<u16>,
+    pub dbname: String,
+    pub admin_user: String,
+    pub admin_password_file: Option<String>,
+    pub admin_password_env: Option<String>,
+    pub admin_password_secret: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub drop_orphans: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLeases {
+    pub reap_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +179,11 @@ pub struct RawGrant {
     pub external_id: Option<String>,
     pub session_name: Option<String>,
     pub min_remaining: Option<String>,
+    /// kind: postgres
+    pub database: Option<String>,
+    pub username_template: Option<String>,
+    pub creation_statements: Option<String>,
+    pub revocation_statements: Option<String>,
     /// kind: secrets
     pub secrets: Option<Vec<String>>,
     pub version_stage: Option<String>,

@@ -310,3 +310,75 @@ fn limits_and_audit_timeout_are_checked() {
     let e = error_of(&VALID.replace("  key_file: ./audit.key", "  key_file: ./audit.key\n  timeout: 0s"));
     assert_eq!(e.key, "audit.timeout");
 }
+
+const POSTGRES: &str = r#"
+databases:
+  app:
+    host: db.internal
+    dbname: app
+    admin_user: stint_admin
+    admin_password_file: /run/secrets/app-admin
+grants:
+  app-db:
+    kind: postgres
+    database: app
+    ttl: 15m
+    creation_statements: |
+      CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';
+    allow:
+      - issuer: github
+        claims: { repository: acme/api }
+"#;
+
+/// VALID with the postgres grant and its database spliced in, then one edit.
+fn with_postgres(edit: (&str, &str)) -> String {
+    let (databases, grant) = POSTGRES.split_once("grants:\n").unwrap_or_default();
+    let text = VALID.replace("grants:\n", &format!("{databases}grants:\n{grant}"));
+    if edit.0.is_empty() {
+        text
+    } else {
+        text.replace(edit.0, edit.1)
+    }
+}
+
+#[test]
+fn postgres_grants_and_databases_are_checked() {
+    let config = match parse(&with_postgres(("", ""))) {
+        Ok(config) => config,
+        Err(e) => unreachable!("{e}"),
+    };
+    let target = config.databases.get("app");
+    assert_eq!(target.map(|t| t.port), Some(5432));
+    assert!(matches!(
+        config.policy.grant("app-db").map(|g| &g.kind),
+        Some(GrantKind::Postgres(p)) if p.username_template == "stint_{grant}_{id}"
+    ));
+
+    let e = error_of(&with_postgres(("database: app", "database: nope")));
+    assert_eq!(e.key, "grants.app-db.database");
+    assert!(e.message.contains("known: app"), "{e}");
+    let e = error_of(&with_postgres((
+        "'{{password}}'",
+        "'{{claims.repository}}' {{password}}",
+    )));
+    assert_eq!(e.key, "grants.app-db.creation_statements");
+    assert!(e.message.contains("{{claims.repository}} is not a placeholder"), "{e}");
+    let e = error_of(&with_postgres(("LOGIN PASSWORD '{{password}}'", "LOGIN")));
+    assert!(e.message.contains("must use {{password}}"), "{e}");
+    let e = error_of(&with_postgres((
+        "    admin_password_file: /run/secrets/app-admin\n",
+        "    admin_password_file: /x\n    admin_password_env: PW\n",
+    )));
+    assert_eq!(e.key, "databases.app");
+    assert!(e.message.contains("only one"), "{e}");
+    let e = error_of(&with_postgres((
+        "    admin_password_file: /run/secrets/app-admin\n",
+        "",
+    )));
+    assert!(e.message.contains("never the password itself"), "{e}");
+    let e = error_of(&with_postgres((
+        "    database: app\n",
+        "    database: app\n    username_template: \"{grant}_{id}\"\n",
+    )));
+    assert_eq!(e.key, "grants.app-db.username_template");
+}

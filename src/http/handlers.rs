@@ -199,3 +199,82 @@ pub async fn method_not_allowed(Extension(RequestId(request_id)): Extension<Requ
     )
     .into_response()
 }
+
+/// `POST /v1/leases/{id}/revoke`: ends a lease early, for the caller that
+/// obtained it (same issuer and `sub`) or an `auditors` rule. Anyone else,
+/// and an unknown id, get the same 404.
+pub async fn revoke_lease(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
+    let not_found = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "lease_not_found",
+            "no active lease with this id for this caller",
+            &request_id,
+        )
+        .into_response()
+    };
+    let (token, admin) = match state.broker.caller(bearer(&headers)).await {
+        Ok(caller) => caller,
+        Err(err) => return Problem::from_broker(&err, &request_id).into_response(),
+    };
+    let Some(reaper) = &state.leases else {
+        return not_found();
+    };
+    let lease = match reaper.store().get(&id).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            tracing::error!(request_id = %request_id, error = %e, "lease store unavailable");
+            let mut problem = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lease_store_unavailable",
+                "the lease store is unavailable; retry later",
+                &request_id,
+            );
+            problem.retry_after = Some(5);
+            return problem.into_response();
+        }
+    };
+    let owner = lease
+        .as_ref()
+        .is_some_and(|l| l.issuer == token.issuer() && l.subject == token.subject());
+    if lease.is_none() || !(owner || admin) {
+        let mut detail = serde_json::Map::new();
+        detail.insert("lease_id".into(), Value::String(crate::broker::printable_name(&id)));
+        if let Err(err) = state
+            .broker
+            .record_refusal(&request_id, &token, "lease_not_found", detail)
+            .await
+        {
+            return Problem::from_broker(&err, &request_id).into_response();
+        }
+        return not_found();
+    }
+    let reason = if owner { "revoked_by_caller" } else { "revoked_by_admin" };
+    match reaper.revoke_now(&id, reason, &request_id).await {
+        Ok(crate::leases::reaper::Revocation::Revoked(lease)) => (
+            StatusCode::OK,
+            Json(json!({
+                "lease_id": lease.id,
+                "state": "revoked",
+                "revoked_at": lease.revoked_at.map(crate::broker::rfc3339),
+            })),
+        )
+            .into_response(),
+        Ok(crate::leases::reaper::Revocation::Scheduled(lease)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "lease_id": lease.id,
+                "state": "revoking",
+                "detail": "the lease ended now; its role is dropped as soon as the database answers",
+            })),
+        )
+            .into_response(),
+        Err(_) => not_found(),
+    }
+}

@@ -45,6 +45,8 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     /// How appends to the audit log are going, for `/readyz`.
     pub audit_health: Arc<crate::audit::WriteHealth>,
+    /// Lease revocation, when a `postgres` grant exists.
+    pub leases: Option<Arc<crate::leases::Reaper>>,
 }
 
 /// The public API.
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/issue/{grant}", post(handlers::issue))
         .route("/v1/grants", get(handlers::grants))
         .route("/v1/audit", get(handlers::audit))
+        .route("/v1/leases/{id}/revoke", post(handlers::revoke_lease))
         .route("/.well-known/jwks.json", get(handlers::jwks))
         .route("/.well-known/stint-audit-keys.json", get(handlers::audit_keys))
         .route("/.well-known/openid-configuration", get(handlers::discovery))

@@ -316,7 +316,7 @@ fn broad_regex(out: &mut Findings, at: &RuleAt<'_>, claim: &str, matcher: &Match
             Some(at.index),
             at.claim_path(claim),
             format!(
-                "regex {:?} on `{claim}` matches any text{} (including `/` and `:`)",
+                "regex `{}` on `{claim}` matches any text{} (including `/` and `:`)",
                 pattern,
                 if everything { "" } else { " at its wildcard" }
             ),

@@ -17,6 +17,8 @@ pub enum GrantKind {
     Aws(AwsGrant),
     /// Values from AWS Secrets Manager.
     Secrets(SecretsGrant),
+    /// A PostgreSQL role created for the caller and dropped at expiry.
+    Postgres(PostgresGrant),
 }
 
 impl GrantKind {
@@ -26,6 +28,7 @@ impl GrantKind {
             GrantKind::Token(_) => "token",
             GrantKind::Aws(_) => "aws",
             GrantKind::Secrets(_) => "secrets",
+            GrantKind::Postgres(_) => "postgres",
         }
     }
 
@@ -93,4 +96,20 @@ pub struct SecretsGrant {
     pub version_stage: String,
     /// How long a fetched value is reused.
     pub cache_ttl: Duration,
+}
+
+/// Settings of a `kind: postgres` grant.
+#[derive(Debug, Clone)]
+pub struct PostgresGrant {
+    /// Name of the target under `databases:`.
+    pub database: String,
+    /// The role name: `{grant}`, `{id}`, `{sub}`, `{issuer}`, `{claims.NAME}`
+    /// placeholders; the result is reduced to `[a-z0-9_]`, at most 63 bytes.
+    pub username_template: String,
+    /// SQL run (in one transaction) to create the role; `{{name}}`,
+    /// `{{password}}`, `{{expiration}}` and `{{database}}` are filled in.
+    pub creation_statements: String,
+    /// SQL run to revoke; `None`: stint's default (no login, end the
+    /// role's sessions, reassign and drop what it owns, drop it).
+    pub revocation_statements: Option<String>,
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 pub use explain::{ClaimCheck, Explanation, RuleCheck};
-pub use kinds::{AwsGrant, GrantKind, SecretRef, SecretsGrant, TokenGrant};
+pub use kinds::{AwsGrant, GrantKind, PostgresGrant, SecretRef, SecretsGrant, TokenGrant};
 pub use matcher::{Matcher, MatcherSpec, glob_to_regex};
 
 use crate::identity::VerifiedToken;

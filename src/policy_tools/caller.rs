@@ -54,11 +54,11 @@ pub fn caller(config: &Config, claims: &Map<String, Value>, issuer: Option<&str>
                 .get("iss")
                 .and_then(Value::as_str)
                 .ok_or("the claims have no `iss`: name the issuer (--issuer NAME, or `issuer:` in a case)")?;
-            let iss = iss.trim_end_matches('/');
+            // Exactly as the broker compares it: no trailing-slash leniency.
             config
                 .issuers
                 .iter()
-                .find(|i| i.url.trim_end_matches('/') == iss)
+                .find(|i| i.url == iss)
                 .ok_or_else(|| format!("`iss` {iss} is not a configured issuer"))?
         }
     };

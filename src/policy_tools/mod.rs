@@ -187,8 +187,13 @@ pub async fn explain_audit_command(config_path: &Path, store: Option<String>, re
         }
     };
     println!("explained under the current config, from the claims the record kept:");
-    print!("{}", config.policy.explain(grant, issuer, &claims).render());
-    EXIT_OK
+    let explanation = config.policy.explain(grant, issuer, &claims);
+    print!("{}", explanation.render());
+    if explanation.allowed_by.is_some() {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    }
 }
 
 /// `stint policy simulate`: who would gain or lose each grant under the

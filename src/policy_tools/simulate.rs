@@ -39,6 +39,8 @@ pub struct Shift {
     pub requests: usize,
     /// For `Unknown`: the claims the records lack.
     pub missing: Vec<String>,
+    /// Some of its requests would gain and others lose (e.g. other refs).
+    pub mixed: bool,
 }
 
 /// The whole simulation.
@@ -120,9 +122,14 @@ pub fn simulate(proposed: &Config, records: &[AuditRecord]) -> Simulation {
             change,
             requests: 0,
             missing: Vec::new(),
+            mixed: false,
         });
         shift.requests += 1;
-        shift.change = shift.change.min(change);
+        if shift.change != change {
+            // Different requests of one caller go different ways: say so.
+            shift.mixed = true;
+            shift.change = Change::Unknown;
+        }
         for claim in missing {
             if !shift.missing.contains(&claim) {
                 shift.missing.push(claim);
@@ -163,6 +170,10 @@ impl Simulation {
                         "  - {} {} ({} requests allowed before)",
                         s.issuer, s.subject, s.requests
                     ),
+                    Change::Unknown if s.mixed => format!(
+                        "  ? {} {} ({} requests): some of its requests would gain the grant and others lose it",
+                        s.issuer, s.subject, s.requests
+                    ),
                     Change::Unknown => format!(
                         "  ? {} {} ({} requests): the records do not keep {}",
                         s.issuer,
@@ -197,6 +208,7 @@ impl Simulation {
                             },
                             "requests": s.requests,
                             "missing_claims": s.missing,
+                            "mixed": s.mixed,
                         })
                     })
                     .collect();

@@ -90,4 +90,8 @@ pub trait CredentialProvider: Send + Sync {
 
     /// Issues a credential for `grant`. Called only after policy allowed.
     async fn issue(&self, grant: &Grant<'_>, ctx: &IssueContext) -> Result<Credential, ProviderError>;
+
+    /// The credential of `issuance_id` was never handed out (its audit
+    /// record could not be written): end it early where that is possible.
+    async fn withdraw(&self, _issuance_id: &str, _now: i64) {}
 }

@@ -102,8 +102,14 @@ impl TestBroker {
         options: StartOptions,
     ) -> TestBroker {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Brokers sharing a store share an audit key: a test may name one.
+        let key_line = if audit_yaml.contains("key_file:") {
+            ""
+        } else {
+            "  key_file: audit.key\n"
+        };
         let text = format!(
-            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit:\n  store: \"{store}\"\n  key_file: audit.key\n  checkpoint_every: 3\n{audit_yaml}\
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit:\n  store: \"{store}\"\n{key_line}  checkpoint_every: 3\n{audit_yaml}\
              signing:\n  key_file: signing.key\nissuers:\n{issuers_yaml}\ngrants:\n{grants_yaml}\n{extra_yaml}\n"
         );
         let config = Config::parse(&text, "test.yaml", dir.path(), &|_| None)

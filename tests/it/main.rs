@@ -20,6 +20,7 @@ mod faults;
 mod identity;
 mod issue;
 mod jwks;
+mod leases;
 mod limits;
 mod policy;
 mod policy_tools;

@@ -322,7 +322,7 @@ async fn an_operator_explains_a_live_denial_from_its_request_id() {
         tokio::task::spawn_blocking(move || stint(&["policy", "explain", "--audit", "--request-id", &id], &dir))
             .await
             .unwrap();
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 1, "still denied under the current config: {out}{err}");
     assert!(out.contains("denied (claims_mismatch)"), "{out}");
     assert!(
         out.contains(r#"✗ ref: expected "refs/heads/main", got "refs/heads/feature""#),

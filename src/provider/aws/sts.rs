@@ -48,6 +48,13 @@ struct SessionKey {
     session_name: String,
     policy: Option<String>,
     tags: Vec<(String, String)>,
+    /// Everything else the AssumeRole call is made of, so that a reloaded
+    /// grant (another role, other managed policies) never serves a session
+    /// made under the old settings.
+    role_arn: String,
+    policy_arns: Vec<String>,
+    transitive_tag_keys: Vec<String>,
+    external_id: Option<String>,
 }
 
 /// An assumed-role session.
@@ -220,6 +227,10 @@ fn render_call(grant: &Grant<'_>, settings: &AwsGrant) -> Result<Call, ProviderE
             session_name: limits::session_safe(&session_name),
             policy,
             tags,
+            role_arn: settings.role_arn.clone(),
+            policy_arns: settings.policy_arns.clone(),
+            transitive_tag_keys: settings.transitive_tag_keys.clone(),
+            external_id: settings.external_id.clone(),
         },
         role_arn: settings.role_arn.clone(),
         source_identity: limits::source_identity(token.subject()),

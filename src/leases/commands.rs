@@ -1,0 +1,84 @@
+//! `stint leases list | revoke`: for operators, straight on the store.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{Lease, LeaseState, open_store};
+use crate::broker::rfc3339;
+use crate::config::Config;
+
+async fn store(config: &Path) -> anyhow::Result<std::sync::Arc<dyn super::LeaseStore>> {
+    let config = Config::load(config)?;
+    Ok(open_store(&config.audit.store, config.audit.timeout).await?)
+}
+
+/// Leases as a table (or JSON lines), newest first.
+pub async fn list(config: &Path, failing: bool, json: bool, limit: u32) -> anyhow::Result<String> {
+    let leases = store(config).await?.list(failing, limit).await?;
+    if json {
+        return Ok(leases
+            .iter()
+            .map(|l| serde_json::to_string(l).unwrap_or_default() + "\n")
+            .collect());
+    }
+    let mut out = format!(
+        "{:<36}  {:<16}  {:<10}  {:<28}  {:<20}  {:<8}  {:>8}  {}\n",
+        "LEASE", "GRANT", "DATABASE", "USERNAME", "EXPIRES", "STATE", "ATTEMPTS", "LAST ERROR"
+    );
+    for l in &leases {
+        out.push_str(&format!(
+            "{:<36}  {:<16}  {:<10}  {:<28}  {:<20}  {:<8}  {:>8}  {}\n",
+            l.id,
+            l.grant,
+            l.database,
+            l.username,
+            rfc3339(l.expires_at),
+            if l.is_failing() { "failing" } else { l.state.as_str() },
+            l.attempts,
+            l.last_error.as_deref().unwrap_or("-"),
+        ));
+    }
+    if leases.is_empty() {
+        out.push_str(if failing {
+            "(no failing leases)\n"
+        } else {
+            "(no leases)\n"
+        });
+    }
+    Ok(out)
+}
+
+/// Ends a lease now: it becomes due, and a running broker's reaper drops
+/// its role (and audits it). Waits up to `wait` to say so.
+pub async fn revoke(config: &Path, id: &str, wait: Duration) -> anyhow::Result<String> {
+    let store = store(config).await?;
+    let now = crate::identity::now();
+    if !store.expire_now(id, now, "revoked_by_admin").await? {
+        return match store.get(id).await? {
+            Some(Lease {
+                state: LeaseState::Revoked,
+                revoked_at,
+                ..
+            }) => Ok(format!(
+                "lease {id} was already revoked at {}",
+                revoked_at.map(rfc3339).unwrap_or_default()
+            )),
+            _ => anyhow::bail!("no active lease `{id}`"),
+        };
+    }
+    let started = Instant::now();
+    loop {
+        if let Some(lease) = store.get(id).await?
+            && lease.state == LeaseState::Revoked
+        {
+            return Ok(format!("lease {id} revoked: role {} dropped", lease.username));
+        }
+        if started.elapsed() >= wait {
+            return Ok(format!(
+                "lease {id} ends now; no broker dropped its role within {}s: a running broker's reaper will (leases.reap_interval)",
+                wait.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,220 @@
+//! Database credentials nobody sees: a PostgreSQL role created for one
+//! issuance and dropped when it expires. Every role is a lease in the store
+//! (next to the audit log), written before the role exists, so a role can
+//! never outlive the record that says when to drop it. A reaper in every
+//! broker revokes due leases; a claim on each lease makes sure one broker
+//! does it, once.
+
+pub mod commands;
+mod provider;
+pub mod reaper;
+mod store;
+mod target;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use provider::PostgresProvider;
+pub use reaper::Reaper;
+pub use store::{LeaseStore, open_store};
+pub use target::{TargetError, quote_ident};
+
+/// `username_template` when a grant sets none.
+pub const DEFAULT_USERNAME_TEMPLATE: &str = "stint_{grant}_{id}";
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1).
+const MAX_NAME: usize = 63;
+
+/// Where a database admin password comes from. Never the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// A file (trailing newline removed).
+    File(PathBuf),
+    /// An environment variable of the broker.
+    Env(String),
+    /// An AWS Secrets Manager secret (`NAME` or `NAME#json_key`).
+    Secret(String),
+}
+
+/// A `databases.NAME` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseTarget {
+    /// Config name.
+    pub name: String,
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database to connect to.
+    pub dbname: String,
+    /// The role stint creates and drops roles as.
+    pub admin_user: String,
+    /// Where its password comes from.
+    pub password: PasswordSource,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Drop roles that look like stint's but have no lease (default: report).
+    pub drop_orphans: bool,
+}
+
+/// Lease states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// The role exists (or is being created).
+    Active,
+    /// The role was dropped.
+    Revoked,
+}
+
+impl LeaseState {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseState::Active => "active",
+            LeaseState::Revoked => "revoked",
+        }
+    }
+}
+
+/// One issued role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    /// Same as the issuance id.
+    pub id: String,
+    /// Grant it was issued for.
+    pub grant: String,
+    /// `databases.NAME`.
+    pub database: String,
+    /// The role name.
+    pub username: String,
+    /// Issuer config name of the caller.
+    pub issuer: String,
+    /// The caller's `sub`.
+    pub subject: String,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+    /// When the role is to be dropped.
+    pub expires_at: i64,
+    /// Active or revoked.
+    pub state: LeaseState,
+    /// Why it was revoked: `expired`, `revoked_by_caller`, `revoked_by_admin`, `issuance_failed`.
+    pub revoke_reason: Option<String>,
+    /// Failed revocation attempts so far.
+    pub attempts: u32,
+    /// The last failure, for operators (never a password).
+    pub last_error: Option<String>,
+    /// Not retried before this.
+    pub next_attempt_at: i64,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+impl Lease {
+    /// Revocation keeps failing: shown by `stint leases list --failing`.
+    pub fn is_failing(&self) -> bool {
+        self.state == LeaseState::Active && self.attempts >= FAILING_AFTER
+    }
+}
+
+/// Failed attempts after which a lease counts as failing.
+pub const FAILING_AFTER: u32 = 3;
+
+/// Checks a username template: its placeholders, and a literal prefix (the
+/// part before the first placeholder) that marks roles as stint's.
+pub fn check_username_template(template: &str) -> Result<(), String> {
+    if !template.contains("{id}") {
+        return Err("must contain {id}, so that every issuance gets its own role".into());
+    }
+    for part in template.split("{id}") {
+        crate::template::Template::parse(part)?;
+    }
+    let prefix = literal_prefix(template);
+    if prefix.len() < 3
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(format!(
+            "must start with a literal prefix of at least 3 characters from [a-z0-9_] (like `stint_`), \
+             by which stint recognises its roles; `{prefix}` is not one"
+        ));
+    }
+    Ok(())
+}
+
+/// The part of a username template before its first placeholder.
+pub fn literal_prefix(template: &str) -> &str {
+    let end = template.find('{').unwrap_or(template.len());
+    template.get(..end).unwrap_or_default()
+}
+
+/// A role name from a rendered template: lower case, `[a-z0-9_]` only (so
+/// it can never close a quoted identifier), at most 63 bytes with the
+/// issuance's own suffix kept.
+pub fn role_name(rendered: &str, suffix: &str) -> String {
+    let mut name = String::new();
+    for c in rendered.chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '_'
+        };
+        if !(c == '_' && name.ends_with('_')) {
+            name.push(c);
+        }
+    }
+    if name.len() > MAX_NAME {
+        // Keep the unique end: cut the middle.
+        let keep = MAX_NAME.saturating_sub(suffix.len() + 1);
+        name = format!("{}_{suffix}", name.get(..keep).unwrap_or_default());
+    }
+    name
+}
+
+/// 32 random bytes as base64url: 43 characters from `[A-Za-z0-9_-]`, safe
+/// inside a quoted SQL literal.
+pub fn new_password() -> Result<String, String> {
+    use aws_lc_rs::rand::SecureRandom;
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the system random generator failed".to_string())?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_cannot_carry_sql() {
+        let name = role_name("stint_deploy_acme/x\"; DROP ROLE postgres; --_0a1b2c3d", "0a1b2c3d");
+        assert_eq!(name, "stint_deploy_acme_x_drop_role_postgres_0a1b2c3d");
+        let long = role_name(&format!("stint_{}_0a1b2c3d", "x".repeat(100)), "0a1b2c3d");
+        assert_eq!(long.len(), 63);
+        assert!(long.ends_with("_0a1b2c3d"), "{long}");
+    }
+
+    #[test]
+    fn username_templates_need_id_and_a_prefix() {
+        assert!(check_username_template(DEFAULT_USERNAME_TEMPLATE).is_ok());
+        assert!(check_username_template("stint_{grant}").is_err_and(|e| e.contains("{id}")));
+        assert!(check_username_template("{grant}_{id}").is_err_and(|e| e.contains("prefix")));
+        assert!(check_username_template("app_{claims.repository}_{id}").is_ok());
+        assert!(check_username_template("app_{bogus}_{id}").is_err());
+    }
+
+    #[test]
+    fn passwords_are_long_and_quote_safe() {
+        let Ok(password) = new_password() else { unreachable!() };
+        assert_eq!(password.len(), 43);
+        assert!(
+            password
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+    }
+}

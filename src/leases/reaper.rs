@@ -1,0 +1,290 @@
+//! The reaper: every broker looks for due leases on a timer, claims some,
+//! drops their roles and records it. Failures are retried with backoff; a
+//! lease that keeps failing shows in metrics and `stint leases list
+//! --failing`. Early revocation (`POST /v1/leases/{id}/revoke`) goes
+//! through the same path.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::target::{self, TargetError};
+use super::{DatabaseTarget, Lease, LeaseState, LeaseStore, literal_prefix};
+use crate::audit::{AuditRecord, Outcome};
+use crate::broker::{Broker, rfc3339};
+use crate::identity::now;
+use crate::metrics::Metrics;
+use crate::policy::GrantKind;
+
+/// How long a claim keeps other brokers off a lease.
+const CLAIM_SECS: i64 = 120;
+/// Leases claimed per tick.
+const BATCH: u32 = 20;
+/// Longest wait between two attempts on one lease.
+const MAX_BACKOFF_SECS: i64 = 300;
+
+/// What an early revocation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The role is gone.
+    Revoked(Lease),
+    /// The lease is due now; the reaper will finish it (the database is
+    /// unreachable, or another broker is at it).
+    Scheduled(Lease),
+}
+
+/// Revokes leases.
+pub struct Reaper {
+    store: Arc<dyn LeaseStore>,
+    targets: BTreeMap<String, DatabaseTarget>,
+    secrets: Option<Arc<aws_sdk_secretsmanager::Client>>,
+    broker: Arc<Broker>,
+    metrics: Arc<Metrics>,
+    /// This broker's claim name.
+    owner: String,
+}
+
+impl Reaper {
+    /// A reaper for `targets`, recording through `broker`'s audit sink.
+    pub fn new(
+        store: Arc<dyn LeaseStore>,
+        targets: BTreeMap<String, DatabaseTarget>,
+        secrets: Option<Arc<aws_sdk_secretsmanager::Client>>,
+        broker: Arc<Broker>,
+        metrics: Arc<Metrics>,
+    ) -> Reaper {
+        Reaper {
+            store,
+            targets,
+            secrets,
+            broker,
+            metrics,
+            owner: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// The lease store.
+    pub fn store(&self) -> &Arc<dyn LeaseStore> {
+        &self.store
+    }
+
+    /// Runs [`Reaper::tick`] every `every` until `stop`, starting now (so
+    /// leases that expired while no broker ran are revoked at start-up),
+    /// after reporting roles that have no lease.
+    pub fn spawn(self: Arc<Self>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            self.reconcile().await;
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => { self.tick().await; }
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    /// Claims due leases and revokes them; returns how many were revoked.
+    pub async fn tick(&self) -> usize {
+        let mut revoked = 0;
+        loop {
+            let time = now();
+            let due = match self.store.claim_due(time, &self.owner, time + CLAIM_SECS, BATCH).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease reaper cannot read the lease store");
+                    break;
+                }
+            };
+            let full = u32::try_from(due.len()).unwrap_or(u32::MAX) >= BATCH;
+            for lease in due {
+                let reason = lease.revoke_reason.clone().unwrap_or_else(|| "expired".into());
+                if self.revoke(&lease, &reason, None).await.is_ok() {
+                    revoked += 1;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        if let Ok(failing) = self.store.list(true, 10_000).await {
+            self.metrics.leases_failing(failing.len());
+        }
+        revoked
+    }
+
+    /// Drops the role of a lease this broker has claimed, then records it.
+    async fn revoke(&self, lease: &Lease, reason: &str, request_id: Option<&str>) -> Result<(), TargetError> {
+        let result = self.drop_role(lease).await;
+        let time = now();
+        match &result {
+            Ok(()) => match self.store.finish(&lease.id, &self.owner, time, reason).await {
+                Ok(true) => {
+                    self.metrics.lease_revocation(true);
+                    self.record(lease, reason, request_id).await;
+                }
+                Ok(false) => tracing::warn!(lease_id = %lease.id, "lease was taken over while being revoked"),
+                Err(e) => {
+                    tracing::error!(lease_id = %lease.id, error = %e, "role dropped but the lease could not be marked revoked; the next attempt finds it gone")
+                }
+            },
+            Err(e) => {
+                self.metrics.lease_revocation(false);
+                let wait = 2_i64.saturating_pow(lease.attempts.min(16)).min(MAX_BACKOFF_SECS);
+                tracing::warn!(lease_id = %lease.id, attempts = lease.attempts + 1, retry_in_s = wait, error = %e, "lease revocation failed");
+                if let Err(store) = self
+                    .store
+                    .failed(&lease.id, &self.owner, &e.to_string(), time + wait)
+                    .await
+                {
+                    tracing::error!(lease_id = %lease.id, error = %store, "could not record a failed revocation");
+                }
+            }
+        }
+        result
+    }
+
+    async fn drop_role(&self, lease: &Lease) -> Result<(), TargetError> {
+        let target = self.targets.get(&lease.database).ok_or_else(|| TargetError::Refused {
+            database: lease.database.clone(),
+            message: "no longer under `databases:`; restore it so the role can be dropped".into(),
+        })?;
+        // The grant's own revocation statements if it still exists.
+        let active = self.broker.active();
+        let custom = active.policy.grant(&lease.grant).and_then(|g| match &g.kind {
+            GrantKind::Postgres(p) => p.revocation_statements.clone(),
+            _ => None,
+        });
+        let admin = target::admin_password(target, self.secrets.as_ref()).await?;
+        target::revoke_role(target, &admin, &lease.username, custom.as_deref()).await
+    }
+
+    async fn record(&self, lease: &Lease, reason: &str, request_id: Option<&str>) {
+        let mut detail = Map::new();
+        detail.insert("lease_id".into(), Value::String(lease.id.clone()));
+        detail.insert("username".into(), Value::String(lease.username.clone()));
+        detail.insert("database".into(), Value::String(lease.database.clone()));
+        let record = AuditRecord {
+            seq: None,
+            time: rfc3339_now(),
+            request_id: request_id.map_or_else(|| format!("reaper-{}", uuid::Uuid::now_v7()), str::to_string),
+            outcome: Outcome::Revoked,
+            reason: Some(reason.to_string()),
+            grant: Some(lease.grant.clone()),
+            kind: Some("postgres".into()),
+            issuer: Some(lease.issuer.clone()),
+            subject: Some(lease.subject.clone()),
+            claims: Map::new(),
+            token_jti_hmac: None,
+            issuance_id: Some(lease.id.clone()),
+            ttl_seconds: None,
+            expires_at: Some(rfc3339(lease.expires_at)),
+            client_addr: None,
+            detail,
+            prev_hash: None,
+            record_hash: None,
+            record_mac: None,
+        };
+        if let Err(e) = self.broker.audit().append(&record).await {
+            tracing::error!(lease_id = %lease.id, error = %e, "the role is dropped but its revocation could not be audited");
+        }
+    }
+
+    /// Ends a lease now, for its caller or an admin. `Scheduled` when the
+    /// role could not be dropped at once: the reaper retries.
+    pub async fn revoke_now(&self, id: &str, reason: &str, request_id: &str) -> Result<Revocation, String> {
+        let time = now();
+        if !self
+            .store
+            .expire_now(id, time, reason)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return match self.store.get(id).await.map_err(|e| e.to_string())? {
+                Some(lease) if lease.state == LeaseState::Revoked => Ok(Revocation::Revoked(lease)),
+                _ => Err(format!("no active lease `{id}`")),
+            };
+        }
+        let Some(lease) = self
+            .store
+            .claim(id, time, &self.owner, time + CLAIM_SECS)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            let lease = self.store.get(id).await.map_err(|e| e.to_string())?;
+            return lease
+                .map(Revocation::Scheduled)
+                .ok_or_else(|| format!("no lease `{id}`"));
+        };
+        let outcome = self.revoke(&lease, reason, Some(request_id)).await;
+        let latest = self
+            .store
+            .get(id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no lease `{id}`"))?;
+        Ok(match outcome {
+            Ok(()) => Revocation::Revoked(latest),
+            Err(_) => Revocation::Scheduled(latest),
+        })
+    }
+
+    /// Reports (or, with `drop_orphans`, drops) roles that carry a prefix
+    /// of this broker's username templates but have no active lease.
+    pub async fn reconcile(&self) {
+        let active = self.broker.active();
+        for target in self.targets.values() {
+            let prefixes: Vec<String> = active
+                .policy
+                .grants()
+                .filter_map(|g| match &g.kind {
+                    GrantKind::Postgres(p) if p.database == target.name => {
+                        Some(literal_prefix(&p.username_template).to_string())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if prefixes.is_empty() {
+                continue;
+            }
+            let found = async {
+                let admin = target::admin_password(target, self.secrets.as_ref()).await?;
+                let roles = target::roles_with_prefix(target, &admin, &prefixes).await?;
+                Ok::<_, TargetError>((admin, roles))
+            }
+            .await;
+            let (admin, roles) = match found {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(database = %target.name, error = %e, "orphan check skipped");
+                    continue;
+                }
+            };
+            let Ok(leased) = self.store.active_usernames(&target.name).await else {
+                continue;
+            };
+            for role in roles.iter().filter(|r| !leased.contains(r)) {
+                if target.drop_orphans {
+                    match target::revoke_role(target, &admin, role, None).await {
+                        Ok(()) => {
+                            tracing::warn!(database = %target.name, role = %role, "dropped a role that had no lease")
+                        }
+                        Err(e) => {
+                            tracing::error!(database = %target.name, role = %role, error = %e, "could not drop a role that has no lease")
+                        }
+                    }
+                } else {
+                    tracing::warn!(database = %target.name, role = %role, "role looks like stint's but has no active lease (set drop_orphans: true to drop such roles)");
+                }
+            }
+        }
+    }
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| rfc3339(now()))
+}
