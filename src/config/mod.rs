@@ -588,7 +588,7 @@ fn database_target(
     raw: raw::RawDatabase,
     resolve: &dyn Fn(&str) -> PathBuf,
 ) -> Result<crate::leases::DatabaseTarget, FieldError> {
-    use crate::leases::{DatabaseTarget, PasswordSource};
+    use crate::leases::{DatabaseTarget, DbTls, PasswordSource};
     check_name(name)?;
     if raw.host.trim().is_empty() {
         return Err(field(".host", "must not be empty"));
@@ -622,7 +622,26 @@ fn database_target(
     if connect_timeout.is_zero() {
         return Err(field(".connect_timeout", "must be more than 0s"));
     }
+    // Encrypted and verified unless the database is on this host.
+    let loopback = raw.host == "localhost" || raw.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let tls = match raw.tls.as_deref() {
+        None if loopback => DbTls::Disable,
+        None | Some("verify-full") => DbTls::VerifyFull {
+            ca_file: raw.ca_file.as_deref().map(resolve),
+        },
+        Some("disable") => DbTls::Disable,
+        Some(other) => {
+            return Err(field(
+                ".tls",
+                format!("`{other}` is unknown: use verify-full (the default off loopback) or disable"),
+            ));
+        }
+    };
+    if raw.ca_file.is_some() && tls == DbTls::Disable {
+        return Err(field(".ca_file", "only with `tls: verify-full`"));
+    }
     Ok(DatabaseTarget {
+        tls,
         name: name.to_string(),
         host: raw.host,
         port: raw.port.unwrap_or(5432),

@@ -42,6 +42,8 @@ pub struct RawDatabase {
     pub admin_password_secret: Option<String>,
     pub connect_timeout: Option<String>,
     pub drop_orphans: Option<bool>,
+    pub tls: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

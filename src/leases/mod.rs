@@ -37,6 +37,19 @@ pub enum PasswordSource {
     Secret(String),
 }
 
+/// TLS to a target database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbTls {
+    /// Plain TCP (only sensible on loopback or a trusted network).
+    Disable,
+    /// TLS, the server's certificate checked against the system's roots
+    /// (or `ca_file`) and its name against `host`.
+    VerifyFull {
+        /// PEM roots to trust instead of the system's.
+        ca_file: Option<PathBuf>,
+    },
+}
+
 /// A `databases.NAME` target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseTarget {
@@ -56,6 +69,8 @@ pub struct DatabaseTarget {
     pub connect_timeout: Duration,
     /// Drop roles that look like stint's but have no lease (default: report).
     pub drop_orphans: bool,
+    /// TLS to the database.
+    pub tls: DbTls,
 }
 
 /// Lease states.

@@ -471,3 +471,65 @@ async fn the_admin_password_can_come_from_secrets_manager() {
         "the admin password was read from Secrets Manager"
     );
 }
+
+const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_connection_verifies_the_database_certificate() {
+    let ssl = admin()
+        .await
+        .query_one("SHOW ssl", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert!(
+        ssl == "on" && std::path::Path::new(SNAKEOIL).exists(),
+        "this test needs the local PostgreSQL with ssl = on and Debian's snakeoil certificate \
+         ({SNAKEOIL}, CN=localhost): install ssl-cert and set ssl = on in postgresql.conf"
+    );
+    let f = fixture().await;
+    let issuer = TestIssuer::start().await;
+    let (host, port) = pg_host_port();
+    let caller = token(&issuer, "acme/api", "repo:acme/api:ref:refs/heads/main");
+    let (grants, extra) = config_parts(&f, port, "");
+    let start = |host_block: String| {
+        let extra = extra.replace(&format!("host: {host}\n"), &host_block);
+        let grants = grants.clone();
+        let issuer_block = issuer_yaml("ci", &issuer, "github", "");
+        async move {
+            TestBroker::start_on(
+                "sqlite://audit.db",
+                "",
+                &issuer_block,
+                &grants,
+                &extra,
+                StartOptions::default(),
+            )
+            .await
+        }
+    };
+    // The certificate's name and issuer check out: TLS, verified.
+    let verified = start(format!(
+        "host: localhost\n    tls: verify-full\n    ca_file: {SNAKEOIL}\n"
+    ))
+    .await;
+    let issued = verified.issue("app-db", &caller, None).await;
+    assert_eq!(issued.status, 200, "{}", issued.text);
+    // The same server by another name: refused, never a silent downgrade.
+    let wrong_name = start(format!(
+        "host: 127.0.0.1\n    tls: verify-full\n    ca_file: {SNAKEOIL}\n"
+    ))
+    .await;
+    let got = wrong_name.issue("app-db", &caller, None).await;
+    assert_eq!(got.status, 503, "{}", got.text);
+    // Not signed by the root it is told to trust.
+    let other_ca = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other = f.files.path().join("other-ca.pem");
+    std::fs::write(&other, other_ca.cert.pem()).unwrap();
+    let untrusted = start(format!(
+        "host: localhost\n    tls: verify-full\n    ca_file: {}\n",
+        other.display()
+    ))
+    .await;
+    assert_eq!(untrusted.issue("app-db", &caller, None).await.status, 503);
+}
