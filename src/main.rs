@@ -328,7 +328,7 @@ enum AuditCommand {
         /// Only this subject.
         #[arg(long)]
         subject: Option<String>,
-        /// Only this outcome (issued, denied, error).
+        /// Only this outcome (issued, denied, error, revoked).
         #[arg(long, value_parser = parse_outcome)]
         outcome: Option<Outcome>,
         /// Only this request id.
@@ -406,7 +406,7 @@ fn parse_claim(text: &str) -> Result<(String, String), String> {
 }
 
 fn parse_outcome(text: &str) -> Result<Outcome, String> {
-    Outcome::parse(text).ok_or_else(|| format!("`{text}` is not issued, denied or error"))
+    Outcome::parse(text).ok_or_else(|| format!("`{text}` is not issued, denied, error or revoked"))
 }
 
 fn init_logging(format: LogFormat) {

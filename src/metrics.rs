@@ -22,6 +22,25 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    service: String,
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    service: String,
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -41,6 +60,13 @@ pub struct Metrics {
     config_loaded: Gauge,
     lease_revocations: Family<OutcomeLabels, Counter>,
     leases_failing: Gauge,
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_errors: Family<OperationLabels, Counter>,
+    upstream_latency: Family<OperationLabels, Histogram>,
+    cache_requests: Family<CacheLabels, Counter>,
+    audit_appends: Family<OutcomeLabels, Counter>,
+    audit_append_failures: Counter,
+    audit_latency: Histogram,
 }
 
 fn latency_histogram() -> Histogram {
@@ -100,6 +126,49 @@ impl Metrics {
             "Active leases whose revocation failed 3 times or more (stint leases list --failing)",
             leases_failing.clone(),
         );
+        let upstream_requests = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Calls stint made to AWS and target databases, by service, operation and outcome (ok, error)",
+            upstream_requests.clone(),
+        );
+        let upstream_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Failed calls to AWS and target databases, by service and operation",
+            upstream_errors.clone(),
+        );
+        let upstream_latency =
+            Family::<OperationLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Latency of calls to AWS and target databases",
+            upstream_latency.clone(),
+        );
+        let cache_requests = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Credential cache lookups by cache (sts, secrets) and result: hit, miss (this request fetched), coalesced (waited for another request's fetch)",
+            cache_requests.clone(),
+        );
+        let audit_appends = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "audit_appends",
+            "Audit record appends by outcome (success, failure)",
+            audit_appends.clone(),
+        );
+        let audit_append_failures = Counter::default();
+        registry.register(
+            "audit_append_failures",
+            "Audit appends that failed or were abandoned: each withheld a credential or an answer",
+            audit_append_failures.clone(),
+        );
+        let audit_latency = latency_histogram();
+        registry.register(
+            "audit_append_duration_seconds",
+            "Time from queuing an audit record to its durable commit",
+            audit_latency.clone(),
+        );
         Metrics {
             registry,
             issuances,
@@ -109,6 +178,13 @@ impl Metrics {
             config_loaded,
             lease_revocations,
             leases_failing,
+            upstream_requests,
+            upstream_errors,
+            upstream_latency,
+            cache_requests,
+            audit_appends,
+            audit_append_failures,
+            audit_latency,
         }
     }
 
@@ -170,6 +246,51 @@ impl Metrics {
     /// Sets how many leases keep failing to be revoked.
     pub fn leases_failing(&self, count: usize) {
         self.leases_failing.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Records one call to an upstream (`aws-sts`, `aws-secretsmanager`, `postgres`).
+    pub fn upstream(&self, service: &str, operation: &str, ok: bool, seconds: f64) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.upstream_requests
+            .get_or_create(&UpstreamLabels {
+                service: service.to_string(),
+                operation: operation.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        let labels = OperationLabels {
+            service: service.to_string(),
+            operation: operation.to_string(),
+        };
+        if !ok {
+            self.upstream_errors.get_or_create(&labels).inc();
+        }
+        self.upstream_latency.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Counts one cache lookup: `hit`, `miss` or `coalesced`.
+    pub fn cache(&self, cache: &str, result: &str) {
+        self.cache_requests
+            .get_or_create(&CacheLabels {
+                cache: cache.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records one audit append.
+    pub fn audit_append(&self, ok: bool, seconds: f64) {
+        let outcome = if ok { "success" } else { "failure" };
+        self.audit_appends
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        if ok {
+            self.audit_latency.observe(seconds);
+        } else {
+            self.audit_append_failures.inc();
+        }
     }
 
     /// The Prometheus text exposition.

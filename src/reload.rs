@@ -70,6 +70,17 @@ impl Reloader {
 
     fn try_reload(&self) -> Result<Reloaded, String> {
         let next = Config::load(&self.path).map_err(|e| e.to_string())?;
+        // Database targets are fixed at start; a grant may not point elsewhere.
+        for grant in next.policy.grants() {
+            if let crate::policy::GrantKind::Postgres(p) = &grant.kind
+                && self.started.databases.get(&p.database) != next.databases.get(&p.database)
+            {
+                return Err(format!(
+                    "grant `{}` uses database `{}`, which is new or changed: restart to use it",
+                    grant.name, p.database
+                ));
+            }
+        }
         let mut current = self.current.lock().map_err(|_| "reload state poisoned".to_string())?;
         let issuers_changed = differs(&current.issuers, &next.issuers) || differs(&current.key_cache, &next.key_cache);
         let verifier = if issuers_changed {

@@ -120,7 +120,12 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     }
     // Outermost, so what /readyz sees is what the broker waited for.
     let audit_health = Arc::new(audit::WriteHealth::default());
-    audit_sink = Arc::new(audit::WatchedSink::new(audit_sink, audit_health.clone()));
+    let metrics = Arc::new(Metrics::new());
+    audit_sink = Arc::new(audit::WatchedSink::new(
+        audit_sink,
+        audit_health.clone(),
+        metrics.clone(),
+    ));
     let signing_key = Arc::new(
         SigningKey::load_or_create(&config.signing.key_file, config.signing.algorithm)
             .map_err(|e| anyhow::anyhow!("{}: signing.key_file: {e}", config.source_name))?,
@@ -133,7 +138,6 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
 
     let verifier = Verifier::new(config.issuers.clone(), config.key_cache.clone()).map_err(|e| anyhow::anyhow!(e))?;
-    let metrics = Arc::new(Metrics::new());
     let mut providers: Vec<Arc<dyn CredentialProvider>> =
         vec![Arc::new(TokenProvider::new(signing_key.clone(), issuer.clone()))];
     let needs_aws = config
@@ -141,11 +145,10 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         .grants()
         .any(|g| matches!(g.kind, GrantKind::Aws(_) | GrantKind::Secrets(_)));
     let needs_postgres = config.policy.grants().any(|g| matches!(g.kind, GrantKind::Postgres(_)));
-    let db_password_in_aws = needs_postgres
-        && config
-            .databases
-            .values()
-            .any(|d| matches!(d.password, leases::PasswordSource::Secret(_)));
+    let db_password_in_aws = config
+        .databases
+        .values()
+        .any(|d| matches!(d.password, leases::PasswordSource::Secret(_)));
     let sdk = if needs_aws || db_password_in_aws {
         Some(
             aws::sdk_config(&config.aws, options.aws_credentials.clone())
@@ -157,11 +160,13 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     };
     if let (true, Some(sdk)) = (needs_aws, &sdk) {
         let limiter = aws::RateLimiter::new(config.aws.sts_per_second, config.aws.sts_burst);
-        providers.push(Arc::new(aws::StsProvider::new(sdk, limiter)));
-        providers.push(Arc::new(aws::SecretsProvider::new(sdk)));
+        providers.push(Arc::new(aws::StsProvider::new(sdk, limiter, metrics.clone())));
+        providers.push(Arc::new(aws::SecretsProvider::new(sdk, metrics.clone())));
     }
     // Leases live next to the audit log, so every broker on the store shares them.
-    let lease_parts = if needs_postgres {
+    // With databases configured the reaper runs even when no grant issues
+    // roles any more: leases issued before must still end.
+    let lease_parts = if needs_postgres || !config.databases.is_empty() {
         let store = leases::open_store(&config.audit.store, config.audit.timeout)
             .await
             .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.source_name))?;
@@ -173,6 +178,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
             store.clone(),
             config.databases.clone(),
             secrets.clone(),
+            metrics.clone(),
         )));
         Some((store, secrets))
     } else {

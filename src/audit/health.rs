@@ -114,34 +114,48 @@ impl WriteHealth {
 /// abandoned, e.g. by its timeout) it counts as a failure.
 struct InFlight<'a> {
     health: &'a WriteHealth,
+    metrics: Option<&'a crate::metrics::Metrics>,
+    started: std::time::Instant,
     finished: bool,
 }
 
 impl InFlight<'_> {
     fn finish(mut self, ok: bool) {
         self.finished = true;
+        self.end(ok);
+    }
+
+    fn end(&self, ok: bool) {
         self.health.end(ok);
+        if let Some(metrics) = self.metrics {
+            metrics.audit_append(ok, self.started.elapsed().as_secs_f64());
+        }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.health.end(false);
+            self.end(false);
         }
     }
 }
 
-/// A sink that forwards to `inner` and keeps [`WriteHealth`].
+/// A sink that forwards to `inner` and keeps [`WriteHealth`] and metrics.
 pub struct WatchedSink {
     inner: Arc<dyn AuditSink>,
     health: Arc<WriteHealth>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl WatchedSink {
     /// Watches `inner`; `health` is what `/readyz` reads.
-    pub fn new(inner: Arc<dyn AuditSink>, health: Arc<WriteHealth>) -> WatchedSink {
-        WatchedSink { inner, health }
+    pub fn new(
+        inner: Arc<dyn AuditSink>,
+        health: Arc<WriteHealth>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> WatchedSink {
+        WatchedSink { inner, health, metrics }
     }
 }
 
@@ -151,6 +165,8 @@ impl AuditSink for WatchedSink {
         self.health.begin();
         let watch = InFlight {
             health: &self.health,
+            metrics: Some(&self.metrics),
+            started: std::time::Instant::now(),
             finished: false,
         };
         let result = self.inner.append(record).await;
@@ -200,6 +216,8 @@ mod tests {
         health.begin();
         drop(InFlight {
             health: &health,
+            metrics: None,
+            started: std::time::Instant::now(),
             finished: false,
         });
         assert_eq!(health.state(), WriteState::Failing);

@@ -103,8 +103,14 @@ impl ChildEnv {
                     field("password")?,
                     field("dbname")?,
                 );
+                // An IPv6 address goes in brackets in a URL.
+                let url_host = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
                 let url = format!(
-                    "postgres://{}:{}@{host}:{port}/{}",
+                    "postgres://{}:{}@{url_host}:{port}/{}",
                     urlencode(&user),
                     urlencode(&password),
                     urlencode(&dbname)

@@ -124,7 +124,7 @@ pub async fn audit(
     let outcome = match params.outcome.as_deref().map(crate::audit::Outcome::parse) {
         None => None,
         Some(Some(o)) => Some(o),
-        Some(None) => return bad("`outcome` is issued, denied or error".into()),
+        Some(None) => return bad("`outcome` is issued, denied, error or revoked".into()),
     };
     let before_seq = match params.cursor.as_deref().map(str::parse::<i64>) {
         None => None,
@@ -256,7 +256,10 @@ pub async fn revoke_lease(
         return not_found();
     }
     let reason = if owner { "revoked_by_caller" } else { "revoked_by_admin" };
-    match reaper.revoke_now(&id, reason, &request_id).await {
+    match reaper
+        .revoke_now(&id, reason, &request_id, (token.issuer(), token.subject()))
+        .await
+    {
         Ok(crate::leases::reaper::Revocation::Revoked(lease)) => (
             StatusCode::OK,
             Json(json!({
@@ -275,6 +278,17 @@ pub async fn revoke_lease(
             })),
         )
             .into_response(),
-        Err(_) => not_found(),
+        Err(crate::leases::reaper::RevokeError::NotFound) => not_found(),
+        Err(crate::leases::reaper::RevokeError::Store(e)) => {
+            tracing::error!(request_id = %request_id, error = %e, "lease store unavailable");
+            let mut problem = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lease_store_unavailable",
+                "the lease store is unavailable; retry later",
+                &request_id,
+            );
+            problem.retry_after = Some(5);
+            problem.into_response()
+        }
     }
 }

@@ -15,7 +15,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde_json::Value;
 
 use crate::broker::Broker;
@@ -49,16 +49,38 @@ pub struct AppState {
     pub leases: Option<Arc<crate::leases::Reaper>>,
 }
 
+/// The public API's routes: (method, path, handler). One table builds the
+/// router and is checked against openapi.yaml, so neither can drift.
+pub fn public_routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
+    vec![
+        ("POST", "/v1/issue/{grant}", post(handlers::issue)),
+        ("GET", "/v1/grants", get(handlers::grants)),
+        ("GET", "/v1/audit", get(handlers::audit)),
+        ("POST", "/v1/leases/{id}/revoke", post(handlers::revoke_lease)),
+        ("GET", "/.well-known/jwks.json", get(handlers::jwks)),
+        ("GET", "/.well-known/stint-audit-keys.json", get(handlers::audit_keys)),
+        ("GET", "/.well-known/openid-configuration", get(handlers::discovery)),
+    ]
+}
+
+/// The admin API's routes, as [`public_routes`].
+pub fn admin_routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
+    vec![
+        ("GET", "/healthz", get(admin::healthz)),
+        ("GET", "/readyz", get(admin::readyz)),
+        ("GET", "/metrics", get(admin::metrics)),
+    ]
+}
+
+fn with_routes(routes: Vec<(&'static str, &'static str, MethodRouter<AppState>)>) -> Router<AppState> {
+    routes
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))
+}
+
 /// The public API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/issue/{grant}", post(handlers::issue))
-        .route("/v1/grants", get(handlers::grants))
-        .route("/v1/audit", get(handlers::audit))
-        .route("/v1/leases/{id}/revoke", post(handlers::revoke_lease))
-        .route("/.well-known/jwks.json", get(handlers::jwks))
-        .route("/.well-known/stint-audit-keys.json", get(handlers::audit_keys))
-        .route("/.well-known/openid-configuration", get(handlers::discovery))
+    with_routes(public_routes())
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.limits.clone(), limits::guard))
@@ -68,10 +90,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The admin API: health, readiness, metrics.
 pub fn admin_router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(admin::healthz))
-        .route("/readyz", get(admin::readyz))
-        .route("/metrics", get(admin::metrics))
+    with_routes(admin_routes())
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -114,7 +114,8 @@ pub struct Lease {
     pub expires_at: i64,
     /// Active or revoked.
     pub state: LeaseState,
-    /// Why it was revoked: `expired`, `revoked_by_caller`, `revoked_by_admin`, `issuance_failed`.
+    /// Why it was revoked: `expired`, `revoked_by_caller`, `revoked_by_admin`,
+    /// `issuance_failed`, `audit_failed`.
     pub revoke_reason: Option<String>,
     /// Failed revocation attempts so far.
     pub attempts: u32,
@@ -146,14 +147,18 @@ pub fn check_username_template(template: &str) -> Result<(), String> {
         crate::template::Template::parse(part)?;
     }
     let prefix = literal_prefix(template);
+    // The prefix must survive role_name unchanged (no "__", short enough
+    // never to be cut), or orphans under it could not be recognised.
     if prefix.len() < 3
+        || prefix.len() > 40
+        || prefix.contains("__")
         || !prefix
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     {
         return Err(format!(
             "must start with a literal prefix of at least 3 characters from [a-z0-9_] (like `stint_`), \
-             by which stint recognises its roles; `{prefix}` is not one"
+             at most 40, no `__`, by which stint recognises its roles; `{prefix}` is not one"
         ));
     }
     Ok(())

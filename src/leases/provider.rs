@@ -18,6 +18,7 @@ pub struct PostgresProvider {
     store: Arc<dyn LeaseStore>,
     targets: BTreeMap<String, DatabaseTarget>,
     secrets: Option<Arc<aws_sdk_secretsmanager::Client>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl PostgresProvider {
@@ -26,11 +27,13 @@ impl PostgresProvider {
         store: Arc<dyn LeaseStore>,
         targets: BTreeMap<String, DatabaseTarget>,
         secrets: Option<Arc<aws_sdk_secretsmanager::Client>>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> PostgresProvider {
         PostgresProvider {
             store,
             targets,
             secrets,
+            metrics,
         }
     }
 }
@@ -42,7 +45,7 @@ fn target_error(e: TargetError, grant: &str) -> ProviderError {
             log: e.to_string(),
         },
         TargetError::Unreachable { .. } | TargetError::Password { .. } => ProviderError::Unavailable {
-            detail: format!("the database of grant `{grant}` cannot be reached; retry later"),
+            detail: format!("the database of grant `{grant}` cannot be reached"),
             log: e.to_string(),
         },
     }
@@ -85,7 +88,9 @@ impl CredentialProvider for PostgresProvider {
             .get(&settings.database)
             .ok_or_else(|| ProviderError::Internal(format!("no database `{}`", settings.database)))?;
         let compact = ctx.issuance_id.replace('-', "");
-        let suffix = compact.get(compact.len().saturating_sub(8)..).unwrap_or(&compact);
+        // 12 hex digits of the uuid's random part; a collision with an active
+        // lease is refused by the store's unique index, never shared.
+        let suffix = compact.get(compact.len().saturating_sub(12)..).unwrap_or(&compact);
         let name = username(&settings.username_template, grant, suffix)?;
         let password = new_password().map_err(ProviderError::Internal)?;
         let expires_at = ctx
@@ -114,9 +119,10 @@ impl CredentialProvider for PostgresProvider {
             .create(&lease)
             .await
             .map_err(|e| ProviderError::Unavailable {
-                detail: "the lease store is unavailable; retry later".into(),
+                detail: "the lease store is unavailable".into(),
                 log: e.to_string(),
             })?;
+        let started = std::time::Instant::now();
         let created = async {
             let admin = target::admin_password(target, self.secrets.as_ref()).await?;
             let sql = target::render_sql(
@@ -126,9 +132,15 @@ impl CredentialProvider for PostgresProvider {
                 &expiration,
                 &target.dbname,
             );
-            target::create_role(target, &admin, &sql, &password).await
+            target::create_role(target, &admin, &name, &sql, &password).await
         }
         .await;
+        self.metrics.upstream(
+            "postgres",
+            "create_role",
+            created.is_ok(),
+            started.elapsed().as_secs_f64(),
+        );
         if let Err(e) = created {
             let _ = self.store.expire_now(&lease.id, ctx.now, "issuance_failed").await;
             return Err(target_error(e, &spec.name));

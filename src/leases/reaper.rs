@@ -25,6 +25,15 @@ const BATCH: u32 = 20;
 /// Longest wait between two attempts on one lease.
 const MAX_BACKOFF_SECS: i64 = 300;
 
+/// Why an early revocation could not be done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeError {
+    /// No such lease.
+    NotFound,
+    /// The lease store failed.
+    Store(String),
+}
+
 /// What an early revocation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
@@ -101,7 +110,7 @@ impl Reaper {
             let full = u32::try_from(due.len()).unwrap_or(u32::MAX) >= BATCH;
             for lease in due {
                 let reason = lease.revoke_reason.clone().unwrap_or_else(|| "expired".into());
-                if self.revoke(&lease, &reason, None).await.is_ok() {
+                if self.revoke(&lease, &reason, None, None).await.is_ok() {
                     revoked += 1;
                 }
             }
@@ -116,14 +125,20 @@ impl Reaper {
     }
 
     /// Drops the role of a lease this broker has claimed, then records it.
-    async fn revoke(&self, lease: &Lease, reason: &str, request_id: Option<&str>) -> Result<(), TargetError> {
+    async fn revoke(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        request_id: Option<&str>,
+        by: Option<(&str, &str)>,
+    ) -> Result<(), TargetError> {
         let result = self.drop_role(lease).await;
         let time = now();
         match &result {
             Ok(()) => match self.store.finish(&lease.id, &self.owner, time, reason).await {
                 Ok(true) => {
                     self.metrics.lease_revocation(true);
-                    self.record(lease, reason, request_id).await;
+                    self.record(lease, reason, request_id, by).await;
                 }
                 Ok(false) => tracing::warn!(lease_id = %lease.id, "lease was taken over while being revoked"),
                 Err(e) => {
@@ -157,12 +172,30 @@ impl Reaper {
             GrantKind::Postgres(p) => p.revocation_statements.clone(),
             _ => None,
         });
-        let admin = target::admin_password(target, self.secrets.as_ref()).await?;
-        target::revoke_role(target, &admin, &lease.username, custom.as_deref()).await
+        let started = std::time::Instant::now();
+        let dropped = async {
+            let admin = target::admin_password(target, self.secrets.as_ref()).await?;
+            target::revoke_role(target, &admin, &lease.username, custom.as_deref()).await
+        }
+        .await;
+        self.metrics.upstream(
+            "postgres",
+            "drop_role",
+            dropped.is_ok(),
+            started.elapsed().as_secs_f64(),
+        );
+        dropped
     }
 
-    async fn record(&self, lease: &Lease, reason: &str, request_id: Option<&str>) {
+    async fn record(&self, lease: &Lease, reason: &str, request_id: Option<&str>, by: Option<(&str, &str)>) {
         let mut detail = Map::new();
+        if let Some((issuer, subject)) = by {
+            // Who ended it early; the record's issuer and subject stay the holder's.
+            detail.insert(
+                "revoked_by".into(),
+                serde_json::json!({"issuer": issuer, "subject": subject}),
+            );
+        }
         detail.insert("lease_id".into(), Value::String(lease.id.clone()));
         detail.insert("username".into(), Value::String(lease.username.clone()));
         detail.insert("database".into(), Value::String(lease.database.clone()));
@@ -192,42 +225,41 @@ impl Reaper {
         }
     }
 
-    /// Ends a lease now, for its caller or an admin. `Scheduled` when the
-    /// role could not be dropped at once: the reaper retries.
-    pub async fn revoke_now(&self, id: &str, reason: &str, request_id: &str) -> Result<Revocation, String> {
+    /// Ends a lease now, for its caller or an admin (`by`: their issuer and
+    /// `sub`). `Scheduled` when the role could not be dropped at once: the
+    /// reaper retries.
+    pub async fn revoke_now(
+        &self,
+        id: &str,
+        reason: &str,
+        request_id: &str,
+        by: (&str, &str),
+    ) -> Result<Revocation, RevokeError> {
+        let store = |e: crate::audit::AuditError| RevokeError::Store(e.to_string());
         let time = now();
-        if !self
-            .store
-            .expire_now(id, time, reason)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return match self.store.get(id).await.map_err(|e| e.to_string())? {
+        if !self.store.expire_now(id, time, reason).await.map_err(store)? {
+            return match self.store.get(id).await.map_err(store)? {
                 Some(lease) if lease.state == LeaseState::Revoked => Ok(Revocation::Revoked(lease)),
-                _ => Err(format!("no active lease `{id}`")),
+                _ => Err(RevokeError::NotFound),
             };
         }
         let Some(lease) = self
             .store
             .claim(id, time, &self.owner, time + CLAIM_SECS)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(store)?
         else {
-            let lease = self.store.get(id).await.map_err(|e| e.to_string())?;
-            return lease
-                .map(Revocation::Scheduled)
-                .ok_or_else(|| format!("no lease `{id}`"));
+            // Another broker holds it: it finishes the job.
+            let lease = self.store.get(id).await.map_err(store)?;
+            return lease.map(Revocation::Scheduled).ok_or(RevokeError::NotFound);
         };
-        let outcome = self.revoke(&lease, reason, Some(request_id)).await;
-        let latest = self
-            .store
-            .get(id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no lease `{id}`"))?;
-        Ok(match outcome {
-            Ok(()) => Revocation::Revoked(latest),
-            Err(_) => Revocation::Scheduled(latest),
+        let _ = self.revoke(&lease, reason, Some(request_id), Some(by)).await;
+        let latest = self.store.get(id).await.map_err(store)?.ok_or(RevokeError::NotFound)?;
+        // Only what the store says: revoked once marked so, else still due.
+        Ok(if latest.state == LeaseState::Revoked {
+            Revocation::Revoked(latest)
+        } else {
+            Revocation::Scheduled(latest)
         })
     }
 

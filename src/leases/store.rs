@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS leases (
     claimed_until   BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS leases_due ON leases (state, expires_at);
+CREATE UNIQUE INDEX IF NOT EXISTS leases_active_name ON leases (database_name, username) WHERE state = 'active';
 ";
 
 const COLUMNS: &str = "id, grant_name, database_name, username, issuer, subject, created_at, expires_at, state, \

@@ -218,6 +218,7 @@ pub(crate) fn render_sql(sql: &str, name: &str, password: &str, expiration: &str
 pub(crate) async fn create_role(
     target: &DatabaseTarget,
     admin_password: &str,
+    name: &str,
     statements: &str,
     password: &str,
 ) -> Result<(), TargetError> {
@@ -227,6 +228,11 @@ pub(crate) async fn create_role(
         .await
         .map_err(|e| refused(target, &e, &[password, admin_password]))?;
     tx.batch_execute(statements)
+        .await
+        .map_err(|e| refused(target, &e, &[password, admin_password]))?;
+    // Membership lets a CREATEROLE (non-superuser) admin end the role's
+    // sessions and reassign what it owns at revocation.
+    tx.batch_execute(&format!("GRANT {} TO CURRENT_USER", quote_ident(name)))
         .await
         .map_err(|e| refused(target, &e, &[password, admin_password]))?;
     tx.commit()
@@ -280,7 +286,11 @@ pub(crate) async fn roles_with_prefix(
 ) -> Result<Vec<String>, TargetError> {
     let client = connect_admin(target, admin_password).await?;
     let rows = client
-        .query("SELECT rolname FROM pg_roles ORDER BY rolname", &[])
+        // stint never makes privileged roles, and never touches its admin.
+        .query(
+            "SELECT rolname FROM pg_roles WHERE NOT rolsuper AND NOT rolcreaterole AND rolname <> $1 ORDER BY rolname",
+            &[&target.admin_user],
+        )
         .await
         .map_err(|e| refused(target, &e, &[admin_password]))?;
     Ok(rows

@@ -195,6 +195,33 @@ async fn concurrent_identical_requests_make_one_assume_role_and_later_ones_hit_t
     assert_eq!(proxy.assume_role_calls(), 1, "served from the cache");
     let record = broker.audit_record(&again.request_id()).await;
     assert_eq!(record.detail["cache"], "hit");
+    // The same story in metrics: one upstream call, the rest coalesced or hits.
+    let metrics = broker.admin_get("/metrics").await.text;
+    let value = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        value(r#"stint_upstream_requests_total{service="aws-sts",operation="AssumeRole",outcome="ok"} "#),
+        1,
+        "{metrics}"
+    );
+    let lookups = value(r#"stint_cache_requests_total{cache="sts",result="miss"} "#)
+        + value(r#"stint_cache_requests_total{cache="sts",result="coalesced"} "#)
+        + value(r#"stint_cache_requests_total{cache="sts",result="hit"} "#);
+    assert_eq!(lookups, 101, "{metrics}");
+    assert_eq!(
+        value(r#"stint_cache_requests_total{cache="sts",result="miss"} "#),
+        1,
+        "{metrics}"
+    );
+    assert!(
+        value(r#"stint_audit_appends_total{outcome="success"} "#) >= 101,
+        "{metrics}"
+    );
     assert_ne!(
         record.detail["session_issuance_id"],
         json!(record.issuance_id),

@@ -235,6 +235,10 @@ async fn an_issued_role_works_until_revoked_and_its_sessions_end_with_it() {
         vec![Outcome::Issued, Outcome::Revoked]
     );
     assert_eq!(mine[1].reason.as_deref(), Some("revoked_by_caller"));
+    assert_eq!(
+        mine[1].detail["revoked_by"]["subject"],
+        json!("repo:acme/api:ref:refs/heads/main")
+    );
     assert_eq!(mine[1].detail["username"], json!(username));
     let refusal = records
         .iter()
@@ -532,4 +536,46 @@ async fn the_admin_connection_verifies_the_database_certificate() {
     ))
     .await;
     assert_eq!(untrusted.issue("app-db", &caller, None).await.status, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_admin_creates_and_revokes_roles() {
+    let f = fixture().await;
+    // CREATEROLE, not superuser; it may hand out the group role.
+    let admin_role = format!("stint_it_admin_{}", f.tag);
+    admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {admin_role} LOGIN CREATEROLE; GRANT {} TO {admin_role} WITH ADMIN OPTION;",
+            f.group
+        ))
+        .await
+        .unwrap();
+    let issuer = TestIssuer::start().await;
+    let (_, port) = pg_host_port();
+    let (grants, extra) = config_parts(&f, port, "");
+    let extra = extra.replace("admin_user: postgres", &format!("admin_user: {admin_role}"));
+    let broker = TestBroker::start_on(
+        "sqlite://audit.db",
+        "",
+        &issuer_yaml("ci", &issuer, "github", ""),
+        &grants,
+        &extra,
+        StartOptions::default(),
+    )
+    .await;
+    let caller = token(&issuer, "acme/api", "repo:acme/api:ref:refs/heads/main");
+    let issued = broker.issue("app-db", &caller, None).await;
+    assert_eq!(issued.status, 200, "{}", issued.text);
+    let username = issued.body["database"]["username"].as_str().unwrap().to_string();
+    let session = login(&issued.body).await.expect("login");
+    let ended = revoke(&broker, issued.body["lease_id"].as_str().unwrap(), &caller).await;
+    assert_eq!(
+        (ended.status.as_u16(), ended.body["state"].as_str()),
+        (200, Some("revoked")),
+        "{}",
+        ended.text
+    );
+    assert!(!role_exists(&username).await);
+    assert!(session.simple_query("SELECT 1").await.is_err(), "its session was ended");
 }

@@ -22,6 +22,7 @@ mod issue;
 mod jwks;
 mod leases;
 mod limits;
+mod openapi;
 mod policy;
 mod policy_tools;
 mod reload;

@@ -49,27 +49,36 @@ impl Expiry<SecretKey, Arc<SecretValue>> for SecretExpiry {
 pub struct SecretsProvider {
     client: aws_sdk_secretsmanager::Client,
     cache: Cache<SecretKey, Arc<SecretValue>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl SecretsProvider {
     /// A provider on `config`.
-    pub fn new(config: &aws_config::SdkConfig) -> SecretsProvider {
+    pub fn new(config: &aws_config::SdkConfig, metrics: Arc<crate::metrics::Metrics>) -> SecretsProvider {
         SecretsProvider {
             client: aws_sdk_secretsmanager::Client::new(config),
             cache: Cache::builder().max_capacity(10_000).expire_after(SecretExpiry).build(),
+            metrics,
         }
     }
 
     async fn fetch(&self, key: &SecretKey, cache_for: Duration) -> Result<SecretValue, ProviderError> {
         let what = format!("GetSecretValue of `{}`", key.secret_id);
-        let output = self
+        let started = std::time::Instant::now();
+        let sent = self
             .client
             .get_secret_value()
             .secret_id(&key.secret_id)
             .version_stage(&key.version_stage)
             .send()
-            .await
-            .map_err(|e| classify(&what, &e))?;
+            .await;
+        self.metrics.upstream(
+            "aws-secretsmanager",
+            "GetSecretValue",
+            sent.is_ok(),
+            started.elapsed().as_secs_f64(),
+        );
+        let output = sent.map_err(|e| classify(&what, &e))?;
         Ok(SecretValue {
             text: output.secret_string().map(str::to_string),
             binary: output.secret_binary().map(|b| b.as_ref().to_vec()),
@@ -85,13 +94,20 @@ impl SecretsProvider {
         // BatchGetSecretValue takes at most 20 ids and reads AWSCURRENT only.
         for chunk in ids.chunks(20) {
             let what = format!("BatchGetSecretValue of {} secrets", chunk.len());
-            let output = self
+            let started = std::time::Instant::now();
+            let sent = self
                 .client
                 .batch_get_secret_value()
                 .set_secret_id_list(Some(chunk.iter().map(|id| (*id).to_string()).collect()))
                 .send()
-                .await
-                .map_err(|e| classify(&what, &e))?;
+                .await;
+            self.metrics.upstream(
+                "aws-secretsmanager",
+                "BatchGetSecretValue",
+                sent.is_ok(),
+                started.elapsed().as_secs_f64(),
+            );
+            let output = sent.map_err(|e| classify(&what, &e))?;
             if let Some(error) = output.errors().first() {
                 let id = error.secret_id().unwrap_or("?");
                 let code = error.error_code().unwrap_or("Unknown");
@@ -132,10 +148,22 @@ impl SecretsProvider {
     }
 
     async fn value(&self, key: SecretKey, cache_for: Duration) -> Result<Arc<SecretValue>, ProviderError> {
-        self.cache
-            .try_get_with(key.clone(), async { self.fetch(&key, cache_for).await.map(Arc::new) })
+        if let Some(value) = self.cache.get(&key).await {
+            self.metrics.cache("secrets", "hit");
+            return Ok(value);
+        }
+        let fetched_here = std::sync::atomic::AtomicBool::new(false);
+        let value = self
+            .cache
+            .try_get_with(key.clone(), async {
+                fetched_here.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.fetch(&key, cache_for).await.map(Arc::new)
+            })
             .await
-            .map_err(|e| e.as_ref().clone())
+            .map_err(|e| e.as_ref().clone())?;
+        let ran = fetched_here.load(std::sync::atomic::Ordering::Relaxed);
+        self.metrics.cache("secrets", if ran { "miss" } else { "coalesced" });
+        Ok(value)
     }
 }
 

@@ -100,11 +100,16 @@ pub struct StsProvider {
     client: aws_sdk_sts::Client,
     sessions: Cache<SessionKey, Arc<Session>>,
     limiter: RateLimiter,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl StsProvider {
     /// A provider on `config` with a rate limit on stint's own STS calls.
-    pub fn new(config: &aws_config::SdkConfig, limiter: RateLimiter) -> StsProvider {
+    pub fn new(
+        config: &aws_config::SdkConfig,
+        limiter: RateLimiter,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> StsProvider {
         StsProvider {
             client: aws_sdk_sts::Client::new(config),
             sessions: Cache::builder()
@@ -112,6 +117,7 @@ impl StsProvider {
                 .expire_after(SessionExpiry)
                 .build(),
             limiter,
+            metrics,
         }
     }
 
@@ -158,7 +164,11 @@ impl StsProvider {
         if let Some(id) = &settings.external_id {
             request = request.external_id(id);
         }
-        let output = request.send().await.map_err(|e| classify(&what, &e))?;
+        let started = std::time::Instant::now();
+        let sent = request.send().await;
+        self.metrics
+            .upstream("aws-sts", "AssumeRole", sent.is_ok(), started.elapsed().as_secs_f64());
+        let output = sent.map_err(|e| classify(&what, &e))?;
         let credentials = output.credentials().ok_or_else(|| ProviderError::Refused {
             detail: format!("AWS returned no credentials for {what}"),
             log: format!("{output:?}"),
@@ -302,16 +312,22 @@ impl CredentialProvider for StsProvider {
             None => None,
         };
         if session.is_none() {
+            let fetched_here = std::sync::atomic::AtomicBool::new(false);
             let fetched = self
                 .sessions
                 .try_get_with(call.key.clone(), async {
+                    fetched_here.store(true, std::sync::atomic::Ordering::Relaxed);
                     self.assume(settings, &call, ctx.ttl, &ctx.issuance_id)
                         .await
                         .map(Arc::new)
                 })
                 .await
                 .map_err(|e| e.as_ref().clone())?;
+            let ran = fetched_here.load(std::sync::atomic::Ordering::Relaxed);
+            self.metrics.cache("sts", if ran { "miss" } else { "coalesced" });
             session = Some(fetched);
+        } else {
+            self.metrics.cache("sts", "hit");
         }
         let mut session = session.ok_or_else(|| ProviderError::Internal("no session".into()))?;
         if !session.covers(ctx.ttl, settings.min_remaining, ctx.now) {

@@ -1,0 +1,530 @@
+//! Where the time goes, in one run on one machine: `cargo bench --bench load`.
+//!
+//! 1. The ceiling: a minimal axum endpoint that only verifies the RS256
+//!    token (jsonwebtoken with aws-lc-rs, as stint does), started here.
+//! 2. stint end to end (the release binary, a separate process) for a
+//!    `token` grant, a `secrets` grant and an `aws` grant (cache hits), with
+//!    durable audit on SQLite; the same with the log on tmpfs (no fsync
+//!    cost: "audit in memory"); the same on PostgreSQL.
+//! 3. The cache-miss path against moto_server, and coalescing: 100
+//!    concurrent identical misses and the AssumeRole calls they caused
+//!    (read from stint's own metrics).
+//! 4. p99 at half of the measured maximum (paced load), the broker's peak
+//!    RSS, and start-to-ready time of the binary.
+//!
+//! Figures are printed as a table with ratios to the ceiling (absolute
+//! numbers vary with the machine) and written as JSON to
+//! `$CARGO_TARGET_DIR/stint-bench/load-<unix time>.json` (and `latest.json`)
+//! for comparison between commits. STINT_BENCH_SECONDS sets each phase's
+//! length (default 5), STINT_BENCH_CONNECTIONS the client connections
+//! (default 32). Needs moto_server (STINT_MOTO_SERVER, or the venv
+//! scripts/test makes) and PostgreSQL (STINT_TEST_POSTGRES).
+
+use std::io::Write as _;
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
+use aws_lc_rs::signature::{self, KeyPair as _};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+fn seconds() -> u64 {
+    std::env::var("STINT_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+}
+
+fn connections() -> usize {
+    std::env::var("STINT_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32)
+}
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The OIDC issuer every caller token comes from.
+struct Issuer {
+    url: String,
+    key: KeyPair,
+    n: String,
+    e: String,
+}
+
+impl Issuer {
+    async fn start() -> Issuer {
+        let key = KeyPair::generate(KeySize::Rsa2048).expect("rsa keygen");
+        let public = PublicKeyComponents::<Vec<u8>>::from(key.public_key());
+        let (n, e) = (b64(&public.n), b64(&public.e));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
+        let jwks = json!({"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig", "n": n, "e": e}]});
+        let router = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || async move { axum::Json(discovery) }),
+            )
+            .route("/jwks", axum::routing::get(move || async move { axum::Json(jwks) }));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Issuer { url, key, n, e }
+    }
+
+    fn token(&self, sub: &str) -> String {
+        let now = stint::identity::now();
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": "bench"});
+        let claims = json!({"iss": self.url, "aud": "stint", "sub": sub, "iat": now, "exp": now + 3000,
+            "jti": uuid::Uuid::new_v4().to_string(), "repository": "acme/api"});
+        let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
+        let mut sig = vec![0; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                input.as_bytes(),
+                &mut sig,
+            )
+            .expect("sign");
+        format!("{input}.{}", b64(sig))
+    }
+}
+
+/// The ceiling: verify the token (same library, same backend), answer 200.
+async fn ceiling(issuer: &Issuer) -> String {
+    let key = Arc::new(jsonwebtoken::DecodingKey::from_rsa_components(&issuer.n, &issuer.e).expect("key"));
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&["stint"]);
+    validation.set_issuer(&[issuer.url.as_str()]);
+    let validation = Arc::new(validation);
+    let handler = move |headers: axum::http::HeaderMap| {
+        let (key, validation) = (key.clone(), validation.clone());
+        async move {
+            let token = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            match jsonwebtoken::decode::<Value>(token, &key, &validation) {
+                Ok(_) => (axum::http::StatusCode::OK, axum::Json(json!({"ok": true}))),
+                Err(_) => (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({"ok": false}))),
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/verify", listener.local_addr().expect("addr"));
+    let router = axum::Router::new().route("/verify", axum::routing::post(handler));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+/// Latency figures of one phase.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Figures {
+    name: String,
+    requests: usize,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    errors: usize,
+}
+
+fn figures(name: &str, mut micros: Vec<u32>, errors: usize, elapsed: Duration) -> Figures {
+    micros.sort_unstable();
+    let at = |q: f64| {
+        let index = ((micros.len() as f64 - 1.0) * q).round() as usize;
+        micros.get(index).copied().unwrap_or(0) as f64 / 1000.0
+    };
+    Figures {
+        name: name.to_string(),
+        requests: micros.len(),
+        per_second: micros.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        p999_ms: at(0.999),
+        errors,
+    }
+}
+
+/// Closed-loop load from `connections()` clients, each with its own
+/// keep-alive connection; `pace`: open-loop at this many requests/s in all.
+async fn load(name: &str, url: &str, tokens: Arc<Vec<String>>, body: Option<Value>, pace: Option<f64>) -> Figures {
+    let clients = connections();
+    let deadline = Instant::now() + Duration::from_secs(seconds());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (url, tokens, body) = (url.to_string(), tokens.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client");
+            let interval = pace.map(|rate| Duration::from_secs_f64(clients as f64 / rate));
+            let mut next = Instant::now();
+            let (mut micros, mut errors) = (Vec::new(), 0usize);
+            let mut n = client;
+            while Instant::now() < deadline {
+                if let Some(interval) = interval {
+                    next += interval;
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                let token = &tokens[n % tokens.len()];
+                n += clients;
+                let mut request = http.post(&url).bearer_auth(token);
+                if let Some(body) = &body {
+                    request = request.json(body);
+                }
+                let sent = Instant::now();
+                match request.send().await {
+                    Ok(response) if response.status().is_success() => {
+                        let _ = response.bytes().await;
+                        micros.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (micros, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (micros, e) = task.await.expect("client task");
+        all.extend(micros);
+        errors += e;
+    }
+    figures(name, all, errors, started.elapsed())
+}
+
+/// A `stint serve` process of the release binary.
+struct Broker {
+    child: Child,
+    url: String,
+    admin: String,
+    ready_after: Duration,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    async fn start(store: &str, issuer: &Issuer, aws_url: &str) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, admin) = (free_port(), free_port());
+        let config = format!(
+            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\n\
+             audit: {{ store: \"{store}\", key_file: audit.key }}\nsigning: {{ key_file: signing.key }}\n\
+             limits: {{ max_in_flight: 4096 }}\n\
+             aws: {{ region: us-east-1, endpoint_url: \"{aws_url}\", sts_rate_limit: {{ per_second: 100000 }} }}\n\
+             issuers: {{ bench: {{ issuer: \"{iss}\", audience: stint, algorithms: [RS256], platform: generic }} }}\n\
+             grants:\n\
+             \x20 tok: {{ kind: token, ttl: 5m, audience: x, allow: [ {{ issuer: bench, claims: {{ repository: acme/api }} }} ] }}\n\
+             \x20 sec: {{ kind: secrets, ttl: 5m, secrets: [bench/db], cache_ttl: 5m, allow: [ {{ issuer: bench, claims: {{ repository: acme/api }} }} ] }}\n\
+             \x20 aws: {{ kind: aws, ttl: 15m, role_arn: \"arn:aws:iam::123456789012:role/bench\", allow: [ {{ issuer: bench, claims: {{ repository: acme/api }} }} ] }}\n",
+            iss = issuer.url
+        );
+        std::fs::write(dir.path().join("stint.yaml"), config).expect("config");
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_stint"))
+            .args(["serve", "--config", "stint.yaml"])
+            .current_dir(dir.path())
+            .env("AWS_ACCESS_KEY_ID", "AKIABENCH")
+            .env("AWS_SECRET_ACCESS_KEY", "bench")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("STINT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("stint serve");
+        let http = reqwest::Client::new();
+        let ready = format!("http://127.0.0.1:{admin}/readyz");
+        loop {
+            if http.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "stint did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Broker {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            ready_after: started.elapsed(),
+            _dir: dir,
+        }
+    }
+
+    /// Peak resident memory (VmHWM), MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    async fn metric(&self, prefix: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn moto() -> Moto {
+    let program = std::env::var("STINT_MOTO_SERVER").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/stint-venv/bin/moto_server",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let port = free_port();
+    let child = Command::new(&program)
+        .args(["-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("moto_server ({program}): {e}; run scripts/test once, or set STINT_MOTO_SERVER"));
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..300 {
+        if reqwest::get(format!("{url}/moto-api/")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&url)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIABENCH",
+            "bench",
+            None,
+            None,
+            "bench",
+        ))
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+        .create_secret()
+        .name("bench/db")
+        .secret_string("s3cret")
+        .send()
+        .await
+        .expect("create secret");
+    Moto { child, url }
+}
+
+async fn postgres_store() -> String {
+    let base =
+        std::env::var("STINT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {base}: {e}"));
+    tokio::spawn(connection);
+    let schema = format!("stint_bench_{}", uuid::Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// The three cache-hit paths of one broker, and their paced p99.
+async fn stint_paths(label: &str, broker: &Broker, issuer: &Issuer, out: &mut Vec<Figures>) {
+    let tokens = Arc::new(vec![issuer.token("bench")]);
+    for grant in ["tok", "sec", "aws"] {
+        // Warm the caches (JWKS, session, secret) first.
+        let http = reqwest::Client::new();
+        for _ in 0..5 {
+            let _ = http
+                .post(format!("{}/v1/issue/{grant}", broker.url))
+                .bearer_auth(&tokens[0])
+                .send()
+                .await;
+        }
+        let name = format!("stint {grant} ({label})");
+        let url = format!("{}/v1/issue/{grant}", broker.url);
+        let max = load(&name, &url, tokens.clone(), None, None).await;
+        let half = load(
+            &format!("{name} at half rate"),
+            &url,
+            tokens.clone(),
+            None,
+            Some(max.per_second / 2.0),
+        )
+        .await;
+        out.push(max);
+        out.push(half);
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let issuer = Issuer::start().await;
+    let moto = moto().await;
+    let mut rows: Vec<Figures> = Vec::new();
+    let mut notes: Vec<(String, Value)> = Vec::new();
+
+    // 1. The ceiling.
+    let verify = ceiling(&issuer).await;
+    let tokens = Arc::new(vec![issuer.token("bench")]);
+    let ceiling_max = load("ceiling: verify only", &verify, tokens.clone(), None, None).await;
+    let ceiling_half = load(
+        "ceiling at half rate",
+        &verify,
+        tokens.clone(),
+        None,
+        Some(ceiling_max.per_second / 2.0),
+    )
+    .await;
+    rows.push(ceiling_max.clone());
+    rows.push(ceiling_half);
+
+    // 2. stint, SQLite on disk (FULL sync) and on tmpfs; 3. PostgreSQL.
+    let disk = Broker::start("sqlite://audit.db", &issuer, &moto.url).await;
+    notes.push((
+        "start_to_ready_ms".into(),
+        json!(disk.ready_after.as_secs_f64() * 1000.0),
+    ));
+    stint_paths("SQLite", &disk, &issuer, &mut rows).await;
+    let shm = format!("sqlite:///dev/shm/stint-bench-{}.db", uuid::Uuid::new_v4().simple());
+    let memory = Broker::start(&shm, &issuer, &moto.url).await;
+    let tok_memory = load(
+        "stint tok (audit on tmpfs)",
+        &format!("{}/v1/issue/tok", memory.url),
+        tokens.clone(),
+        None,
+        None,
+    )
+    .await;
+    rows.push(tok_memory);
+    drop(memory);
+    let pg = Broker::start(&postgres_store().await, &issuer, &moto.url).await;
+    stint_paths("PostgreSQL", &pg, &issuer, &mut rows).await;
+
+    // 4. Misses against moto, one new caller per request; then coalescing.
+    let unique: Vec<String> = (0..5000).map(|n| issuer.token(&format!("miss-{n}"))).collect();
+    let misses = load(
+        "stint aws cache miss (moto)",
+        &format!("{}/v1/issue/aws", disk.url),
+        Arc::new(unique),
+        None,
+        None,
+    )
+    .await;
+    rows.push(misses);
+    let before = disk
+        .metric("stint_upstream_requests_total{service=\"aws-sts\",operation=\"AssumeRole\"")
+        .await;
+    let same = issuer.token("coalesce-me");
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (url, token) = (format!("{}/v1/issue/aws", disk.url), same.clone());
+        tasks.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        ok += usize::from(task.await.unwrap_or(false));
+    }
+    let after = disk
+        .metric("stint_upstream_requests_total{service=\"aws-sts\",operation=\"AssumeRole\"")
+        .await;
+    notes.push(("coalescing_requests_ok".into(), json!(ok)));
+    notes.push(("coalescing_assume_role_calls".into(), json!(after - before)));
+    notes.push(("peak_rss_mib_sqlite_broker".into(), json!(disk.peak_rss_mib())));
+    notes.push(("peak_rss_mib_postgres_broker".into(), json!(pg.peak_rss_mib())));
+    let served = disk.metric("stint_issuances_total").await;
+    notes.push(("requests_served_by_sqlite_broker".into(), json!(served)));
+    let _ = std::fs::remove_file(shm.trim_start_matches("sqlite://"));
+
+    // The table.
+    println!(
+        "\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>10} {:>7}",
+        "phase", "req/s", "p50 ms", "p99 ms", "p999 ms", "× ceiling", "errors"
+    );
+    for row in &rows {
+        println!(
+            "{:<40} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>7}",
+            row.name,
+            row.per_second,
+            row.p50_ms,
+            row.p99_ms,
+            row.p999_ms,
+            row.per_second / ceiling_max.per_second,
+            row.errors
+        );
+    }
+    for (key, value) in &notes {
+        println!("{key}: {value}");
+    }
+    let report = json!({
+        "when": stint::broker::rfc3339(stint::identity::now()),
+        "seconds_per_phase": seconds(),
+        "connections": connections(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "phases": rows,
+        "notes": notes.into_iter().collect::<serde_json::Map<String, Value>>(),
+    });
+    let dir = std::path::PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
+        .join("stint-bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join(format!("load-{}.json", stint::identity::now()));
+    let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let _ = std::fs::File::create(&file).and_then(|mut f| f.write_all(text.as_bytes()));
+    let _ = std::fs::write(dir.join("latest.json"), &text);
+    println!("written to {}", file.display());
+}
