@@ -231,7 +231,7 @@ impl Broker {
             "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\n\
              audit: {{ store: \"{store}\", key_file: audit.key }}\nsigning: {{ key_file: signing.key }}\n\
              limits: {{ max_in_flight: 4096 }}\n\
-             aws: {{ region: us-east-1, endpoint_url: \"{aws_url}\", sts_rate_limit: {{ per_second: 100000 }} }}\n\
+             aws: {{ region: us-east-1, endpoint_url: \"{aws_url}\", sts_rate_limit: {{ per_second: 600, burst: 600 }} }}\n\
              issuers: {{ bench: {{ issuer: \"{iss}\", audience: stint, algorithms: [RS256], platform: generic }} }}\n\
              grants:\n\
              \x20 tok: {{ kind: token, ttl: 5m, audience: x, allow: [ {{ issuer: bench, claims: {{ repository: acme/api }} }} ] }}\n\
@@ -249,7 +249,9 @@ impl Broker {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("STINT_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("stint.log")).expect("log"),
+            ))
             .spawn()
             .expect("stint serve");
         let http = reqwest::Client::new();
@@ -291,9 +293,12 @@ impl Broker {
             .text()
             .await
             .unwrap_or_default();
+        // Every series of the metric whose name and labels start with
+        // `prefix`, summed: the value is the line's last field.
         text.lines()
-            .filter_map(|l| l.strip_prefix(prefix))
-            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.split_whitespace().last())
+            .filter_map(|v| v.parse::<f64>().ok())
             .sum()
     }
 }
