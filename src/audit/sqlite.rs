@@ -109,12 +109,15 @@ fn append_one(conn: &Connection, keys: &ChainKeys, r: &mut AuditRecord, check: b
         verified_head(conn, keys)?;
     }
     chain::link(r, head(conn)?, &keys.key);
-    conn.execute(
+    // Cached statements: parsing SQL showed up in profiles of the hot path.
+    conn.prepare_cached(
         "INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
             claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
             chain_version, prev_hash, record_hash, record_mac)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-        params![
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
             r.seq,
             r.time,
             r.request_id,
@@ -135,8 +138,8 @@ fn append_one(conn: &Connection, keys: &ChainKeys, r: &mut AuditRecord, check: b
             r.prev_hash,
             r.record_hash,
             r.record_mac,
-        ],
-    )
+        ])
+    })
     .map_err(unavailable)?;
     let seq = r.seq.unwrap_or(0);
     let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
@@ -234,20 +237,22 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
 }
 
 fn head(conn: &Connection) -> Result<Option<(i64, String)>, AuditError> {
-    conn.query_row(
-        "SELECT seq, record_hash FROM audit_records ORDER BY seq DESC LIMIT 1",
-        [],
-        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())),
-    )
-    .optional()
-    .map_err(unavailable)
+    conn.prepare_cached("SELECT seq, record_hash FROM audit_records ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut statement| {
+            statement
+                .query_row([], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default()))
+                })
+                .optional()
+        })
+        .map_err(unavailable)
 }
 
 /// The last record, refused when it does not verify under the key.
 fn verified_head(conn: &Connection, keys: &ChainKeys) -> Result<(), AuditError> {
     let last = conn
-        .query_row("SELECT * FROM audit_records ORDER BY seq DESC LIMIT 1", [], read_row)
-        .optional()
+        .prepare_cached("SELECT * FROM audit_records ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut statement| statement.query_row([], read_row).optional())
         .map_err(unavailable)?;
     if let Some(last) = last {
         chain::check_head(&last, &keys.key).map_err(|e| {
