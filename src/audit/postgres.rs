@@ -61,15 +61,85 @@ CREATE TABLE IF NOT EXISTS used_tokens (
 );
 ";
 
-pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<Client, AuditError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| AuditError::Config(format!("audit store {}: {e}", redact(url))))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::error!(error = %e, "audit database connection ended");
+/// Splits stint's TLS settings off a connection URL: `sslmode=verify-full`
+/// (or `require`, which stint verifies just the same) with an optional
+/// `sslrootcert=PATH`; `disable`, `prefer` or none: plain TCP (stint never
+/// encrypts without verifying). Returns the URL tokio-postgres gets and,
+/// with TLS, the CA file (if any).
+pub(crate) fn split_tls(url: &str) -> Result<(String, Option<Option<std::path::PathBuf>>), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Ok((url.to_string(), None));
+    }
+    // The raw query is kept as written (re-encoding it would turn the
+    // `%20` of `options=-c%20search_path...` into `+`).
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut mode = None;
+    let mut root = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = || {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .to_string()
+        };
+        match key {
+            "sslmode" => mode = Some(decoded()),
+            "sslrootcert" => root = Some(std::path::PathBuf::from(decoded())),
+            _ => kept.push(pair),
         }
+    }
+    let tls = match mode.as_deref() {
+        Some("verify-full" | "require") => Some(root),
+        None | Some("disable" | "prefer") => {
+            if root.is_some() {
+                return Err("sslrootcert needs sslmode=verify-full".into());
+            }
+            None
+        }
+        Some(other) => {
+            return Err(format!(
+                "sslmode={other} is not supported: use verify-full (TLS, certificate and name checked) or disable"
+            ));
+        }
+    };
+    kept.push(if tls.is_some() {
+        "sslmode=require"
+    } else {
+        "sslmode=disable"
     });
+    Ok((format!("{base}?{}", kept.join("&")), tls))
+}
+
+pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<Client, AuditError> {
+    let fail = |e: String| AuditError::Config(format!("audit store {}: {e}", redact(url)));
+    let (plain_url, tls) = split_tls(url).map_err(fail)?;
+    let client = match tls {
+        None => {
+            let (client, connection) = tokio_postgres::connect(&plain_url, NoTls)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::error!(error = %e, "audit database connection ended");
+                }
+            });
+            client
+        }
+        Some(ca_file) => {
+            let config = crate::pg_tls::client_config(ca_file.as_deref()).map_err(fail)?;
+            let (client, connection) =
+                tokio_postgres::connect(&plain_url, tokio_postgres_rustls::MakeRustlsConnect::new(config))
+                    .await
+                    .map_err(|e| fail(crate::pg_tls::describe(&e)))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::error!(error = %e, "audit database connection ended");
+                }
+            });
+            client
+        }
+    };
     // The server's side of the same bound: a broker that vanished inside a
     // transaction must not hold the head row (and so every replica) until
     // TCP keepalive notices, and a writer queued behind a stuck lock gives up.
@@ -500,4 +570,29 @@ async fn checkpoint_head(client: &mut Client, keys: Arc<ChainKeys>) -> Result<Op
     insert_checkpoint(&tx, &checkpoint).await?;
     tx.commit().await.map_err(unavailable)?;
     Ok(Some(checkpoint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_tls;
+
+    #[test]
+    fn tls_settings_are_split_off_the_url_and_the_rest_kept_as_written() {
+        let url =
+            "postgres://u@db:5432/audit?options=-c%20search_path%3Dx&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem";
+        let Ok((plain, tls)) = split_tls(url) else {
+            unreachable!()
+        };
+        assert_eq!(
+            plain,
+            "postgres://u@db:5432/audit?options=-c%20search_path%3Dx&sslmode=require"
+        );
+        assert_eq!(tls, Some(Some(std::path::PathBuf::from("/etc/ca.pem"))));
+        let Ok((plain, tls)) = split_tls("postgres://u@db/audit") else {
+            unreachable!()
+        };
+        assert_eq!((plain.as_str(), tls), ("postgres://u@db/audit?sslmode=disable", None));
+        assert!(split_tls("postgres://u@db/a?sslmode=verify-ca").is_err_and(|e| e.contains("verify-full")));
+        assert!(split_tls("postgres://u@db/a?sslrootcert=/x").is_err());
+    }
 }

@@ -245,3 +245,34 @@ async fn two_brokers_share_one_postgres_store() {
     let ok = stint::audit::commands::verify(&choice, None, None).await.unwrap();
     assert!(ok.starts_with("ok: 8 records (seq 1..8)"), "{ok}");
 }
+
+/// The PostgreSQL store over TLS: the local server's certificate (Debian's
+/// snakeoil, CN=localhost) verifies under its name and is refused under
+/// another, so the connection is TLS and checked, never a silent downgrade.
+#[tokio::test]
+async fn the_postgres_store_verifies_the_server_certificate() {
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    assert!(
+        std::path::Path::new(snakeoil).exists(),
+        "this test needs the local PostgreSQL with ssl = on and Debian's snakeoil certificate ({snakeoil})"
+    );
+    let (store, _) = fresh_store(Backend::Postgres).await;
+    let tls = format!("&sslmode=verify-full&sslrootcert={snakeoil}");
+    let by_name = format!("{}{tls}", store.replacen("@127.0.0.1:", "@localhost:", 1));
+    let sink = stint::audit::open(&by_name, keys())
+        .await
+        .unwrap_or_else(|e| panic!("TLS to localhost: {e}"));
+    let stored = sink.append(&record(1, "deploy", Outcome::Issued)).await.unwrap();
+    assert_eq!(stored.seq, Some(1));
+    let by_address = format!("{store}{tls}");
+    let refused = stint::audit::open(&by_address, keys())
+        .await
+        .err()
+        .expect("wrong name refused");
+    assert!(refused.to_string().to_lowercase().contains("certificate"), "{refused}");
+    let unsupported = stint::audit::open(&format!("{store}&sslmode=verify-ca"), keys())
+        .await
+        .err()
+        .expect("verify-ca refused");
+    assert!(unsupported.to_string().contains("use verify-full"), "{unsupported}");
+}
