@@ -204,10 +204,19 @@ impl Config {
         let store = audit
             .store
             .ok_or_else(|| err("audit.store", "missing: e.g. `sqlite://./stint-audit.db`".into()))?;
+        let postgres = store.starts_with("postgres://") || store.starts_with("postgresql://");
+        // stint's own TLS settings (sslmode=verify-full, sslrootcert) come off
+        // the URL before tokio-postgres judges the rest.
+        let postgres_url = if postgres {
+            Some(crate::audit::postgres::split_tls(&store).map_err(|e| err("audit.store", e))?)
+        } else {
+            None
+        };
         let store = match store.strip_prefix("sqlite://") {
             Some(path) if !path.is_empty() => format!("sqlite://{}", resolve(path).display()),
-            _ if (store.starts_with("postgres://") || store.starts_with("postgresql://"))
-                && store.parse::<tokio_postgres::Config>().is_ok() =>
+            _ if postgres_url
+                .as_ref()
+                .is_some_and(|(plain, _)| plain.parse::<tokio_postgres::Config>().is_ok()) =>
             {
                 store
             }

@@ -382,3 +382,22 @@ fn postgres_grants_and_databases_are_checked() {
     )));
     assert_eq!(e.key, "grants.app-db.username_template");
 }
+
+#[test]
+fn a_postgres_store_takes_tls_settings_in_its_url() {
+    let with_store = |url: &str| VALID.replace("sqlite://./audit.db", url);
+    let url = "postgres://stint@db.internal:5432/stint?sslmode=verify-full&sslrootcert=%2Fetc%2Fstint%2Fca.pem";
+    let config = match parse(&with_store(url)) {
+        Ok(config) => config,
+        Err(e) => unreachable!("{e}"),
+    };
+    assert_eq!(
+        config.audit.store, url,
+        "kept as written; TLS is set up when connecting"
+    );
+    let e = error_of(&with_store("postgres://stint@db/stint?sslmode=verify-ca"));
+    assert_eq!(e.key, "audit.store");
+    assert!(e.message.contains("use verify-full"), "{e}");
+    let e = error_of(&with_store("postgres://stint@db/stint?sslrootcert=/x"));
+    assert!(e.message.contains("sslrootcert needs sslmode=verify-full"), "{e}");
+}
