@@ -90,8 +90,9 @@ fn writer_loop(
             Ok(conn) => write_transaction(&conn, || {
                 // The head found in the store is checked once per batch; the
                 // rest of the batch extends records this writer just made.
+                let mut head_now = None;
                 for (n, pending) in batch.iter_mut().enumerate() {
-                    append_one(&conn, &keys, &mut pending.record, n == 0)?;
+                    append_one(&conn, &keys, &mut pending.record, n == 0, &mut head_now)?;
                 }
                 Ok(())
             }),
@@ -104,11 +105,23 @@ fn writer_loop(
 }
 
 /// Links one record to the head and inserts it (inside a transaction).
-fn append_one(conn: &Connection, keys: &ChainKeys, r: &mut AuditRecord, check: bool) -> Result<(), AuditError> {
+/// `head_now`: the head this batch just wrote, so only its first record
+/// reads the head from the store.
+fn append_one(
+    conn: &Connection,
+    keys: &ChainKeys,
+    r: &mut AuditRecord,
+    check: bool,
+    head_now: &mut Option<(i64, String)>,
+) -> Result<(), AuditError> {
     if check {
         verified_head(conn, keys)?;
     }
-    chain::link(r, head(conn)?, &keys.key);
+    let previous = match head_now.take() {
+        Some(previous) => Some(previous),
+        None => head(conn)?,
+    };
+    chain::link(r, previous, &keys.key);
     // Cached statements: parsing SQL showed up in profiles of the hot path.
     conn.prepare_cached(
         "INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
@@ -142,6 +155,7 @@ fn append_one(conn: &Connection, keys: &ChainKeys, r: &mut AuditRecord, check: b
     })
     .map_err(unavailable)?;
     let seq = r.seq.unwrap_or(0);
+    *head_now = Some((seq, r.record_hash.clone().unwrap_or_default()));
     let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
     if seq % every == 0 {
         let hash = r.record_hash.clone().unwrap_or_default();

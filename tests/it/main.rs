@@ -14,6 +14,7 @@ mod attacks;
 mod audit;
 mod aws;
 mod chain;
+mod chart;
 mod cli;
 mod client;
 mod faults;
