@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::identity::Verifier;
 use crate::metrics::Metrics;
 
 /// What a successful reload did.
@@ -82,9 +81,15 @@ impl Reloader {
             }
         }
         let mut current = self.current.lock().map_err(|_| "reload state poisoned".to_string())?;
-        let issuers_changed = differs(&current.issuers, &next.issuers) || differs(&current.key_cache, &next.key_cache);
+        let cache_changed = differs(&current.key_cache, &next.key_cache);
+        let issuers_changed = differs(&current.issuers, &next.issuers) || cache_changed;
+        // Unchanged issuers keep their key caches.
         let verifier = if issuers_changed {
-            Some(Verifier::new(next.issuers.clone(), next.key_cache.clone())?)
+            Some(
+                self.broker
+                    .verifier()
+                    .renewed(next.issuers.clone(), next.key_cache.clone(), cache_changed)?,
+            )
         } else {
             None
         };

@@ -231,6 +231,29 @@ impl Verifier {
         Ok(Verifier { by_url })
     }
 
+    /// A verifier for `issuers` that keeps the key caches of the issuers
+    /// whose settings did not change, when the cache policy did not either:
+    /// a reload must not forget keys (an issuer down at that moment would
+    /// lock out callers whose keys were known).
+    pub fn renewed(
+        &self,
+        issuers: Vec<IssuerConfig>,
+        cache: KeyCachePolicy,
+        cache_changed: bool,
+    ) -> Result<Verifier, String> {
+        let mut fresh = Verifier::new(issuers, cache)?;
+        if !cache_changed {
+            for (url, issuer) in &mut fresh.by_url {
+                if let Some(old) = self.by_url.get(url)
+                    && format!("{:?}", old.config) == format!("{:?}", issuer.config)
+                {
+                    *issuer = old.clone();
+                }
+            }
+        }
+        Ok(fresh)
+    }
+
     /// Fetches every issuer's keys once, so the first request is fast.
     /// Failures are logged, not fatal: an issuer may come up later.
     pub async fn prefetch(&self) {

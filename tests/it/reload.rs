@@ -206,3 +206,33 @@ async fn sighup_reloads_stint_serve() {
     }
     assert_eq!(issue("acme/api").await, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_known_keys_of_unchanged_issuers() {
+    let issuer = TestIssuer::start().await;
+    let other = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stint.yaml");
+    let with_other = |audience: &str| {
+        config_text(&issuer, "acme/api", "").replace(
+            "issuers:\n",
+            &format!(
+                "issuers:\n  other:\n    issuer: \"{}\"\n    audience: \"{audience}\"\n    algorithms: [RS256]\n    platform: github\n",
+                other.url
+            ),
+        )
+    };
+    std::fs::write(&path, with_other("one")).unwrap();
+    let broker = start(&path, dir).await;
+    assert_eq!(broker.issue(&token_for(&issuer, "acme/api")).await.status, 200);
+    let fetched = issuer.jwks_fetches();
+
+    // The issuer is down when another issuer's settings change.
+    issuer.set_down(true);
+    std::fs::write(&path, with_other("two")).unwrap();
+    let reloaded = broker.server.reload_config().unwrap();
+    assert!(reloaded.issuers_changed);
+    let answer = broker.issue(&token_for(&issuer, "acme/api")).await;
+    assert_eq!(answer.status, 200, "its keys were kept: {}", answer.text);
+    assert_eq!(issuer.jwks_fetches(), fetched, "no refetch for an unchanged issuer");
+}
