@@ -237,9 +237,7 @@ impl Broker {
         let now = crate::identity::now();
         let mut record = AuditRecord {
             seq: None,
-            time: OffsetDateTime::now_utc()
-                .format(&Rfc3339)
-                .unwrap_or_else(|_| rfc3339(now)),
+            time: crate::audit::now_rfc3339(),
             request_id: request.request_id.to_string(),
             outcome: Outcome::Denied,
             reason: None,
@@ -430,9 +428,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let record = AuditRecord {
             seq: None,
-            time: OffsetDateTime::now_utc()
-                .format(&Rfc3339)
-                .unwrap_or_else(|_| rfc3339(crate::identity::now())),
+            time: crate::audit::now_rfc3339(),
             request_id: request_id.to_string(),
             outcome: Outcome::Denied,
             reason: Some(reason.to_string()),

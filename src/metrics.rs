@@ -21,28 +21,30 @@ struct RequestLabels {
     status: String,
 }
 
+// Labels on per-request paths hold only fixed names: no allocation per
+// observation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
-    service: String,
-    operation: String,
-    outcome: String,
+    service: &'static str,
+    operation: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
-    service: String,
-    operation: String,
+    service: &'static str,
+    operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
-    cache: String,
-    result: String,
+    cache: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
-    outcome: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -223,11 +225,7 @@ impl Metrics {
     /// Counts a config reload; a success also stamps the load time.
     pub fn config_reload(&self, success: bool) {
         let outcome = if success { "success" } else { "failure" };
-        self.config_reloads
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_string(),
-            })
-            .inc();
+        self.config_reloads.get_or_create(&OutcomeLabels { outcome }).inc();
         if success {
             self.config_loaded.set(crate::identity::now());
         }
@@ -236,11 +234,7 @@ impl Metrics {
     /// Counts one attempt to drop a lease's role.
     pub fn lease_revocation(&self, success: bool) {
         let outcome = if success { "success" } else { "failure" };
-        self.lease_revocations
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_string(),
-            })
-            .inc();
+        self.lease_revocations.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// Sets how many leases keep failing to be revoked.
@@ -249,19 +243,16 @@ impl Metrics {
     }
 
     /// Records one call to an upstream (`aws-sts`, `aws-secretsmanager`, `postgres`).
-    pub fn upstream(&self, service: &str, operation: &str, ok: bool, seconds: f64) {
+    pub fn upstream(&self, service: &'static str, operation: &'static str, ok: bool, seconds: f64) {
         let outcome = if ok { "ok" } else { "error" };
         self.upstream_requests
             .get_or_create(&UpstreamLabels {
-                service: service.to_string(),
-                operation: operation.to_string(),
-                outcome: outcome.to_string(),
+                service,
+                operation,
+                outcome,
             })
             .inc();
-        let labels = OperationLabels {
-            service: service.to_string(),
-            operation: operation.to_string(),
-        };
+        let labels = OperationLabels { service, operation };
         if !ok {
             self.upstream_errors.get_or_create(&labels).inc();
         }
@@ -269,23 +260,14 @@ impl Metrics {
     }
 
     /// Counts one cache lookup: `hit`, `miss` or `coalesced`.
-    pub fn cache(&self, cache: &str, result: &str) {
-        self.cache_requests
-            .get_or_create(&CacheLabels {
-                cache: cache.to_string(),
-                result: result.to_string(),
-            })
-            .inc();
+    pub fn cache(&self, cache: &'static str, result: &'static str) {
+        self.cache_requests.get_or_create(&CacheLabels { cache, result }).inc();
     }
 
     /// Records one audit append.
     pub fn audit_append(&self, ok: bool, seconds: f64) {
         let outcome = if ok { "success" } else { "failure" };
-        self.audit_appends
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_string(),
-            })
-            .inc();
+        self.audit_appends.get_or_create(&OutcomeLabels { outcome }).inc();
         if ok {
             self.audit_latency.observe(seconds);
         } else {

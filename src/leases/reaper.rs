@@ -201,7 +201,7 @@ impl Reaper {
         detail.insert("database".into(), Value::String(lease.database.clone()));
         let record = AuditRecord {
             seq: None,
-            time: rfc3339_now(),
+            time: crate::audit::now_rfc3339(),
             request_id: request_id.map_or_else(|| format!("reaper-{}", uuid::Uuid::now_v7()), str::to_string),
             outcome: Outcome::Revoked,
             reason: Some(reason.to_string()),
@@ -313,10 +313,4 @@ impl Reaper {
             }
         }
     }
-}
-
-fn rfc3339_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| rfc3339(now()))
 }

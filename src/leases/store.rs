@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio_postgres::Row;
 
 use super::{Lease, LeaseState};
-use crate::audit::AuditError;
 use crate::audit::postgres::{Session, connect};
+use crate::audit::{AuditError, unavailable};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS leases (
@@ -62,10 +62,6 @@ pub trait LeaseStore: Send + Sync {
     async fn list(&self, failing: bool, limit: u32) -> Result<Vec<Lease>, AuditError>;
     /// Role names of active leases on `database`.
     async fn active_usernames(&self, database: &str) -> Result<Vec<String>, AuditError>;
-}
-
-fn unavailable(e: impl std::fmt::Display) -> AuditError {
-    AuditError::Unavailable(e.to_string())
 }
 
 /// Opens the lease table in the store named by `url` (creating it).
