@@ -106,20 +106,11 @@ async fn until_ready(broker: &TestBroker, within: Duration) {
     }
 }
 
-/// `host:port` of the PostgreSQL in a connection URL.
-fn postgres_address(url: &str) -> String {
-    let parsed = reqwest::Url::parse(url).unwrap();
-    format!(
-        "{}:{}",
-        parsed.host_str().unwrap_or("127.0.0.1"),
-        parsed.port().unwrap_or(5432)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_store_that_hangs_then_goes_away_mid_burst_loses_nothing_and_recovers() {
     let (store, _) = fresh_store(Backend::Postgres).await;
-    let target = postgres_address(&store);
+    let (host, port) = crate::store::postgres_host_port();
+    let target = format!("{host}:{port}");
     let proxy = FaultProxy::start(&target).await;
     let proxied = store.replacen(&target, &proxy.addr.to_string(), 1);
     let issuer = TestIssuer::start().await;

@@ -13,25 +13,8 @@ use tokio_postgres::NoTls;
 
 use crate::harness::{Answer, TestBroker, answer, issuer_yaml};
 use crate::issuer::TestIssuer;
-use crate::store::{Backend, fresh_store};
+use crate::store::{Backend, fresh_store, postgres_admin as admin, postgres_host_port as pg_host_port};
 use crate::tcp_fault::{FaultProxy, Mode};
-
-fn base_url() -> String {
-    std::env::var("STINT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-/// An admin connection to the target database.
-async fn admin() -> tokio_postgres::Client {
-    let url = base_url();
-    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is needed for the lease tests and is not reachable at {url}: {e}\n\
-             Start it (pg_ctlcluster 15 main start) or set STINT_TEST_POSTGRES"
-        )
-    });
-    tokio::spawn(connection);
-    client
-}
 
 /// A group role and a table it may read, made once per test (names
 /// unique), and files every broker of the test shares.
@@ -63,14 +46,6 @@ async fn fixture() -> Fixture {
         table,
         files,
     }
-}
-
-fn pg_host_port() -> (String, u16) {
-    let parsed = reqwest::Url::parse(&base_url()).unwrap();
-    (
-        parsed.host_str().unwrap_or("127.0.0.1").to_string(),
-        parsed.port().unwrap_or(5432),
-    )
 }
 
 fn config_parts(f: &Fixture, port: u16, extra_db: &str) -> (String, String) {

@@ -28,6 +28,35 @@ fn keys() -> ChainKeys {
     }
 }
 
+/// The test PostgreSQL (`STINT_TEST_POSTGRES`).
+pub(crate) fn postgres_url() -> String {
+    std::env::var("STINT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Its host and port.
+pub(crate) fn postgres_host_port() -> (String, u16) {
+    let parsed = reqwest::Url::parse(&postgres_url()).unwrap();
+    (
+        parsed.host_str().unwrap_or("127.0.0.1").to_string(),
+        parsed.port().unwrap_or(5432),
+    )
+}
+
+/// A connection to it as the test's admin.
+pub(crate) async fn postgres_admin() -> tokio_postgres::Client {
+    let base = postgres_url();
+    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is needed for these tests and is not reachable at {base}: {e}\n\
+                Start it (pg_ctlcluster 15 main start) or set STINT_TEST_POSTGRES"
+            )
+        });
+    tokio::spawn(connection);
+    client
+}
+
 /// A fresh, empty store and its URL; the guard keeps it alive.
 pub(crate) async fn fresh_store(backend: Backend) -> (String, Option<tempfile::TempDir>) {
     match backend {
@@ -36,17 +65,8 @@ pub(crate) async fn fresh_store(backend: Backend) -> (String, Option<tempfile::T
             (format!("sqlite://{}", dir.path().join("audit.db").display()), Some(dir))
         }
         Backend::Postgres => {
-            let base = std::env::var("STINT_TEST_POSTGRES")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-            let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL is needed for the store tests and is not reachable at {base}: {e}\n\
-                        Start it (pg_ctlcluster 15 main start) or set STINT_TEST_POSTGRES"
-                    )
-                });
-            tokio::spawn(connection);
+            let base = postgres_url();
+            let client = postgres_admin().await;
             let schema = format!("stint_test_{}", uuid::Uuid::new_v4().simple());
             client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
             let sep = if base.contains('?') { '&' } else { '?' };
