@@ -1,7 +1,9 @@
 //! Where the time goes, in one run on one machine: `cargo bench --bench load`.
 //!
 //! 1. The ceiling: a minimal axum endpoint that only verifies the RS256
-//!    token (jsonwebtoken with aws-lc-rs, as stint does), started here.
+//!    token (jsonwebtoken with aws-lc-rs, as stint does), run by this
+//!    binary as a separate process, so it meets the load on the same terms
+//!    as stint: its own process and runtime, loopback TCP in between.
 //! 2. stint end to end (the release binary, a separate process) for a
 //!    `token` grant, a `secrets` grant and an `aws` grant (cache hits), with
 //!    durable audit on SQLite; the same with the log on tmpfs (no fsync
@@ -105,12 +107,52 @@ impl Issuer {
     }
 }
 
+/// Set in the ceiling's process: "ISSUER_URL N E".
+const CEILING_ENV: &str = "STINT_BENCH_CEILING_FOR";
+
+/// The ceiling server's process (this binary again).
+struct Ceiling {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Ceiling {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the ceiling in its own process; its first stdout line is its URL.
+fn ceiling(issuer: &Issuer) -> Ceiling {
+    use std::io::BufRead as _;
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .env(CEILING_ENV, format!("{} {} {}", issuer.url, issuer.n, issuer.e))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the ceiling process");
+    let mut url = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut url)
+        .expect("the ceiling's URL");
+    Ceiling {
+        child,
+        url: url.trim().to_string(),
+    }
+}
+
 /// The ceiling: verify the token (same library, same backend), answer 200.
-async fn ceiling(issuer: &Issuer) -> String {
-    let key = Arc::new(jsonwebtoken::DecodingKey::from_rsa_components(&issuer.n, &issuer.e).expect("key"));
+async fn serve_ceiling(spec: &str) {
+    let mut parts = spec.split(' ');
+    let (url, n, e) = (
+        parts.next().expect("url"),
+        parts.next().expect("n"),
+        parts.next().expect("e"),
+    );
+    let key = Arc::new(jsonwebtoken::DecodingKey::from_rsa_components(n, e).expect("key"));
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_audience(&["stint"]);
-    validation.set_issuer(&[issuer.url.as_str()]);
+    validation.set_issuer(&[url]);
     let validation = Arc::new(validation);
     let handler = move |headers: axum::http::HeaderMap| {
         let (key, validation) = (key.clone(), validation.clone());
@@ -129,8 +171,9 @@ async fn ceiling(issuer: &Issuer) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/verify", listener.local_addr().expect("addr"));
     let router = axum::Router::new().route("/verify", axum::routing::post(handler));
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    url
+    println!("{url}");
+    let _ = std::io::stdout().flush();
+    let _ = axum::serve(listener, router).await;
 }
 
 /// Latency figures of one phase.
@@ -412,18 +455,22 @@ async fn stint_paths(label: &str, broker: &Broker, issuer: &Issuer, out: &mut Ve
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    if let Ok(spec) = std::env::var(CEILING_ENV) {
+        serve_ceiling(&spec).await;
+        return;
+    }
     let issuer = Issuer::start().await;
     let moto = moto().await;
     let mut rows: Vec<Figures> = Vec::new();
     let mut notes: Vec<(String, Value)> = Vec::new();
 
     // 1. The ceiling.
-    let verify = ceiling(&issuer).await;
+    let verify = ceiling(&issuer);
     let tokens = Arc::new(vec![issuer.token("bench")]);
-    let ceiling_max = load("ceiling: verify only", &verify, tokens.clone(), None, None).await;
+    let ceiling_max = load("ceiling: verify only", &verify.url, tokens.clone(), None, None).await;
     let ceiling_half = load(
         "ceiling at half rate",
-        &verify,
+        &verify.url,
         tokens.clone(),
         None,
         Some(ceiling_max.per_second / 2.0),

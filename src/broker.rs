@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tracing::Instrument;
 
 use crate::audit::{AuditKey, AuditRecord, AuditSink, Outcome};
 use crate::duration;
@@ -265,14 +266,35 @@ impl Broker {
         }
 
         let result = self.decide_and_issue(&active, &request, now, &mut record).await;
+        let answer = self
+            .finish(result, &mut record, known_grant, request.request_id, now)
+            .await;
+        note_outcome(&record, answer.as_ref().err());
+        answer
+    }
+
+    /// Writes the record of `result` and returns the answer it allows.
+    async fn finish(
+        &self,
+        result: Result<Map<String, Value>, BrokerError>,
+        record: &mut AuditRecord,
+        known_grant: Option<&str>,
+        request_id: &str,
+        now: i64,
+    ) -> Result<Issuance, BrokerError> {
         match result {
             Ok(body) => {
                 record.outcome = Outcome::Issued;
-                if let Err(e) = self.audit.append(&record).await {
+                if let Err(e) = self
+                    .audit
+                    .append(record)
+                    .instrument(tracing::info_span!("audit.append"))
+                    .await
+                {
                     // The credential in `body` is dropped here, unseen. Store
                     // errors name the store, never a record's content.
                     tracing::error!(
-                        request_id = request.request_id,
+                        request_id,
                         error = %e,
                         "audit write failed; credential withheld"
                     );
@@ -291,10 +313,15 @@ impl Broker {
                 record.outcome = err.outcome();
                 record.reason = Some(err.code().to_string());
                 if let BrokerError::Provider(detail) = &err {
-                    tracing::warn!(request_id = request.request_id, error = %detail, "provider failed");
+                    tracing::warn!(request_id, error = %detail, "provider failed");
                 }
-                if let Err(e) = self.audit.append(&record).await {
-                    tracing::error!(request_id = request.request_id, error = %e, "audit write failed for a refusal");
+                if let Err(e) = self
+                    .audit
+                    .append(record)
+                    .instrument(tracing::info_span!("audit.append"))
+                    .await
+                {
+                    tracing::error!(request_id, error = %e, "audit write failed for a refusal");
                     self.metrics.issuance(known_grant, "error", "audit_unavailable");
                     return Err(BrokerError::AuditUnavailable);
                 }
@@ -313,7 +340,11 @@ impl Broker {
         record: &mut AuditRecord,
     ) -> Result<Map<String, Value>, BrokerError> {
         // 1 identity
-        let token = Self::verify(active, request.bearer.clone()).await?;
+        let verifying = tracing::info_span!("verify", stint.issuer = tracing::field::Empty);
+        let token = Self::verify(active, request.bearer.clone())
+            .instrument(verifying.clone())
+            .await?;
+        verifying.record("stint.issuer", token.issuer());
         record.issuer = Some(token.issuer().to_string());
         record.subject = Some(token.subject().to_string());
         record.token_jti_hmac = token.jti().map(|jti| self.audit_key.hash_jti(jti));
@@ -366,7 +397,8 @@ impl Broker {
                 .audit_key
                 .hash(&format!("single-use\n{}\n{}\n{jti}", spec.name, token.issuer()));
             let keep_until = token.expires_at().saturating_add(REPLAY_MARGIN_SECS);
-            match self.audit.first_use(&key, keep_until).await {
+            let checking = tracing::info_span!("audit.first_use");
+            match self.audit.first_use(&key, keep_until).instrument(checking).await {
                 Ok(true) => {}
                 Ok(false) => return Err(IdentityError::Replayed.into()),
                 Err(_) => return Err(BrokerError::AuditUnavailable),
@@ -384,7 +416,8 @@ impl Broker {
             now,
             secrets: options.secrets,
         };
-        let credential = provider.issue(&grant, &ctx).await?;
+        let issuing = tracing::info_span!("provider.issue", stint.kind = spec.kind.name());
+        let credential = provider.issue(&grant, &ctx).instrument(issuing).await?;
         record.issuance_id = Some(ctx.issuance_id.clone());
         record.expires_at = Some(rfc3339(credential.expires_at));
         record.detail.extend(credential.audit);
@@ -585,6 +618,26 @@ pub(crate) fn printable_name(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Puts what the audit record says on the request's span (fields declared
+/// by the HTTP layer; elsewhere this records nothing).
+fn note_outcome(record: &AuditRecord, error: Option<&BrokerError>) {
+    let span = tracing::Span::current();
+    if let Some(grant) = &record.grant {
+        span.record("stint.grant", grant.as_str());
+    }
+    if let Some(kind) = &record.kind {
+        span.record("stint.kind", kind.as_str());
+    }
+    let outcome = match error {
+        Some(error) => error.outcome(),
+        None => record.outcome,
+    };
+    span.record("stint.outcome", outcome.as_str());
+    if let Some(error) = error {
+        span.record("stint.reason", error.code());
+    }
 }
 
 /// RFC 3339 UTC for seconds since the epoch.

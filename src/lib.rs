@@ -24,4 +24,5 @@ pub mod policy_tools;
 pub mod provider;
 pub mod reload;
 pub mod server;
+pub mod telemetry;
 pub mod template;

@@ -415,24 +415,17 @@ fn parse_outcome(text: &str) -> Result<Outcome, String> {
     Outcome::parse(text).ok_or_else(|| format!("`{text}` is not issued, denied, error or revoked"))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STINT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = !matches!(cli.command, Command::Serve { .. } | Command::Dev { .. });
-    if !quiet {
-        init_logging(cli.log_format);
+    let json_logs = matches!(cli.log_format, LogFormat::Json);
+    // `serve` installs logging after reading its config (which may ask for
+    // trace export); `dev` logs without export; other commands stay quiet.
+    if matches!(cli.command, Command::Dev { .. })
+        && let Err(e) = stint::telemetry::Telemetry::init(json_logs, None)
+    {
+        eprintln!("stint: {e}");
+        return ExitCode::FAILURE;
     }
     let result = match cli.command {
         Command::Exec {
@@ -462,7 +455,7 @@ async fn main() -> ExitCode {
         },
         Command::Policy(command) => return ExitCode::from(policy(command).await),
         other => {
-            return match run(other).await {
+            return match run(other, json_logs).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("stint: {e:#}");
@@ -480,10 +473,12 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, json_logs: bool) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => {
             let loaded = Config::load(&config)?;
+            let telemetry =
+                stint::telemetry::Telemetry::init(json_logs, loaded.otlp.as_ref()).map_err(anyhow::Error::msg)?;
             let options = server::StartOptions {
                 config_path: Some(config.clone()),
                 ..server::StartOptions::default()
@@ -492,6 +487,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             shutdown_signal().await;
             tracing::info!("shutting down");
             running.shutdown().await;
+            // The exporter's blocking client must not run on a runtime thread.
+            tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
             Ok(())
         }
         Command::Dev {

@@ -100,7 +100,7 @@ impl Reloader {
         }
         let started = &self.started;
         let mut needs_restart = Vec::new();
-        let checks: [(&'static str, bool); 10] = [
+        let checks: [(&'static str, bool); 11] = [
             ("databases", differs(&started.databases, &next.databases)),
             ("leases", started.reap_interval != next.reap_interval),
             ("listen", started.listen != next.listen),
@@ -111,6 +111,7 @@ impl Reloader {
             ("limits", differs(&started.limits, &next.limits)),
             ("tls", differs(&started.tls, &next.tls)),
             ("reload", started.reload_watch != next.reload_watch),
+            ("telemetry", started.otlp != next.otlp),
         ];
         for (key, changed) in checks {
             if changed {

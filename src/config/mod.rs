@@ -102,6 +102,8 @@ pub struct Config {
     pub databases: BTreeMap<String, crate::leases::DatabaseTarget>,
     /// `leases.reap_interval`: how often each broker looks for leases to revoke.
     pub reap_interval: Duration,
+    /// `telemetry.otlp`: trace export; off when `None`.
+    pub otlp: Option<crate::telemetry::OtlpSettings>,
 }
 
 /// `limits:` from config.
@@ -385,6 +387,11 @@ impl Config {
             }
         };
 
+        let otlp = match raw.telemetry.as_ref().and_then(|t| t.otlp.as_ref()) {
+            None => None,
+            Some(raw) => Some(otlp_settings(raw).map_err(|(key, m)| err(&format!("telemetry.otlp{key}"), m))?),
+        };
+
         Ok(Config {
             source_name: source_name.to_string(),
             listen,
@@ -401,6 +408,7 @@ impl Config {
             reload_watch,
             databases,
             reap_interval,
+            otlp,
         })
     }
 }
@@ -479,6 +487,39 @@ fn yaml_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> (String, S
         message = format!("{message} at line {} column {}", at.line(), at.column());
     }
     (key, message)
+}
+
+fn otlp_settings(raw: &raw::RawOtlp) -> Result<crate::telemetry::OtlpSettings, FieldError> {
+    let mut otlp = crate::telemetry::OtlpSettings::default();
+    if let Some(endpoint) = &raw.endpoint {
+        otlp.endpoint = Some(crate::telemetry::traces_url(endpoint).map_err(|m| (".endpoint".to_string(), m))?);
+    }
+    if let Some(ratio) = raw.sample_ratio {
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err((
+                ".sample_ratio".into(),
+                format!("{ratio} is not between 0 and 1 (1 keeps every trace, 0.1 one in ten)"),
+            ));
+        }
+        otlp.sample_ratio = ratio;
+    }
+    if let Some(text) = &raw.timeout {
+        let timeout = duration::parse(text).map_err(|e| (".timeout".to_string(), e.to_string()))?;
+        if timeout.is_zero() || timeout > Duration::from_secs(60) {
+            return Err((".timeout".into(), "must be between 1s and 60s".into()));
+        }
+        otlp.timeout = timeout;
+    }
+    if let Some(name) = &raw.service_name {
+        if name.trim().is_empty() {
+            return Err((".service_name".into(), "must not be empty".into()));
+        }
+        otlp.service_name = name.clone();
+    }
+    if let Some(resource) = &raw.resource {
+        otlp.resource = resource.0.clone();
+    }
+    Ok(otlp)
 }
 
 fn aws_settings(raw: Option<&RawAws>) -> Result<AwsSettings, FieldError> {

@@ -28,6 +28,23 @@ pub struct RawConfig {
     pub reload: Option<RawReload>,
     pub databases: Option<UniqueMap<RawDatabase>>,
     pub leases: Option<RawLeases>,
+    pub telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp: Option<RawOtlp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtlp {
+    pub endpoint: Option<String>,
+    pub sample_ratio: Option<f64>,
+    pub timeout: Option<String>,
+    pub service_name: Option<String>,
+    pub resource: Option<UniqueMap<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -401,3 +401,60 @@ fn a_postgres_store_takes_tls_settings_in_its_url() {
     let e = error_of(&with_store("postgres://stint@db/stint?sslrootcert=/x"));
     assert!(e.message.contains("sslrootcert needs sslmode=verify-full"), "{e}");
 }
+
+#[test]
+fn telemetry_otlp_is_checked() {
+    let with = |otlp: &str| format!("{VALID}telemetry:\n  otlp:\n{otlp}");
+    let config = parse(&with(
+        "    endpoint: http://collector.observability:4318\n    sample_ratio: 0.25\n",
+    ));
+    let Ok(config) = config else { unreachable!("{config:?}") };
+    let otlp = config.otlp.unwrap_or_default();
+    assert_eq!(
+        otlp.endpoint.as_deref(),
+        Some("http://collector.observability:4318/v1/traces"),
+        "a base URL gets the traces path"
+    );
+    assert!((otlp.sample_ratio - 0.25).abs() < f64::EPSILON);
+    let config = parse(&with("    endpoint: https://otlp.example.com/custom/traces\n"));
+    let Ok(config) = config else { unreachable!("{config:?}") };
+    assert_eq!(
+        config.otlp.and_then(|o| o.endpoint).as_deref(),
+        Some("https://otlp.example.com/custom/traces"),
+        "a URL with a path is used as written"
+    );
+    let Ok(config) = parse(&with("    {}\n")) else {
+        unreachable!()
+    };
+    assert_eq!(
+        config.otlp.map(|o| o.endpoint),
+        Some(None),
+        "no endpoint: the OTEL_* variables decide"
+    );
+    assert!(parse(VALID).is_ok_and(|c| c.otlp.is_none()), "off unless configured");
+
+    for (otlp, key, says) in [
+        (
+            "    sample_ratio: 1.5\n",
+            "telemetry.otlp.sample_ratio",
+            "between 0 and 1",
+        ),
+        (
+            "    endpoint: grpc://collector:4317\n",
+            "telemetry.otlp.endpoint",
+            "http:// or https://",
+        ),
+        (
+            "    endpoint: collector:4318\n",
+            "telemetry.otlp.endpoint",
+            "http:// or https://",
+        ),
+        ("    timeout: 0s\n", "telemetry.otlp.timeout", "between 1s and 60s"),
+        ("    service_name: ' '\n", "telemetry.otlp.service_name", "empty"),
+        ("    protocol: grpc\n", "telemetry.otlp", "protocol"),
+    ] {
+        let e = error_of(&with(otlp));
+        assert!(e.key.starts_with(key), "{otlp}: {e}");
+        assert!(e.to_string().contains(says), "{otlp}: {e}");
+    }
+}

@@ -17,6 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::metrics::Metrics;
@@ -110,12 +111,31 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m.to_string(),
         _ => "OTHER".to_string(),
     };
+    // Log lines inside name the request; with OTLP on, this is the server span.
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        request_id = %id,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        stint.grant = tracing::field::Empty,
+        stint.kind = tracing::field::Empty,
+        stint.outcome = tracing::field::Empty,
+        stint.reason = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, request.headers());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        crate::telemetry::mark_error(&span);
+    }
     state
         .metrics
         .request(&route, &method, status, started.elapsed().as_secs_f64());

@@ -122,8 +122,7 @@ impl CredentialProvider for PostgresProvider {
                 detail: "the lease store is unavailable".into(),
                 log: e.to_string(),
             })?;
-        let started = std::time::Instant::now();
-        let created = async {
+        let created = crate::telemetry::upstream(&self.metrics, "postgres", "create_role", async {
             let admin = target::admin_password(target, self.secrets.as_ref()).await?;
             let sql = target::render_sql(
                 &settings.creation_statements,
@@ -133,14 +132,8 @@ impl CredentialProvider for PostgresProvider {
                 &target.dbname,
             );
             target::create_role(target, &admin, &name, &sql, &password).await
-        }
+        })
         .await;
-        self.metrics.upstream(
-            "postgres",
-            "create_role",
-            created.is_ok(),
-            started.elapsed().as_secs_f64(),
-        );
         if let Err(e) = created {
             let _ = self.store.expire_now(&lease.id, ctx.now, "issuance_failed").await;
             return Err(target_error(e, &spec.name));

@@ -172,19 +172,11 @@ impl Reaper {
             GrantKind::Postgres(p) => p.revocation_statements.clone(),
             _ => None,
         });
-        let started = std::time::Instant::now();
-        let dropped = async {
+        crate::telemetry::upstream(&self.metrics, "postgres", "drop_role", async {
             let admin = target::admin_password(target, self.secrets.as_ref()).await?;
             target::revoke_role(target, &admin, &lease.username, custom.as_deref()).await
-        }
-        .await;
-        self.metrics.upstream(
-            "postgres",
-            "drop_role",
-            dropped.is_ok(),
-            started.elapsed().as_secs_f64(),
-        );
-        dropped
+        })
+        .await
     }
 
     async fn record(&self, lease: &Lease, reason: &str, request_id: Option<&str>, by: Option<(&str, &str)>) {

@@ -30,4 +30,5 @@ mod reload;
 mod replicas;
 mod secrets;
 mod store;
+mod telemetry;
 mod tls;

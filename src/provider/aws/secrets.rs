@@ -64,20 +64,13 @@ impl SecretsProvider {
 
     async fn fetch(&self, key: &SecretKey, cache_for: Duration) -> Result<SecretValue, ProviderError> {
         let what = format!("GetSecretValue of `{}`", key.secret_id);
-        let started = std::time::Instant::now();
-        let sent = self
+        let call = self
             .client
             .get_secret_value()
             .secret_id(&key.secret_id)
             .version_stage(&key.version_stage)
-            .send()
-            .await;
-        self.metrics.upstream(
-            "aws-secretsmanager",
-            "GetSecretValue",
-            sent.is_ok(),
-            started.elapsed().as_secs_f64(),
-        );
+            .send();
+        let sent = crate::telemetry::upstream(&self.metrics, "aws-secretsmanager", "GetSecretValue", call).await;
         let output = sent.map_err(|e| classify(&what, &e))?;
         Ok(SecretValue {
             text: output.secret_string().map(str::to_string),
@@ -94,19 +87,13 @@ impl SecretsProvider {
         // BatchGetSecretValue takes at most 20 ids and reads AWSCURRENT only.
         for chunk in ids.chunks(20) {
             let what = format!("BatchGetSecretValue of {} secrets", chunk.len());
-            let started = std::time::Instant::now();
-            let sent = self
+            let call = self
                 .client
                 .batch_get_secret_value()
                 .set_secret_id_list(Some(chunk.iter().map(|id| (*id).to_string()).collect()))
-                .send()
-                .await;
-            self.metrics.upstream(
-                "aws-secretsmanager",
-                "BatchGetSecretValue",
-                sent.is_ok(),
-                started.elapsed().as_secs_f64(),
-            );
+                .send();
+            let sent =
+                crate::telemetry::upstream(&self.metrics, "aws-secretsmanager", "BatchGetSecretValue", call).await;
             let output = sent.map_err(|e| classify(&what, &e))?;
             if let Some(error) = output.errors().first() {
                 let id = error.secret_id().unwrap_or("?");

@@ -164,10 +164,7 @@ impl StsProvider {
         if let Some(id) = &settings.external_id {
             request = request.external_id(id);
         }
-        let started = std::time::Instant::now();
-        let sent = request.send().await;
-        self.metrics
-            .upstream("aws-sts", "AssumeRole", sent.is_ok(), started.elapsed().as_secs_f64());
+        let sent = crate::telemetry::upstream(&self.metrics, "aws-sts", "AssumeRole", request.send()).await;
         let output = sent.map_err(|e| classify(&what, &e))?;
         let credentials = output.credentials().ok_or_else(|| ProviderError::Refused {
             detail: format!("AWS returned no credentials for {what}"),
