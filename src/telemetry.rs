@@ -85,9 +85,17 @@ impl Telemetry {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
         let logs = if json { logs.json().boxed() } else { logs.boxed() };
-        let traces = provider
-            .as_ref()
-            .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("stint")));
+        // Only stint's own spans are exported. The exporter's HTTP client
+        // and the SDK log through `tracing` too; exporting those would feed
+        // the exporter its own work. The SDK's warnings (export failed,
+        // spans dropped) still reach the log lines.
+        let traces = provider.as_ref().map(|p| {
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("stint"))
+                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                    meta.target().starts_with("stint")
+                }))
+        });
         tracing_subscriber::registry()
             .with(filter)
             .with(logs)
