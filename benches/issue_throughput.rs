@@ -5,6 +5,10 @@
 //! from concurrent clients for a few seconds per setting. Compare the
 //! figures as a ratio: the machine is shared and absolute numbers vary.
 
+// Not every shared part is used here.
+#[allow(dead_code)]
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,18 +21,7 @@ const CLIENTS: usize = 32;
 const SECONDS: u64 = 5;
 
 async fn issuer(key: &SigningKey) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
-    let jwks = json!({"keys": [key.public_jwk()]});
-    let router = axum::Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            axum::routing::get(move || async move { axum::Json(discovery) }),
-        )
-        .route("/jwks", axum::routing::get(move || async move { axum::Json(jwks) }));
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    url
+    common::serve_issuer(json!({"keys": [key.public_jwk()]})).await
 }
 
 async fn run(group_commit: bool, key: &SigningKey, issuer_url: &str) -> f64 {

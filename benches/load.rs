@@ -24,7 +24,9 @@
 
 use std::io::Write as _;
 use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,8 @@ use aws_lc_rs::signature::{self, KeyPair as _};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+
+use common::Process;
 
 fn seconds() -> u64 {
     std::env::var("STINT_BENCH_SECONDS")
@@ -74,17 +78,8 @@ impl Issuer {
         let key = KeyPair::generate(KeySize::Rsa2048).expect("rsa keygen");
         let public = PublicKeyComponents::<Vec<u8>>::from(key.public_key());
         let (n, e) = (b64(&public.n), b64(&public.e));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
         let jwks = json!({"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig", "n": n, "e": e}]});
-        let router = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                axum::routing::get(move || async move { axum::Json(discovery) }),
-            )
-            .route("/jwks", axum::routing::get(move || async move { axum::Json(jwks) }));
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let url = common::serve_issuer(jwks).await;
         Issuer { url, key, n, e }
     }
 
@@ -112,15 +107,8 @@ const CEILING_ENV: &str = "STINT_BENCH_CEILING_FOR";
 
 /// The ceiling server's process (this binary again).
 struct Ceiling {
-    child: Child,
+    _process: Process,
     url: String,
-}
-
-impl Drop for Ceiling {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts the ceiling in its own process; its first stdout line is its URL.
@@ -136,7 +124,7 @@ fn ceiling(issuer: &Issuer) -> Ceiling {
         .read_line(&mut url)
         .expect("the ceiling's URL");
     Ceiling {
-        child,
+        _process: Process(child),
         url: url.trim().to_string(),
     }
 }
@@ -259,7 +247,7 @@ async fn load(name: &str, url: &str, tokens: Arc<Vec<String>>, body: Option<Valu
 
 /// A `stint serve` process of the release binary.
 struct Broker {
-    child: Child,
+    process: Process,
     url: String,
     admin: String,
     ready_after: Duration,
@@ -310,7 +298,7 @@ impl Broker {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         Broker {
-            child,
+            process: Process(child),
             url: format!("http://127.0.0.1:{port}"),
             admin: format!("http://127.0.0.1:{admin}"),
             ready_after: started.elapsed(),
@@ -320,7 +308,7 @@ impl Broker {
 
     /// Peak resident memory (VmHWM), MiB.
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.0.id())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -346,23 +334,9 @@ impl Broker {
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Moto {
-    child: Child,
+    _process: Process,
     url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn moto() -> Moto {
@@ -405,7 +379,10 @@ async fn moto() -> Moto {
         .send()
         .await
         .expect("create secret");
-    Moto { child, url }
+    Moto {
+        _process: Process(child),
+        url,
+    }
 }
 
 async fn postgres_store() -> String {

@@ -52,10 +52,6 @@ pub struct Checkpoint {
     pub kid: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    super::key::hex_encode(bytes)
-}
-
 /// Version 1's canonical JSON object: the fields in byte order of their
 /// names, borrowed from the record. serde writes a struct's fields in
 /// declaration order, so this order IS the format; `canonical_value` is the
@@ -140,7 +136,7 @@ fn canonical_value(record: &AuditRecord) -> Vec<u8> {
 
 /// SHA-256 of the canonical bytes, hex.
 pub fn record_hash(record: &AuditRecord) -> String {
-    hex(digest::digest(&digest::SHA256, &canonical_bytes(record)).as_ref())
+    super::key::hex_encode(digest::digest(&digest::SHA256, &canonical_bytes(record)).as_ref())
 }
 
 /// The keyed MAC over a record hash.

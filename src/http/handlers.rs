@@ -203,6 +203,19 @@ pub async fn method_not_allowed(Extension(RequestId(request_id)): Extension<Requ
 /// `POST /v1/leases/{id}/revoke`: ends a lease early, for the caller that
 /// obtained it (same issuer and `sub`) or an `auditors` rule. Anyone else,
 /// and an unknown id, get the same 404.
+/// 503 for a lease store that did not answer; the cause goes to the log only.
+fn lease_store_unavailable(request_id: &str, error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(request_id, error = %error, "lease store unavailable");
+    let mut problem = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "lease_store_unavailable",
+        "the lease store is unavailable; retry later",
+        request_id,
+    );
+    problem.retry_after = Some(5);
+    problem.into_response()
+}
+
 pub async fn revoke_lease(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
@@ -229,15 +242,7 @@ pub async fn revoke_lease(
     let lease = match reaper.store().get(&id).await {
         Ok(lease) => lease,
         Err(e) => {
-            tracing::error!(request_id = %request_id, error = %e, "lease store unavailable");
-            let mut problem = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "lease_store_unavailable",
-                "the lease store is unavailable; retry later",
-                &request_id,
-            );
-            problem.retry_after = Some(5);
-            return problem.into_response();
+            return lease_store_unavailable(&request_id, &e);
         }
     };
     let owner = lease
@@ -279,16 +284,6 @@ pub async fn revoke_lease(
         )
             .into_response(),
         Err(crate::leases::reaper::RevokeError::NotFound) => not_found(),
-        Err(crate::leases::reaper::RevokeError::Store(e)) => {
-            tracing::error!(request_id = %request_id, error = %e, "lease store unavailable");
-            let mut problem = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "lease_store_unavailable",
-                "the lease store is unavailable; retry later",
-                &request_id,
-            );
-            problem.retry_after = Some(5);
-            problem.into_response()
-        }
+        Err(crate::leases::reaper::RevokeError::Store(e)) => lease_store_unavailable(&request_id, &e),
     }
 }
