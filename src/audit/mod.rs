@@ -8,6 +8,7 @@ mod columns;
 pub(crate) use columns::{now_rfc3339, unavailable};
 pub mod commands;
 mod health;
+mod journal;
 mod key;
 mod mirror;
 pub(crate) mod postgres;

@@ -1,0 +1,559 @@
+//! The SQLite store's write-ahead journal. An append is durable once its
+//! group is written to the journal and `fdatasync`ed: one sequential write
+//! of about 700 bytes per record into blocks that already exist, instead of
+//! a SQLite commit that rewrites a 4 KiB page of the table and of each of
+//! its four indexes. The records reach SQLite's tables (where queries,
+//! `verify` and checkpoints read them) behind the answer, many per
+//! transaction, and a segment is deleted once everything in it is there.
+//!
+//! Layout: a folder `PATH.stint-journal` beside the database file (not
+//! `-journal`: SQLite would take that for its own rollback journal), holding
+//! `lock` (an advisory lock a writer holds for one group, so several brokers
+//! on one host still write one chain) and segments named by their first
+//! seq, `00000000000000000001.seg`. A segment is created at its full size,
+//! zero-filled and synced, so that an append overwrites allocated blocks
+//! and its `fdatasync` has no file metadata to write. One item per line:
+//!
+//! ```text
+//! {"stint_journal":1,"after_seq":N,"after_hash":"…"}   the record before the first one
+//! {"seq":N+1,"time":…}                                  a record, as stored
+//! end                                                   sealed: the chain goes on in the next segment
+//! ```
+//!
+//! The written part ends at the first zero byte. A crash can leave the tail
+//! of an unacknowledged group partly written: an incomplete last line is
+//! ignored, and zeroed by the next writer before it appends. A complete
+//! line that is not a record is damage, and stops the store.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::chain;
+use super::columns::unavailable;
+use super::{AuditError, AuditKey, AuditRecord};
+
+/// Size a segment is created with (more when one group needs more).
+const SEGMENT_BYTES: u64 = 4 << 20;
+/// The last line of a full segment.
+const SEAL: &[u8] = b"end";
+/// The journal format this build writes.
+const FORMAT: u32 = 1;
+/// Reads of a segment's written part go in steps of this size.
+const READ_CHUNK: usize = 64 << 10;
+
+/// The last record of the chain (seq 0 and the genesis hash: none yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Head {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl Head {
+    /// The chain before its first record.
+    pub fn empty() -> Head {
+        Head {
+            seq: 0,
+            hash: chain::GENESIS.to_string(),
+        }
+    }
+
+    /// `previous` as [`chain::link`] takes it.
+    fn previous(&self) -> Option<(i64, String)> {
+        (self.seq > 0).then(|| (self.seq, self.hash.clone()))
+    }
+
+    fn of(record: &AuditRecord) -> Head {
+        Head {
+            seq: record.seq.unwrap_or(0),
+            hash: record.record_hash.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Checks that `record` is the next link after this head and that it
+    /// is what the key holder wrote.
+    pub fn check_next(&self, record: &AuditRecord, key: &AuditKey) -> Result<Head, AuditError> {
+        let seq = record.seq.unwrap_or(0);
+        if seq != self.seq + 1 || record.prev_hash.as_deref() != Some(self.hash.as_str()) {
+            return Err(tampered(format!(
+                "the audit journal's record {seq} does not follow record {} of the store; \
+                 nothing is appended until `stint audit verify` is clean",
+                self.seq
+            )));
+        }
+        chain::check_head(record, key).map_err(tampered)?;
+        Ok(Head::of(record))
+    }
+}
+
+fn tampered(e: String) -> AuditError {
+    tracing::error!(error = %e, "audit store tampered with");
+    AuditError::Unavailable(e)
+}
+
+/// The first line of a segment.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    stint_journal: u32,
+    after_seq: i64,
+    after_hash: String,
+}
+
+/// The journal folder of the SQLite file at `db`.
+pub(super) fn dir_for(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".stint-journal");
+    PathBuf::from(name)
+}
+
+fn damaged(path: &Path, offset: u64, e: impl std::fmt::Display) -> AuditError {
+    AuditError::Unavailable(format!(
+        "audit journal {} is damaged at byte {offset}: {e}",
+        path.display()
+    ))
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> AuditError {
+    unavailable(format!("audit journal {}: {e}", path.display()))
+}
+
+/// What a segment's written part holds from some offset on.
+struct Parsed {
+    header: Option<Header>,
+    records: Vec<AuditRecord>,
+    /// Offset just after the last complete line.
+    end: u64,
+    /// Offset of the first zero byte (or the file's end): `end` plus a torn line.
+    written: u64,
+    sealed: bool,
+}
+
+/// The bytes of `file` from `from` up to its first zero byte.
+fn read_written(file: &File, from: u64) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut at = from;
+    loop {
+        let n = file.read_at(&mut chunk, at)?;
+        let got = chunk.get(..n).unwrap_or_default();
+        if let Some(zero) = got.iter().position(|&b| b == 0) {
+            out.extend_from_slice(got.get(..zero).unwrap_or_default());
+            return Ok(out);
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(got);
+        at += n as u64;
+    }
+}
+
+/// Reads the segment at `path` from `from` (0: with its header).
+fn parse(path: &Path, file: &File, from: u64) -> Result<Parsed, AuditError> {
+    let bytes = read_written(file, from).map_err(|e| io_error(path, e))?;
+    let mut parsed = Parsed {
+        header: None,
+        records: Vec::new(),
+        end: from,
+        written: from + bytes.len() as u64,
+        sealed: false,
+    };
+    let mut rest = bytes.as_slice();
+    while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+        let (line, after) = rest.split_at(newline);
+        let at = parsed.end;
+        if at == 0 {
+            let header: Header = serde_json::from_slice(line).map_err(|e| damaged(path, at, e))?;
+            if header.stint_journal != FORMAT {
+                return Err(damaged(
+                    path,
+                    at,
+                    format!("journal format {} is not {FORMAT}", header.stint_journal),
+                ));
+            }
+            parsed.header = Some(header);
+        } else if line == SEAL {
+            parsed.end += line.len() as u64 + 1;
+            parsed.sealed = true;
+            break;
+        } else {
+            parsed
+                .records
+                .push(serde_json::from_slice(line).map_err(|e| damaged(path, at, e))?);
+        }
+        parsed.end += line.len() as u64 + 1;
+        rest = after.get(1..).unwrap_or_default();
+    }
+    Ok(parsed)
+}
+
+/// The journal's segments, oldest first: (first seq, path).
+fn segments(dir: &Path) -> Result<Vec<(i64, PathBuf)>, AuditError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(dir, e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| io_error(dir, e))?.path();
+        let first = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".seg"))
+            .and_then(|n| n.parse::<i64>().ok());
+        if let Some(first) = first {
+            found.push((first, path));
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))
+}
+
+/// The segment a writer appends to.
+struct Segment {
+    path: PathBuf,
+    file: File,
+    /// Offset after the last complete line.
+    end: u64,
+    capacity: u64,
+}
+
+/// The writing end of the journal.
+pub(super) struct Journal {
+    dir: PathBuf,
+    lock: File,
+    current: Segment,
+    head: Head,
+    /// Set when a failed write may have left bytes behind: nothing more is
+    /// appended by this writer.
+    broken: Option<String>,
+}
+
+impl Journal {
+    /// Opens (and creates) the journal in `dir`; `base` is the head of the
+    /// store's tables, which a new journal continues from.
+    pub fn open(
+        dir: &Path,
+        key: &AuditKey,
+        base: impl FnOnce() -> Result<Head, AuditError>,
+    ) -> Result<Journal, AuditError> {
+        fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error(&lock_path, e))?;
+        lock.lock().map_err(|e| io_error(&lock_path, e))?;
+        let opened = Journal::newest(dir, key, base);
+        let _ = lock.unlock();
+        let (current, head) = opened?;
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            lock,
+            current,
+            head,
+            broken: None,
+        })
+    }
+
+    /// The newest segment and the head it ends in (under the lock); a new
+    /// segment when there is none or the newest is sealed.
+    fn newest(
+        dir: &Path,
+        key: &AuditKey,
+        base: impl FnOnce() -> Result<Head, AuditError>,
+    ) -> Result<(Segment, Head), AuditError> {
+        let Some((_, path)) = segments(dir)?.pop() else {
+            let head = base()?;
+            return Ok((create_segment(dir, &head, 0)?, head));
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        let capacity = file.metadata().map_err(|e| io_error(&path, e))?.len();
+        let parsed = parse(&path, &file, 0)?;
+        let Some(header) = parsed.header else {
+            return Err(damaged(&path, 0, "no header"));
+        };
+        let head = match parsed.records.last() {
+            Some(last) => {
+                chain::check_head(last, key).map_err(tampered)?;
+                Head::of(last)
+            }
+            None => Head {
+                seq: header.after_seq,
+                hash: header.after_hash,
+            },
+        };
+        let mut segment = Segment {
+            path,
+            file,
+            end: parsed.end,
+            capacity,
+        };
+        if parsed.sealed {
+            return Ok((create_segment(dir, &head, 0)?, head));
+        }
+        zero_torn_tail(&mut segment, parsed.written)?;
+        Ok((segment, head))
+    }
+
+    /// Seq of the last record this writer knows of.
+    pub fn head_seq(&self) -> i64 {
+        self.head.seq
+    }
+
+    /// Links `records` to the chain and makes them durable, as one group.
+    pub fn append(&mut self, records: &mut [AuditRecord], key: &AuditKey) -> Result<(), AuditError> {
+        if let Some(why) = &self.broken {
+            return Err(unavailable(why));
+        }
+        self.lock.lock().map_err(|e| io_error(&self.dir, e))?;
+        let appended = self.append_locked(records, key);
+        let _ = self.lock.unlock();
+        appended
+    }
+
+    fn append_locked(&mut self, records: &mut [AuditRecord], key: &AuditKey) -> Result<(), AuditError> {
+        self.catch_up(key)?;
+        let mut lines = Vec::with_capacity(records.len() * 1024);
+        let mut head = self.head.clone();
+        for record in records.iter_mut() {
+            chain::link(record, head.previous(), key);
+            // Serializing owned strings and maps into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut lines, &*record);
+            lines.push(b'\n');
+            head = Head::of(record);
+        }
+        let need = lines.len() as u64 + SEAL.len() as u64 + 1;
+        if self.current.end + need > self.current.capacity {
+            self.rotate(need)?;
+        }
+        let at = self.current.end;
+        let written = self
+            .current
+            .file
+            .write_all_at(&lines, at)
+            .and_then(|()| self.current.file.sync_data());
+        if let Err(e) = written {
+            // Take back what may have reached the file, so no caller who
+            // was told "failed" finds a record of it later.
+            let zeros = vec![0u8; lines.len()];
+            let undone = self
+                .current
+                .file
+                .write_all_at(&zeros, at)
+                .and_then(|()| self.current.file.sync_data());
+            if undone.is_err() {
+                self.broken = Some(format!(
+                    "audit journal {}: a failed write could not be undone; restart the broker",
+                    self.current.path.display()
+                ));
+            }
+            return Err(io_error(&self.current.path, e));
+        }
+        self.current.end += lines.len() as u64;
+        self.head = head;
+        Ok(())
+    }
+
+    /// Takes in what other writers appended since this one's last group.
+    fn catch_up(&mut self, key: &AuditKey) -> Result<(), AuditError> {
+        let mut probe = [0u8; 1];
+        let n = self
+            .current
+            .file
+            .read_at(&mut probe, self.current.end)
+            .map_err(|e| io_error(&self.current.path, e))?;
+        if n == 0 || probe == [0] {
+            return Ok(()); // nothing new: the usual case
+        }
+        let parsed = parse(&self.current.path, &self.current.file, self.current.end)?;
+        if let Some(last) = parsed.records.last() {
+            chain::check_head(last, key).map_err(tampered)?;
+            self.head = Head::of(last);
+        }
+        self.current.end = parsed.end;
+        if parsed.sealed {
+            let (segment, head) = Journal::newest(&self.dir, key, || Ok(self.head.clone()))?;
+            // The newest segment is this one (sealed, so a new one was made)
+            // or one another writer started after it.
+            self.current = segment;
+            self.head = head;
+            return Ok(());
+        }
+        zero_torn_tail(&mut self.current, parsed.written)
+    }
+
+    /// Seals the current segment and starts the next one, with room for `need` bytes.
+    fn rotate(&mut self, need: u64) -> Result<(), AuditError> {
+        let mut seal = SEAL.to_vec();
+        seal.push(b'\n');
+        self.current
+            .file
+            .write_all_at(&seal, self.current.end)
+            .and_then(|()| self.current.file.sync_data())
+            .map_err(|e| io_error(&self.current.path, e))?;
+        self.current = create_segment(&self.dir, &self.head, need)?;
+        Ok(())
+    }
+}
+
+/// Whether a writer could take the journal's lock now (for readiness).
+pub(super) fn check(dir: &Path) -> Result<(), AuditError> {
+    let path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    lock.lock().and_then(|()| lock.unlock()).map_err(|e| io_error(&path, e))
+}
+
+/// Zeroes an incomplete line left by a crash, so the next group's lines
+/// are not followed by its remains.
+fn zero_torn_tail(segment: &mut Segment, written: u64) -> Result<(), AuditError> {
+    if written <= segment.end {
+        return Ok(());
+    }
+    let torn = usize::try_from(written - segment.end).unwrap_or(0);
+    segment
+        .file
+        .write_all_at(&vec![0u8; torn], segment.end)
+        .and_then(|()| segment.file.sync_data())
+        .map_err(|e| io_error(&segment.path, e))
+}
+
+/// Creates the segment after `head`, zero-filled to its full size and
+/// synced before it gets its name.
+fn create_segment(dir: &Path, head: &Head, need: u64) -> Result<Segment, AuditError> {
+    let mut header = serde_json::to_vec(&Header {
+        stint_journal: FORMAT,
+        after_seq: head.seq,
+        after_hash: head.hash.clone(),
+    })
+    .map_err(unavailable)?;
+    header.push(b'\n');
+    let capacity = SEGMENT_BYTES.max(header.len() as u64 + need);
+    let first = head.seq + 1;
+    let temporary = dir.join(format!("{first:020}.tmp"));
+    let path = dir.join(format!("{first:020}.seg"));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&temporary)
+        .map_err(|e| io_error(&temporary, e))?;
+    let zeros = vec![0u8; READ_CHUNK * 16];
+    let mut at = 0;
+    while at < capacity {
+        let n = usize::try_from((capacity - at).min(zeros.len() as u64)).unwrap_or(0);
+        file.write_all_at(zeros.get(..n).unwrap_or_default(), at)
+            .map_err(|e| io_error(&temporary, e))?;
+        at += n as u64;
+    }
+    file.write_all_at(&header, 0)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error(&temporary, e))?;
+    fs::rename(&temporary, &path).map_err(|e| io_error(&path, e))?;
+    sync_dir(dir)?;
+    Ok(Segment {
+        path,
+        file,
+        end: header.len() as u64,
+        capacity,
+    })
+}
+
+/// Where a reader stopped, so the next read starts there.
+#[derive(Debug, Clone)]
+pub(super) struct Cursor {
+    first_seq: i64,
+    offset: u64,
+    last_seq: i64,
+    /// The segment was sealed: reading goes on in the next one.
+    sealed: bool,
+}
+
+/// The journal's records after seq `after`, oldest first, and where the
+/// reading stopped. `cursor`, from the previous read, saves reading again
+/// what that one read, when the store's tables end where it stopped.
+pub(super) fn records_after(
+    dir: &Path,
+    after: i64,
+    cursor: Option<&Cursor>,
+) -> Result<(Vec<AuditRecord>, Option<Cursor>), AuditError> {
+    let all = segments(dir)?;
+    let resume = cursor.filter(|c| c.last_seq == after).and_then(|c| {
+        let index = all.iter().position(|(first, _)| *first == c.first_seq)?;
+        Some(if c.sealed { (index + 1, 0) } else { (index, c.offset) })
+    });
+    let (mut index, mut offset) = match resume {
+        Some((index, _)) if index == all.len() => return Ok((Vec::new(), cursor.cloned())),
+        Some(found) => found,
+        None => match all.iter().rposition(|(first, _)| *first <= after + 1) {
+            Some(index) => (index, 0),
+            None => match all.first() {
+                Some((first, _)) => {
+                    return Err(unavailable(format!(
+                        "the audit journal starts at seq {first} but the store's tables end at seq {after}: \
+                         records are missing"
+                    )));
+                }
+                None => return Ok((Vec::new(), None)),
+            },
+        },
+    };
+    let mut records = Vec::new();
+    let mut last_seq = after;
+    while let Some((first, path)) = all.get(index) {
+        let file = File::open(path).map_err(|e| io_error(path, e))?;
+        let parsed = parse(path, &file, offset)?;
+        for record in parsed.records {
+            let seq = record.seq.unwrap_or(0);
+            if seq > after {
+                last_seq = last_seq.max(seq);
+                records.push(record);
+            }
+        }
+        if !parsed.sealed || index + 1 == all.len() {
+            let cursor = Cursor {
+                first_seq: *first,
+                offset: parsed.end,
+                last_seq,
+                sealed: parsed.sealed,
+            };
+            return Ok((records, Some(cursor)));
+        }
+        index += 1;
+        offset = 0;
+    }
+    Ok((records, None))
+}
+
+/// Deletes the segments before the one `cursor` is in: their records are
+/// in the store's tables (the caller committed them).
+pub(super) fn remove_before(dir: &Path, cursor: &Cursor) {
+    let Ok(all) = segments(dir) else { return };
+    for (first, path) in all {
+        if first < cursor.first_seq
+            && let Err(e) = fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not delete an indexed audit journal segment");
+        }
+    }
+}
