@@ -150,8 +150,17 @@ fn read_written(file: &File, from: u64) -> std::io::Result<Vec<u8>> {
     }
 }
 
-/// Reads the segment at `path` from `from` (0: with its header).
-fn parse(path: &Path, file: &File, from: u64) -> Result<Parsed, AuditError> {
+/// The seq a record line starts with (serde writes `seq` first), read
+/// without parsing the line.
+fn leading_seq(line: &[u8]) -> Option<i64> {
+    let digits = line.strip_prefix(b"{\"seq\":")?;
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(digits.get(..end)?).ok()?.parse().ok()
+}
+
+/// Reads the segment at `path` from `from` (0: with its header). Records
+/// up to seq `skip` are passed over unparsed: readers want what is newer.
+fn parse(path: &Path, file: &File, from: u64, skip: i64) -> Result<Parsed, AuditError> {
     let bytes = read_written(file, from).map_err(|e| io_error(path, e))?;
     let mut parsed = Parsed {
         header: None,
@@ -178,7 +187,7 @@ fn parse(path: &Path, file: &File, from: u64) -> Result<Parsed, AuditError> {
             parsed.end += line.len() as u64 + 1;
             parsed.sealed = true;
             break;
-        } else {
+        } else if leading_seq(line).is_none_or(|seq| seq > skip) {
             parsed
                 .records
                 .push(serde_json::from_slice(line).map_err(|e| damaged(path, at, e))?);
@@ -234,6 +243,8 @@ pub(super) struct Journal {
     /// Set when a failed write may have left bytes behind: nothing more is
     /// appended by this writer.
     broken: Option<String>,
+    /// Size new segments are created with.
+    segment_bytes: u64,
 }
 
 impl Journal {
@@ -242,6 +253,15 @@ impl Journal {
     pub fn open(
         dir: &Path,
         key: &AuditKey,
+        base: impl FnOnce() -> Result<Head, AuditError>,
+    ) -> Result<Journal, AuditError> {
+        Journal::open_sized(dir, key, SEGMENT_BYTES, base)
+    }
+
+    fn open_sized(
+        dir: &Path,
+        key: &AuditKey,
+        segment_bytes: u64,
         base: impl FnOnce() -> Result<Head, AuditError>,
     ) -> Result<Journal, AuditError> {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
@@ -254,7 +274,7 @@ impl Journal {
             .open(&lock_path)
             .map_err(|e| io_error(&lock_path, e))?;
         lock.lock().map_err(|e| io_error(&lock_path, e))?;
-        let opened = Journal::newest(dir, key, base);
+        let opened = Journal::newest(dir, key, segment_bytes, base);
         let _ = lock.unlock();
         let (current, head) = opened?;
         Ok(Journal {
@@ -263,6 +283,7 @@ impl Journal {
             current,
             head,
             broken: None,
+            segment_bytes,
         })
     }
 
@@ -271,11 +292,12 @@ impl Journal {
     fn newest(
         dir: &Path,
         key: &AuditKey,
+        segment_bytes: u64,
         base: impl FnOnce() -> Result<Head, AuditError>,
     ) -> Result<(Segment, Head), AuditError> {
         let Some((_, path)) = segments(dir)?.pop() else {
             let head = base()?;
-            return Ok((create_segment(dir, &head, 0)?, head));
+            return Ok((create_segment(dir, &head, segment_bytes, 0)?, head));
         };
         let file = OpenOptions::new()
             .read(true)
@@ -283,7 +305,7 @@ impl Journal {
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
         let capacity = file.metadata().map_err(|e| io_error(&path, e))?.len();
-        let parsed = parse(&path, &file, 0)?;
+        let parsed = parse(&path, &file, 0, 0)?;
         let Some(header) = parsed.header else {
             return Err(damaged(&path, 0, "no header"));
         };
@@ -304,7 +326,7 @@ impl Journal {
             capacity,
         };
         if parsed.sealed {
-            return Ok((create_segment(dir, &head, 0)?, head));
+            return Ok((create_segment(dir, &head, segment_bytes, 0)?, head));
         }
         zero_torn_tail(&mut segment, parsed.written)?;
         Ok((segment, head))
@@ -380,14 +402,14 @@ impl Journal {
         if n == 0 || probe == [0] {
             return Ok(()); // nothing new: the usual case
         }
-        let parsed = parse(&self.current.path, &self.current.file, self.current.end)?;
+        let parsed = parse(&self.current.path, &self.current.file, self.current.end, 0)?;
         if let Some(last) = parsed.records.last() {
             chain::check_head(last, key).map_err(tampered)?;
             self.head = Head::of(last);
         }
         self.current.end = parsed.end;
         if parsed.sealed {
-            let (segment, head) = Journal::newest(&self.dir, key, || Ok(self.head.clone()))?;
+            let (segment, head) = Journal::newest(&self.dir, key, self.segment_bytes, || Ok(self.head.clone()))?;
             // The newest segment is this one (sealed, so a new one was made)
             // or one another writer started after it.
             self.current = segment;
@@ -406,7 +428,7 @@ impl Journal {
             .write_all_at(&seal, self.current.end)
             .and_then(|()| self.current.file.sync_data())
             .map_err(|e| io_error(&self.current.path, e))?;
-        self.current = create_segment(&self.dir, &self.head, need)?;
+        self.current = create_segment(&self.dir, &self.head, self.segment_bytes, need)?;
         Ok(())
     }
 }
@@ -438,7 +460,7 @@ fn zero_torn_tail(segment: &mut Segment, written: u64) -> Result<(), AuditError>
 
 /// Creates the segment after `head`, zero-filled to its full size and
 /// synced before it gets its name.
-fn create_segment(dir: &Path, head: &Head, need: u64) -> Result<Segment, AuditError> {
+fn create_segment(dir: &Path, head: &Head, size: u64, need: u64) -> Result<Segment, AuditError> {
     let mut header = serde_json::to_vec(&Header {
         stint_journal: FORMAT,
         after_seq: head.seq,
@@ -446,7 +468,7 @@ fn create_segment(dir: &Path, head: &Head, need: u64) -> Result<Segment, AuditEr
     })
     .map_err(unavailable)?;
     header.push(b'\n');
-    let capacity = SEGMENT_BYTES.max(header.len() as u64 + need);
+    let capacity = size.max(header.len() as u64 + need);
     let first = head.seq + 1;
     let temporary = dir.join(format!("{first:020}.tmp"));
     let path = dir.join(format!("{first:020}.seg"));
@@ -521,7 +543,7 @@ pub(super) fn records_after(
     let mut last_seq = after;
     while let Some((first, path)) = all.get(index) {
         let file = File::open(path).map_err(|e| io_error(path, e))?;
-        let parsed = parse(path, &file, offset)?;
+        let parsed = parse(path, &file, offset, after)?;
         for record in parsed.records {
             let seq = record.seq.unwrap_or(0);
             if seq > after {
@@ -555,5 +577,184 @@ pub(super) fn remove_before(dir: &Path, cursor: &Cursor) {
         {
             tracing::warn!(path = %path.display(), error = %e, "could not delete an indexed audit journal segment");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // in tests a panic is the report
+mod tests {
+    use super::*;
+    use crate::audit::Outcome;
+
+    fn key() -> AuditKey {
+        AuditKey::from_bytes(&[7u8; 32])
+    }
+
+    fn record(n: usize) -> AuditRecord {
+        AuditRecord {
+            seq: None,
+            time: format!("2026-11-28T10:00:{:02}Z", n % 60),
+            request_id: format!("request-{n}"),
+            outcome: Outcome::Issued,
+            reason: None,
+            grant: Some("deploy".into()),
+            kind: Some("token".into()),
+            issuer: Some("ci".into()),
+            subject: Some("repo:acme/api".into()),
+            claims: serde_json::Map::new(),
+            token_jti_hmac: None,
+            issuance_id: Some(format!("issuance-{n}")),
+            ttl_seconds: Some(600),
+            expires_at: None,
+            client_addr: None,
+            detail: serde_json::Map::new(),
+            prev_hash: None,
+            record_hash: None,
+            record_mac: None,
+        }
+    }
+
+    fn open(dir: &Path) -> Journal {
+        Journal::open(dir, &key(), || Ok(Head::empty())).unwrap()
+    }
+
+    /// A journal whose segments hold a few records each.
+    fn open_small(dir: &Path) -> Journal {
+        Journal::open_sized(dir, &key(), 4096, || Ok(Head::empty())).unwrap()
+    }
+
+    fn append(journal: &mut Journal, from: usize, n: usize) {
+        let mut group: Vec<AuditRecord> = (from..from + n).map(record).collect();
+        journal.append(&mut group, &key()).unwrap();
+    }
+
+    /// Every record after `after`, checked link by link from `head`.
+    fn read_chain(dir: &Path, after: i64, head: Head) -> Vec<i64> {
+        let (records, _) = records_after(dir, after, None).unwrap();
+        let mut head = head;
+        records
+            .iter()
+            .map(|r| {
+                head = head.check_next(r, &key()).unwrap();
+                head.seq
+            })
+            .collect()
+    }
+
+    #[test]
+    fn groups_make_one_chain_across_sealed_segments_and_a_cursor_reads_only_what_is_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = open_small(dir.path());
+        for group in 0..10 {
+            append(&mut journal, group * 3, 3);
+        }
+        assert!(
+            segments(dir.path()).unwrap().len() > 3,
+            "the groups filled several segments"
+        );
+        assert_eq!(read_chain(dir.path(), 0, Head::empty()), (1..=30).collect::<Vec<_>>());
+
+        let (first, cursor) = records_after(dir.path(), 0, None).unwrap();
+        let cursor = cursor.unwrap();
+        append(&mut journal, 30, 2);
+        let (next, _) = records_after(dir.path(), 30, Some(&cursor)).unwrap();
+        assert_eq!(first.len(), 30);
+        assert_eq!(next.iter().map(|r| r.seq.unwrap()).collect::<Vec<_>>(), [31, 32]);
+
+        // Segments wholly before the cursor's can go; the rest still reads.
+        let (_, cursor) = records_after(dir.path(), 20, None).unwrap();
+        remove_before(dir.path(), cursor.as_ref().unwrap());
+        assert_eq!(segments(dir.path()).unwrap().len(), 1);
+        let err = records_after(dir.path(), 0, None).unwrap_err().to_string();
+        assert!(err.contains("records are missing"), "{err}");
+    }
+
+    #[test]
+    fn a_reopened_journal_goes_on_from_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        append(&mut open(dir.path()), 0, 4);
+        let mut again = open(dir.path());
+        assert_eq!(again.head_seq(), 4);
+        append(&mut again, 4, 2);
+        assert_eq!(read_chain(dir.path(), 0, Head::empty()), (1..=6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_new_journal_continues_the_tables_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tables = record(0);
+        chain::link(&mut tables, Some((41, "ab".repeat(32))), &key());
+        let base = Head::of(&tables);
+        let mut journal = Journal::open(dir.path(), &key(), || Ok(base.clone())).unwrap();
+        append(&mut journal, 1, 2);
+        assert_eq!(read_chain(dir.path(), 42, base), [43, 44]);
+    }
+
+    #[test]
+    fn a_torn_group_is_ignored_and_zeroed_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = open(dir.path());
+        append(&mut journal, 0, 2);
+        // A crash mid-write: half a line after the last complete one.
+        let (_, path) = segments(dir.path()).unwrap().pop().unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let end = journal.current.end;
+        file.write_all_at(br#"{"seq":3,"time":"2026-11-28T10:00:0"#, end)
+            .unwrap();
+        drop(journal);
+        assert_eq!(
+            read_chain(dir.path(), 0, Head::empty()),
+            [1, 2],
+            "the torn line is not a record"
+        );
+
+        let mut again = open(dir.path());
+        append(&mut again, 2, 1);
+        assert_eq!(read_chain(dir.path(), 0, Head::empty()), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_damaged_line_stops_readers_and_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = open(dir.path());
+        append(&mut journal, 0, 3);
+        let (_, path) = segments(dir.path()).unwrap().pop().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        let second = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let second = second + bytes[second..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        bytes[second] = b'[';
+        fs::write(&path, &bytes).unwrap();
+        let err = records_after(dir.path(), 0, None).unwrap_err().to_string();
+        assert!(err.contains(&format!("is damaged at byte {second}")), "{err}");
+        assert!(Journal::open(dir.path(), &key(), || Ok(Head::empty())).is_err());
+    }
+
+    #[test]
+    fn a_record_edited_without_the_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        append(&mut open(dir.path()), 0, 2);
+        let (_, path) = segments(dir.path()).unwrap().pop().unwrap();
+        let text = fs::read(&path).unwrap();
+        let edited = String::from_utf8_lossy(&text).replace("repo:acme/api", "repo:evil/api");
+        fs::write(&path, edited.as_bytes()).unwrap();
+        let err = Journal::open(dir.path(), &key(), || Ok(Head::empty()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("does not verify"), "{err}");
+        let (records, _) = records_after(dir.path(), 0, None).unwrap();
+        assert!(Head::empty().check_next(&records[0], &key()).is_err());
+    }
+
+    #[test]
+    fn two_writers_on_one_folder_write_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, mut b) = (open_small(dir.path()), open_small(dir.path()));
+        for n in 0..12 {
+            let writer = if n % 3 == 0 { &mut b } else { &mut a };
+            append(writer, n * 2, 2);
+        }
+        assert!(segments(dir.path()).unwrap().len() > 2, "both writers rotated segments");
+        assert_eq!(read_chain(dir.path(), 0, Head::empty()), (1..=24).collect::<Vec<_>>());
     }
 }

@@ -451,7 +451,7 @@ impl SqliteSink {
             if catch_up(&mut guard, &journal, keys.as_deref())? {
                 return Ok((select(&guard.conn)?, Vec::new()));
             }
-            let conn = &guard.conn;
+            let Db { conn, cursor } = &mut *guard;
             let mut attempts = 0;
             loop {
                 // One snapshot for the head and the rows; the journal is
@@ -461,8 +461,13 @@ impl SqliteSink {
                 let read = head(conn).and_then(|top| Ok((top.map_or(0, |(seq, _)| seq), select(conn)?)));
                 let _ = conn.execute_batch("COMMIT");
                 let (top, rows) = read?;
-                match journal::records_after(&journal, top, None) {
-                    Ok((tail, _)) => return Ok((rows, tail)),
+                // The cursor saves reading the journal again from its start
+                // while the tables' head stays where it was.
+                match journal::records_after(&journal, top, cursor.as_ref()) {
+                    Ok((tail, next)) => {
+                        *cursor = next;
+                        return Ok((rows, tail));
+                    }
                     Err(_) if attempts < 3 => attempts += 1,
                     Err(e) => return Err(e),
                 }

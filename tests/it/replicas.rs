@@ -1,6 +1,7 @@
-//! Two `stint serve` processes on one PostgreSQL store; one is killed with
-//! SIGKILL in the middle of a load. Every credential that was handed out has
-//! its audit record, and the shared chain still verifies.
+//! Two `stint serve` processes on one store (PostgreSQL, or one SQLite file
+//! and its journal); one is killed with SIGKILL in the middle of a load.
+//! Every credential that was handed out has its audit record, and the
+//! shared chain still verifies.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +13,16 @@ use crate::store::{Backend, fresh_store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_mid_load_loses_no_record_and_the_chain_verifies() {
-    let (store, _) = fresh_store(Backend::Postgres).await;
+    killed_mid_load(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_killed_mid_load_on_a_shared_sqlite_file_loses_no_record() {
+    killed_mid_load(Backend::Sqlite).await;
+}
+
+async fn killed_mid_load(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("stint.yaml");
@@ -72,7 +82,11 @@ async fn a_replica_killed_mid_load_loses_no_record_and_the_chain_verifies() {
     assert!(status.success(), "SIGTERM ends the survivor cleanly: {status}");
 
     let issued = issued.lock().unwrap().clone();
-    assert!(issued.len() > 20, "the load ran: {} issuances", issued.len());
+    assert!(
+        issued.len() > 20,
+        "{backend:?}: the load ran: {} issuances",
+        issued.len()
+    );
     assert_every_issuance_recorded(&store, &issued).await;
     assert_chain_verifies(&store, &dir.path().join("audit.key")).await;
 }
