@@ -298,6 +298,9 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
 }
 
 /// Links and inserts `records` in one transaction; returns them as stored.
+/// A round trip costs more than the work of a record, so the statements do
+/// not grow with the group: two lock and read the head, one inserts every
+/// record (arrays, `UNNEST`) and moves the head, then `COMMIT`.
 async fn write_batch(
     client: &mut Client,
     keys: Arc<ChainKeys>,
@@ -309,13 +312,23 @@ async fn write_batch(
         .await
         .map_err(unavailable)?;
     let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
+    // Read after the lock was granted: a statement of its own sees the
+    // head's record that the writer before this one committed.
+    let last = if seq > 0 {
+        tx.query_opt("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
+            .await
+            .map_err(unavailable)?
+    } else {
+        None
+    };
     if seq > 0 {
         // A head edited without the key is never extended or signed.
-        let row = tx
-            .query_one("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
-            .await
-            .map_err(unavailable)?;
-        let last = read_row(&row)?;
+        let Some(last) = last else {
+            return Err(AuditError::Unavailable(format!(
+                "the audit head row names record {seq}, which is not in the store"
+            )));
+        };
+        let last = read_row(&last)?;
         if last.record_hash.as_deref() != Some(hash.as_str()) {
             return Err(AuditError::Unavailable(format!(
                 "the audit head row and record {seq} disagree"
@@ -323,56 +336,127 @@ async fn write_batch(
         }
         chain::check_head(&last, &keys.key).map_err(AuditError::Unavailable)?;
     }
+    let mut columns = Columns::with_capacity(records.len());
+    let mut checkpoints = Vec::new();
+    let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
     for r in &mut records {
         let previous = (seq > 0).then(|| (seq, hash.clone()));
         chain::link(r, previous, &keys.key);
-        let ttl = r.ttl_seconds.and_then(|t| i64::try_from(t).ok());
-        let version = i32::try_from(chain::CHAIN_VERSION).unwrap_or(1);
-        tx.execute(
-            "INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
-                claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
-                chain_version, prev_hash, record_hash, record_mac)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
-            &[
-                &r.seq,
-                &r.time,
-                &r.request_id,
-                &r.outcome.as_str(),
-                &r.reason,
-                &r.grant,
-                &r.kind,
-                &r.issuer,
-                &r.subject,
-                &json_text(&r.claims),
-                &r.token_jti_hmac,
-                &r.issuance_id,
-                &ttl,
-                &r.expires_at,
-                &r.client_addr,
-                &json_text(&r.detail),
-                &version,
-                &r.prev_hash,
-                &r.record_hash,
-                &r.record_mac,
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
         seq = r.seq.unwrap_or(seq + 1);
         hash = r.record_hash.clone().unwrap_or_default();
-        let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
+        columns.push(r);
         if seq % every == 0 {
-            insert_checkpoint(&tx, &keys.signer.sign(seq, &hash, &now_rfc3339())).await?;
+            checkpoints.push(keys.signer.sign(seq, &hash, &now_rfc3339()));
         }
     }
+    let version = i32::try_from(chain::CHAIN_VERSION).unwrap_or(1);
+    let c = &columns;
     tx.execute(
-        "UPDATE audit_head SET seq = $1, record_hash = $2 WHERE id = 1",
-        &[&seq, &hash],
+        "WITH inserted AS (
+             INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
+                 claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
+                 chain_version, prev_hash, record_hash, record_mac)
+             SELECT seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
+                 claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
+                 $17, prev_hash, record_hash, record_mac
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                 $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[],
+                 $15::text[], $16::text[], $18::text[], $19::text[], $20::text[])
+                 AS r(seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject, claims,
+                      token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
+                      prev_hash, record_hash, record_mac)
+             RETURNING 1
+         )
+         UPDATE audit_head SET seq = $21, record_hash = $22 WHERE id = 1",
+        &[
+            &c.seq,
+            &c.time,
+            &c.request_id,
+            &c.outcome,
+            &c.reason,
+            &c.grant,
+            &c.kind,
+            &c.issuer,
+            &c.subject,
+            &c.claims,
+            &c.token_jti_hmac,
+            &c.issuance_id,
+            &c.ttl_seconds,
+            &c.expires_at,
+            &c.client_addr,
+            &c.detail,
+            &version,
+            &c.prev_hash,
+            &c.record_hash,
+            &c.record_mac,
+            &seq,
+            &hash,
+        ],
     )
     .await
     .map_err(unavailable)?;
+    for checkpoint in &checkpoints {
+        insert_checkpoint(&tx, checkpoint).await?;
+    }
     tx.commit().await.map_err(unavailable)?;
     Ok(records)
+}
+
+/// A group's records as one array per column, for `UNNEST`.
+#[derive(Default)]
+struct Columns {
+    seq: Vec<Option<i64>>,
+    time: Vec<String>,
+    request_id: Vec<String>,
+    outcome: Vec<&'static str>,
+    reason: Vec<Option<String>>,
+    grant: Vec<Option<String>>,
+    kind: Vec<Option<String>>,
+    issuer: Vec<Option<String>>,
+    subject: Vec<Option<String>>,
+    claims: Vec<String>,
+    token_jti_hmac: Vec<Option<String>>,
+    issuance_id: Vec<Option<String>>,
+    ttl_seconds: Vec<Option<i64>>,
+    expires_at: Vec<Option<String>>,
+    client_addr: Vec<Option<String>>,
+    detail: Vec<String>,
+    prev_hash: Vec<Option<String>>,
+    record_hash: Vec<Option<String>>,
+    record_mac: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Columns {
+        Columns {
+            seq: Vec::with_capacity(n),
+            time: Vec::with_capacity(n),
+            request_id: Vec::with_capacity(n),
+            ..Columns::default()
+        }
+    }
+
+    fn push(&mut self, r: &AuditRecord) {
+        self.seq.push(r.seq);
+        self.time.push(r.time.clone());
+        self.request_id.push(r.request_id.clone());
+        self.outcome.push(r.outcome.as_str());
+        self.reason.push(r.reason.clone());
+        self.grant.push(r.grant.clone());
+        self.kind.push(r.kind.clone());
+        self.issuer.push(r.issuer.clone());
+        self.subject.push(r.subject.clone());
+        self.claims.push(json_text(&r.claims));
+        self.token_jti_hmac.push(r.token_jti_hmac.clone());
+        self.issuance_id.push(r.issuance_id.clone());
+        self.ttl_seconds.push(r.ttl_seconds.and_then(|t| i64::try_from(t).ok()));
+        self.expires_at.push(r.expires_at.clone());
+        self.client_addr.push(r.client_addr.clone());
+        self.detail.push(json_text(&r.detail));
+        self.prev_hash.push(r.prev_hash.clone());
+        self.record_hash.push(r.record_hash.clone());
+        self.record_mac.push(r.record_mac.clone());
+    }
 }
 
 async fn insert_checkpoint(tx: &tokio_postgres::Transaction<'_>, c: &Checkpoint) -> Result<(), AuditError> {
