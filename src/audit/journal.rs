@@ -228,6 +228,8 @@ fn sync_dir(dir: &Path) -> Result<(), AuditError> {
 /// The segment a writer appends to.
 struct Segment {
     path: PathBuf,
+    /// Seq of its first record (its name).
+    first_seq: i64,
     file: File,
     /// Offset after the last complete line.
     end: u64,
@@ -319,8 +321,10 @@ impl Journal {
                 hash: header.after_hash,
             },
         };
+        let first_seq = header.after_seq + 1;
         let mut segment = Segment {
             path,
+            first_seq,
             file,
             end: parsed.end,
             capacity,
@@ -335,6 +339,16 @@ impl Journal {
     /// Seq of the last record this writer knows of.
     pub fn head_seq(&self) -> i64 {
         self.head.seq
+    }
+
+    /// Where this writer's last group ended, as a reader's cursor.
+    pub fn position(&self) -> Cursor {
+        Cursor {
+            first_seq: self.current.first_seq,
+            offset: self.current.end,
+            last_seq: self.head.seq,
+            sealed: false,
+        }
     }
 
     /// Links `records` to the chain and makes them durable, as one group.
@@ -494,6 +508,7 @@ fn create_segment(dir: &Path, head: &Head, size: u64, need: u64) -> Result<Segme
     sync_dir(dir)?;
     Ok(Segment {
         path,
+        first_seq: first,
         file,
         end: header.len() as u64,
         capacity,

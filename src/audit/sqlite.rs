@@ -64,8 +64,15 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 pub struct SqliteSink {
     db: Arc<Mutex<Db>>,
     journal: PathBuf,
-    chain: Option<Arc<ChainKeys>>,
+    /// What a writing sink has (a read-only one has none).
+    writing: Option<Arc<Writing>>,
     writer: Option<tokio::sync::mpsc::Sender<Pending>>,
+}
+
+/// A writing sink's keys and the state its writer and indexer share.
+struct Writing {
+    keys: Arc<ChainKeys>,
+    state: Arc<IndexState>,
 }
 
 /// The tables' connection, and where indexing the journal stopped.
@@ -104,6 +111,41 @@ struct IndexState {
     refused: Mutex<Option<String>>,
     /// Last seq known to be in the tables.
     indexed: AtomicI64,
+    /// Groups this process's writer made durable, for the indexer: records
+    /// it linked itself need not be read back from the journal and checked.
+    written: Mutex<Vec<Written>>,
+}
+
+/// One group as the writer appended it.
+struct Written {
+    records: Vec<AuditRecord>,
+    /// The journal just after the group.
+    end: Cursor,
+}
+
+/// Groups handed over beyond this many records are dropped: the indexer
+/// reads them from the journal instead (it is stuck, or far behind).
+const MAX_WRITTEN: usize = 65_536;
+
+impl IndexState {
+    fn hand_over(&self, records: &[AuditRecord], end: Cursor) {
+        if let Ok(mut written) = self.written.lock() {
+            if written.iter().map(|w| w.records.len()).sum::<usize>() + records.len() > MAX_WRITTEN {
+                written.clear();
+            }
+            written.push(Written {
+                records: records.to_vec(),
+                end,
+            });
+        }
+    }
+
+    fn take_written(&self) -> Vec<Written> {
+        self.written
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
+    }
 }
 
 /// The single writer. With group commit, every record that queued while
@@ -122,6 +164,7 @@ fn writer_loop(
 ) {
     let mut records = Vec::with_capacity(MAX_GROUP);
     let mut waiting = Vec::with_capacity(MAX_GROUP);
+    let mut tables_check = TablesCheck::default();
     while let Some(first) = queue.blocking_recv() {
         records.push(first.record);
         waiting.push(first.done);
@@ -135,15 +178,41 @@ fn writer_loop(
             }
         }
         let result = refusal(&state, journal.head_seq())
-            // The tables' last record is checked once per group, as the
-            // store's head was before the journal: an edit without the key
-            // stops the broker at once.
-            .and_then(|()| verified_head(&tables, &keys))
-            .and_then(|_| journal.append(&mut records, &keys.key));
+            // The tables' last record is checked before a group whenever
+            // they changed, as the store's head was before the journal: an
+            // edit without the key stops the broker at once.
+            .and_then(|()| tables_check.check(&tables, &keys))
+            .and_then(|()| journal.append(&mut records, &keys.key));
+        if result.is_ok() {
+            state.hand_over(&records, journal.position());
+        }
         let _ = wake_indexer.try_send(());
         for (record, done) in records.drain(..).zip(waiting.drain(..)) {
             let _ = done.send(result.clone().map(|()| record));
         }
+    }
+}
+
+/// Checks the tables' last record when they changed since the last check
+/// (`PRAGMA data_version` moves with every commit of another connection:
+/// the indexer's, or someone editing the file).
+#[derive(Default)]
+struct TablesCheck {
+    checked: Option<i64>,
+}
+
+impl TablesCheck {
+    fn check(&mut self, tables: &Connection, keys: &ChainKeys) -> Result<(), AuditError> {
+        let version: i64 = tables
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut statement| statement.query_row([], |r| r.get(0)))
+            .map_err(unavailable)?;
+        if self.checked != Some(version) {
+            self.checked = None;
+            verified_head(tables, keys)?;
+            self.checked = Some(version);
+        }
+        Ok(())
     }
 }
 
@@ -181,7 +250,7 @@ fn indexer_loop(
         }
         let started = Instant::now();
         let step = match db.lock() {
-            Ok(mut db) => index_journal(&mut db, &journal, &keys, INDEXER_WAIT),
+            Ok(mut db) => index_journal(&mut db, &journal, &keys, &state, INDEXER_WAIT),
             Err(_) => Err(Indexing::Store(unavailable("audit connection poisoned"))),
         };
         match step {
@@ -235,13 +304,50 @@ impl From<Indexing> for AuditError {
 /// Inserts the journal's records after the tables' head into the tables,
 /// checking each link, and deletes the journal segments that are then
 /// wholly in the tables. Returns the tables' new last seq.
-fn index_journal(db: &mut Db, journal: &Path, keys: &ChainKeys, wait: Duration) -> Result<i64, Indexing> {
+fn index_journal(
+    db: &mut Db,
+    journal: &Path,
+    keys: &ChainKeys,
+    state: &IndexState,
+    wait: Duration,
+) -> Result<i64, Indexing> {
     let conn = &db.conn;
     let mut chain_error = None;
+    let written = state.take_written();
     let _ = conn.busy_timeout(wait);
     let indexed = write_transaction(conn, || {
         let mut head = verified_head(conn, keys)?;
-        let (records, cursor) = journal::records_after(journal, head.seq, db.cursor.as_ref()).inspect_err(|e| {
+        let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
+        let insert = |record: &AuditRecord, head: &Head| -> Result<(), AuditError> {
+            insert_record(conn, record)?;
+            if head.seq % every == 0 {
+                insert_checkpoint(conn, &keys.signer.sign(head.seq, &head.hash, &now_rfc3339()))?;
+            }
+            Ok(())
+        };
+        // This process's own groups, while they continue the tables' head:
+        // its writer linked them, so only the links are compared.
+        let mut cursor = db.cursor.clone();
+        'groups: for group in &written {
+            for record in &group.records {
+                if record.seq.unwrap_or(0) <= head.seq {
+                    continue; // in the tables already (another indexer)
+                }
+                if record.seq != Some(head.seq + 1) || record.prev_hash.as_deref() != Some(head.hash.as_str()) {
+                    break 'groups; // another writer's records come first: read the journal
+                }
+                let next = Head {
+                    seq: head.seq + 1,
+                    hash: record.record_hash.clone().unwrap_or_default(),
+                };
+                insert(record, &next)?;
+                head = next;
+            }
+            cursor = Some(group.end.clone());
+        }
+        // Anything else (other brokers' records, a crash's leftovers) from
+        // the journal, each link and MAC checked.
+        let (records, cursor) = journal::records_after(journal, head.seq, cursor.as_ref()).inspect_err(|e| {
             chain_error = Some(AuditError::Unavailable(format!(
                 "{e}; restore the journal folder {} with the database it belongs to",
                 journal.display()
@@ -251,11 +357,7 @@ fn index_journal(db: &mut Db, journal: &Path, keys: &ChainKeys, wait: Duration) 
             head = head
                 .check_next(record, &keys.key)
                 .inspect_err(|e| chain_error = Some(e.clone()))?;
-            insert_record(conn, record)?;
-            let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
-            if head.seq % every == 0 {
-                insert_checkpoint(conn, &keys.signer.sign(head.seq, &head.hash, &now_rfc3339()))?;
-            }
+            insert(record, &head)?;
         }
         Ok((head.seq, cursor))
     });
@@ -281,9 +383,11 @@ fn index_journal(db: &mut Db, journal: &Path, keys: &ChainKeys, wait: Duration) 
 /// Moves the journal's records into the tables when this sink writes;
 /// `true` if the tables now hold every record. A chain that does not
 /// verify is an error; a locked file only means "not now".
-fn catch_up(db: &mut Db, journal: &Path, keys: Option<&ChainKeys>) -> Result<bool, AuditError> {
-    let Some(keys) = keys else { return Ok(false) };
-    match index_journal(db, journal, keys, INDEXER_WAIT) {
+fn catch_up(db: &mut Db, journal: &Path, writing: Option<&Writing>) -> Result<bool, AuditError> {
+    let Some(Writing { keys, state }) = writing else {
+        return Ok(false);
+    };
+    match index_journal(db, journal, keys, state, INDEXER_WAIT) {
         Ok(_) => Ok(true),
         Err(Indexing::Chain(e)) => Err(e),
         Err(Indexing::Store(_)) => Ok(false),
@@ -352,7 +456,7 @@ impl SqliteSink {
         let journal = Journal::open(&journal_dir, &keys.key, || verified_head(&conn, &keys))?;
         let mut db = Db { conn, cursor: None };
         let state = Arc::new(IndexState::default());
-        match index_journal(&mut db, &journal_dir, &keys, BUSY_WAIT) {
+        match index_journal(&mut db, &journal_dir, &keys, &state, BUSY_WAIT) {
             Ok(indexed) => state.indexed.store(indexed, Ordering::Release),
             Err(e) => return Err(e.into()),
         }
@@ -374,15 +478,16 @@ impl SqliteSink {
                 )
             })
             .map_err(|e| config(&e))?;
-        let (indexer_db, indexer_dir, indexer_keys) = (db.clone(), journal_dir.clone(), keys.clone());
+        let (indexer_db, indexer_dir) = (db.clone(), journal_dir.clone());
+        let (indexer_keys, indexer_state) = (keys.clone(), state.clone());
         std::thread::Builder::new()
             .name("stint-audit-indexer".into())
-            .spawn(move || indexer_loop(indexer_db, indexer_dir, indexer_keys, state, woken))
+            .spawn(move || indexer_loop(indexer_db, indexer_dir, indexer_keys, indexer_state, woken))
             .map_err(|e| config(&e))?;
         Ok(SqliteSink {
             db,
             journal: journal_dir,
-            chain: Some(keys),
+            writing: Some(Arc::new(Writing { keys, state })),
             writer: Some(writer),
         })
     }
@@ -399,7 +504,7 @@ impl SqliteSink {
         Ok(SqliteSink {
             db: Arc::new(Mutex::new(Db { conn, cursor: None })),
             journal: journal::dir_for(path),
-            chain: None,
+            writing: None,
             writer: None,
         })
     }
@@ -425,10 +530,10 @@ impl SqliteSink {
         &self,
         work: impl FnOnce(&Connection) -> Result<T, AuditError> + Send + 'static,
     ) -> Result<T, AuditError> {
-        let (db, journal, keys) = (self.db.clone(), self.journal.clone(), self.chain.clone());
+        let (db, journal, writing) = (self.db.clone(), self.journal.clone(), self.writing.clone());
         tokio::task::spawn_blocking(move || {
             let mut guard = db.lock().map_err(|_| unavailable("audit connection poisoned"))?;
-            catch_up(&mut guard, &journal, keys.as_deref())?;
+            catch_up(&mut guard, &journal, writing.as_deref())?;
             work(&guard.conn)
         })
         .await
@@ -445,10 +550,10 @@ impl SqliteSink {
         &self,
         select: impl Fn(&Connection) -> Result<Vec<AuditRecord>, AuditError> + Send + 'static,
     ) -> Result<(Vec<AuditRecord>, Vec<AuditRecord>), AuditError> {
-        let (db, journal, keys) = (self.db.clone(), self.journal.clone(), self.chain.clone());
+        let (db, journal, writing) = (self.db.clone(), self.journal.clone(), self.writing.clone());
         tokio::task::spawn_blocking(move || {
             let mut guard = db.lock().map_err(|_| unavailable("audit connection poisoned"))?;
-            if catch_up(&mut guard, &journal, keys.as_deref())? {
+            if catch_up(&mut guard, &journal, writing.as_deref())? {
                 return Ok((select(&guard.conn)?, Vec::new()));
             }
             let Db { conn, cursor } = &mut *guard;
@@ -478,8 +583,9 @@ impl SqliteSink {
     }
 
     fn keys(&self) -> Result<Arc<ChainKeys>, AuditError> {
-        self.chain
-            .clone()
+        self.writing
+            .as_ref()
+            .map(|w| w.keys.clone())
             .ok_or_else(|| unavailable("the audit log is open read-only"))
     }
 }
