@@ -473,7 +473,9 @@ fn zero_torn_tail(segment: &mut Segment, written: u64) -> Result<(), AuditError>
 }
 
 /// Creates the segment after `head`, zero-filled to its full size and
-/// synced before it gets its name.
+/// synced before it gets its name. The spare segment, when one is ready
+/// and big enough, is taken instead: zero-filling megabytes on the
+/// answer's path showed as a stall of every waiting request.
 fn create_segment(dir: &Path, head: &Head, size: u64, need: u64) -> Result<Segment, AuditError> {
     let mut header = serde_json::to_vec(&Header {
         stint_journal: FORMAT,
@@ -484,27 +486,20 @@ fn create_segment(dir: &Path, head: &Head, size: u64, need: u64) -> Result<Segme
     header.push(b'\n');
     let capacity = size.max(header.len() as u64 + need);
     let first = head.seq + 1;
-    let temporary = dir.join(format!("{first:020}.tmp"));
     let path = dir.join(format!("{first:020}.seg"));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&temporary)
-        .map_err(|e| io_error(&temporary, e))?;
-    let zeros = vec![0u8; READ_CHUNK * 16];
-    let mut at = 0;
-    while at < capacity {
-        let n = usize::try_from((capacity - at).min(zeros.len() as u64)).unwrap_or(0);
-        file.write_all_at(zeros.get(..n).unwrap_or_default(), at)
-            .map_err(|e| io_error(&temporary, e))?;
-        at += n as u64;
-    }
+    let spare = dir.join(SPARE);
+    let (file, from) = match OpenOptions::new().read(true).write(true).open(&spare) {
+        Ok(file) if file.metadata().is_ok_and(|m| m.len() >= capacity) => (file, spare),
+        _ => {
+            let temporary = dir.join(format!("{first:020}.tmp"));
+            (zero_filled(&temporary, capacity)?, temporary)
+        }
+    };
+    let capacity = file.metadata().map_err(|e| io_error(&from, e))?.len();
     file.write_all_at(&header, 0)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io_error(&temporary, e))?;
-    fs::rename(&temporary, &path).map_err(|e| io_error(&path, e))?;
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io_error(&from, e))?;
+    fs::rename(&from, &path).map_err(|e| io_error(&path, e))?;
     sync_dir(dir)?;
     Ok(Segment {
         path,
@@ -513,6 +508,64 @@ fn create_segment(dir: &Path, head: &Head, size: u64, need: u64) -> Result<Segme
         end: header.len() as u64,
         capacity,
     })
+}
+
+/// The name of the segment made ready ahead of need.
+const SPARE: &str = "spare";
+
+/// A new file at `path` of `size` zero bytes, written and synced.
+fn zero_filled(path: &Path, size: u64) -> Result<File, AuditError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    let zeros = vec![0u8; READ_CHUNK * 16];
+    let mut at = 0;
+    while at < size {
+        let n = usize::try_from((size - at).min(zeros.len() as u64)).unwrap_or(0);
+        file.write_all_at(zeros.get(..n).unwrap_or_default(), at)
+            .map_err(|e| io_error(path, e))?;
+        at += n as u64;
+    }
+    file.sync_all().map_err(|e| io_error(path, e))?;
+    Ok(file)
+}
+
+/// Makes a spare segment ready when there is none, off the answer's path
+/// (the indexer calls it): the writer that next needs a segment renames it.
+pub(super) fn prepare_spare(dir: &Path) -> Result<(), AuditError> {
+    let spare = dir.join(SPARE);
+    if spare.exists() {
+        return Ok(());
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let temporary = dir.join(format!("spare-{}-{nanos}.tmp", std::process::id()));
+    let made = zero_filled(&temporary, SEGMENT_BYTES).map(drop);
+    // Named under the journal's lock, so no writer is taking a spare now.
+    let lock_path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io_error(&lock_path, e))?;
+    lock.lock().map_err(|e| io_error(&lock_path, e))?;
+    let named = made.and_then(|()| {
+        if spare.exists() {
+            Ok(())
+        } else {
+            fs::rename(&temporary, &spare)
+                .map_err(|e| io_error(&spare, e))
+                .and_then(|()| sync_dir(dir))
+        }
+    });
+    let _ = lock.unlock();
+    let _ = fs::remove_file(&temporary);
+    named
 }
 
 /// Where a reader stopped, so the next read starts there.
@@ -682,6 +735,25 @@ mod tests {
         assert_eq!(segments(dir.path()).unwrap().len(), 1);
         let err = records_after(dir.path(), 0, None).unwrap_err().to_string();
         assert!(err.contains("records are missing"), "{err}");
+    }
+
+    #[test]
+    fn a_rotation_takes_the_spare_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = open_small(dir.path());
+        prepare_spare(dir.path()).unwrap();
+        assert!(dir.path().join(SPARE).exists());
+        append(&mut journal, 0, 5);
+        append(&mut journal, 5, 15); // more than the 4 KiB segment has left
+        assert!(
+            !dir.path().join(SPARE).exists(),
+            "the new segment is the spare, renamed"
+        );
+        let all = segments(dir.path()).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(fs::metadata(&all[1].1).unwrap().len(), SEGMENT_BYTES);
+        append(&mut journal, 20, 1);
+        assert_eq!(read_chain(dir.path(), 0, Head::empty()), (1..=21).collect::<Vec<_>>());
     }
 
     #[test]

@@ -281,6 +281,9 @@ fn indexer_loop(
         if matches!(woken, Err(std::sync::mpsc::RecvTimeoutError::Disconnected)) {
             return; // the writer is gone and its last records are indexed
         }
+        if let Err(e) = journal::prepare_spare(&journal) {
+            tracing::warn!(error = %e, "could not make a spare audit journal segment ready");
+        }
         std::thread::sleep(INDEX_PACE.saturating_sub(started.elapsed()));
     }
 }
