@@ -111,6 +111,8 @@ struct IndexState {
     refused: Mutex<Option<String>>,
     /// Last seq known to be in the tables.
     indexed: AtomicI64,
+    /// Last seq this process's writer appended to the journal.
+    appended: AtomicI64,
     /// Groups this process's writer made durable, for the indexer: records
     /// it linked itself need not be read back from the journal and checked.
     written: Mutex<Vec<Written>>,
@@ -185,6 +187,7 @@ fn writer_loop(
             .and_then(|()| journal.append(&mut records, &keys.key));
         if result.is_ok() {
             state.hand_over(&records, journal.position());
+            state.appended.store(journal.head_seq(), Ordering::Release);
         }
         let _ = wake_indexer.try_send(());
         for (record, done) in records.drain(..).zip(waiting.drain(..)) {
@@ -391,7 +394,10 @@ fn catch_up(db: &mut Db, journal: &Path, writing: Option<&Writing>) -> Result<bo
         return Ok(false);
     };
     match index_journal(db, journal, keys, state, INDEXER_WAIT) {
-        Ok(_) => Ok(true),
+        Ok(indexed) => {
+            state.indexed.store(indexed, Ordering::Release);
+            Ok(true)
+        }
         Err(Indexing::Chain(e)) => Err(e),
         Err(Indexing::Store(_)) => Ok(false),
     }
@@ -820,6 +826,13 @@ impl AuditSink for SqliteSink {
             })
         })
         .await
+    }
+
+    fn journal_backlog(&self) -> u64 {
+        self.writing.as_ref().map_or(0, |w| {
+            let lag = w.state.appended.load(Ordering::Acquire) - w.state.indexed.load(Ordering::Acquire);
+            u64::try_from(lag).unwrap_or(0)
+        })
     }
 
     async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError> {

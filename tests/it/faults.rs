@@ -204,6 +204,14 @@ async fn a_locked_sqlite_file_delays_only_its_tables_and_loses_nothing() {
             .unwrap()
     };
     assert_eq!(in_tables(&locker), 1, "only the first record reached the tables");
+    let backlog = || async {
+        let metrics = broker.admin_get("/metrics").await.text;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("stint_audit_journal_backlog "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    assert_eq!(backlog().await, Some(8), "the eight records wait in the journal");
     // A reader (`stint audit query`) sees the journal's records as well.
     assert_every_issuance_recorded(&db, &tally.issued).await;
 
@@ -219,6 +227,7 @@ async fn a_locked_sqlite_file_delays_only_its_tables_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_chain_verifies(&db, &broker.dir.path().join("audit.key")).await;
+    assert_eq!(backlog().await, Some(0));
 }
 
 fn write_config(dir: &std::path::Path, issuer: &TestIssuer, extra: &str) -> std::path::PathBuf {
