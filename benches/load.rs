@@ -15,7 +15,10 @@
 //!    RSS, and start-to-ready time of the binary.
 //!
 //! Figures are printed as a table with ratios to the ceiling (absolute
-//! numbers vary with the machine) and written as JSON to
+//! numbers vary with the machine), including the server's CPU time per
+//! request (all its threads, from /proc) and its ratio to the ceiling's:
+//! steadier than throughput on a machine the load generator shares, where
+//! throughput also depends on what the generator takes. Written as JSON to
 //! `$CARGO_TARGET_DIR/stint-bench/load-<unix time>.json` (and `latest.json`)
 //! for comparison between commits. STINT_BENCH_SECONDS sets each phase's
 //! length (default 5), STINT_BENCH_CONNECTIONS the client connections
@@ -107,7 +110,7 @@ const CEILING_ENV: &str = "STINT_BENCH_CEILING_FOR";
 
 /// The ceiling server's process (this binary again).
 struct Ceiling {
-    _process: Process,
+    process: Process,
     url: String,
 }
 
@@ -124,7 +127,7 @@ fn ceiling(issuer: &Issuer) -> Ceiling {
         .read_line(&mut url)
         .expect("the ceiling's URL");
     Ceiling {
-        _process: Process(child),
+        process: Process(child),
         url: url.trim().to_string(),
     }
 }
@@ -174,9 +177,27 @@ struct Figures {
     p99_ms: f64,
     p999_ms: f64,
     errors: usize,
+    /// CPU time the server process spent per answered request (all its
+    /// threads), µs: what the machine pays per request, whatever the load
+    /// generator takes.
+    server_cpu_us: f64,
 }
 
-fn figures(name: &str, mut micros: Vec<u32>, errors: usize, elapsed: Duration) -> Figures {
+/// User + system CPU time of process `pid` so far, in µs (`/proc`'s clock
+/// ticks are 1/100 s on Linux).
+fn cpu_micros(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |n: usize| fields.get(n).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) * 10_000.0
+}
+
+fn figures(name: &str, mut micros: Vec<u32>, errors: usize, elapsed: Duration, cpu_us: f64) -> Figures {
     micros.sort_unstable();
     let at = |q: f64| {
         let index = ((micros.len() as f64 - 1.0) * q).round() as usize;
@@ -190,13 +211,22 @@ fn figures(name: &str, mut micros: Vec<u32>, errors: usize, elapsed: Duration) -
         p99_ms: at(0.99),
         p999_ms: at(0.999),
         errors,
+        server_cpu_us: cpu_us / micros.len().max(1) as f64,
     }
 }
 
 /// Closed-loop load from `connections()` clients, each with its own
 /// keep-alive connection; `pace`: open-loop at this many requests/s in all.
-async fn load(name: &str, url: &str, tokens: Arc<Vec<String>>, body: Option<Value>, pace: Option<f64>) -> Figures {
+async fn load(
+    name: &str,
+    server: u32,
+    url: &str,
+    tokens: Arc<Vec<String>>,
+    body: Option<Value>,
+    pace: Option<f64>,
+) -> Figures {
     let clients = connections();
+    let cpu_before = cpu_micros(server);
     let deadline = Instant::now() + Duration::from_secs(seconds());
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -242,7 +272,8 @@ async fn load(name: &str, url: &str, tokens: Arc<Vec<String>>, body: Option<Valu
         all.extend(micros);
         errors += e;
     }
-    figures(name, all, errors, started.elapsed())
+    let elapsed = started.elapsed();
+    figures(name, all, errors, elapsed, cpu_micros(server) - cpu_before)
 }
 
 /// A `stint serve` process of the release binary.
@@ -416,9 +447,11 @@ async fn stint_paths(label: &str, broker: &Broker, issuer: &Issuer, out: &mut Ve
         }
         let name = format!("stint {grant} ({label})");
         let url = format!("{}/v1/issue/{grant}", broker.url);
-        let max = load(&name, &url, tokens.clone(), None, None).await;
+        let pid = broker.process.0.id();
+        let max = load(&name, pid, &url, tokens.clone(), None, None).await;
         let half = load(
             &format!("{name} at half rate"),
+            pid,
             &url,
             tokens.clone(),
             None,
@@ -444,9 +477,19 @@ async fn main() {
     // 1. The ceiling.
     let verify = ceiling(&issuer);
     let tokens = Arc::new(vec![issuer.token("bench")]);
-    let ceiling_max = load("ceiling: verify only", &verify.url, tokens.clone(), None, None).await;
+    let ceiling_pid = verify.process.0.id();
+    let ceiling_max = load(
+        "ceiling: verify only",
+        ceiling_pid,
+        &verify.url,
+        tokens.clone(),
+        None,
+        None,
+    )
+    .await;
     let ceiling_half = load(
         "ceiling at half rate",
+        ceiling_pid,
         &verify.url,
         tokens.clone(),
         None,
@@ -467,6 +510,7 @@ async fn main() {
     let memory = Broker::start(&shm, &issuer, &moto.url).await;
     let tok_memory = load(
         "stint tok (audit on tmpfs)",
+        memory.process.0.id(),
         &format!("{}/v1/issue/tok", memory.url),
         tokens.clone(),
         None,
@@ -482,6 +526,7 @@ async fn main() {
     let unique: Vec<String> = (0..5000).map(|n| issuer.token(&format!("miss-{n}"))).collect();
     let misses = load(
         "stint aws cache miss (moto)",
+        disk.process.0.id(),
         &format!("{}/v1/issue/aws", disk.url),
         Arc::new(unique),
         None,
@@ -522,18 +567,20 @@ async fn main() {
 
     // The table.
     println!(
-        "\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>10} {:>7}",
-        "phase", "req/s", "p50 ms", "p99 ms", "p999 ms", "× ceiling", "errors"
+        "\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>7}",
+        "phase", "req/s", "p50 ms", "p99 ms", "p999 ms", "× ceiling", "cpu µs", "cpu × c.", "errors"
     );
     for row in &rows {
         println!(
-            "{:<40} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>7}",
+            "{:<40} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>8.1} {:>9.2} {:>7}",
             row.name,
             row.per_second,
             row.p50_ms,
             row.p99_ms,
             row.p999_ms,
             row.per_second / ceiling_max.per_second,
+            row.server_cpu_us,
+            row.server_cpu_us / ceiling_max.server_cpu_us.max(f64::MIN_POSITIVE),
             row.errors
         );
     }
