@@ -62,7 +62,6 @@ pub struct Metrics {
     config_loaded: Gauge,
     lease_revocations: Family<OutcomeLabels, Counter>,
     leases_failing: Gauge,
-    audit_journal_backlog: Gauge,
     upstream_requests: Family<UpstreamLabels, Counter>,
     upstream_errors: Family<OperationLabels, Counter>,
     upstream_latency: Family<OperationLabels, Histogram>,
@@ -129,12 +128,6 @@ impl Metrics {
             "Active leases whose revocation failed 3 times or more (stint leases list --failing)",
             leases_failing.clone(),
         );
-        let audit_journal_backlog = Gauge::default();
-        registry.register(
-            "audit_journal_backlog",
-            "Audit records in the SQLite store's journal that its tables (queries, verify) do not hold yet",
-            audit_journal_backlog.clone(),
-        );
         let upstream_requests = Family::<UpstreamLabels, Counter>::default();
         registry.register(
             "upstream_requests",
@@ -187,7 +180,6 @@ impl Metrics {
             config_loaded,
             lease_revocations,
             leases_failing,
-            audit_journal_backlog,
             upstream_requests,
             upstream_errors,
             upstream_latency,
@@ -248,12 +240,6 @@ impl Metrics {
     /// Sets how many leases keep failing to be revoked.
     pub fn leases_failing(&self, count: usize) {
         self.leases_failing.set(i64::try_from(count).unwrap_or(i64::MAX));
-    }
-
-    /// Sets how many audit records wait in the journal for the tables.
-    pub fn audit_journal_backlog(&self, records: u64) {
-        self.audit_journal_backlog
-            .set(i64::try_from(records).unwrap_or(i64::MAX));
     }
 
     /// Records one call to an upstream (`aws-sts`, `aws-secretsmanager`, `postgres`).

@@ -191,9 +191,6 @@ impl AuditSink for WatchedSink {
     async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError> {
         self.inner.first_use(key, expires_at).await
     }
-    fn journal_backlog(&self) -> u64 {
-        self.inner.journal_backlog()
-    }
 }
 
 #[cfg(test)]

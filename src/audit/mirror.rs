@@ -72,7 +72,4 @@ impl AuditSink for MirroredSink {
     async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError> {
         self.inner.first_use(key, expires_at).await
     }
-    fn journal_backlog(&self) -> u64 {
-        self.inner.journal_backlog()
-    }
 }

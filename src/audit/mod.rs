@@ -8,7 +8,6 @@ mod columns;
 pub(crate) use columns::{now_rfc3339, unavailable};
 pub mod commands;
 mod health;
-mod journal;
 mod key;
 mod mirror;
 pub(crate) mod postgres;
@@ -163,11 +162,6 @@ pub trait AuditSink: Send + Sync {
     /// Records `key` as used until `expires_at` (epoch seconds); `true` if it
     /// was not used before. Durable and shared by every broker on the store.
     async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError>;
-    /// Records acknowledged but not yet in the tables queries read (the
-    /// SQLite store's journal); 0 for a store without one.
-    fn journal_backlog(&self) -> u64 {
-        0
-    }
 }
 
 /// Appends waiting for a store's writer before new ones are refused at

@@ -53,9 +53,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     for (issuer, count) in state.broker.verifier().jwks_fetches() {
         state.metrics.jwks_fetches(&issuer, count);
     }
-    state
-        .metrics
-        .audit_journal_backlog(state.broker.audit().journal_backlog());
     (
         [(
             header::CONTENT_TYPE,

@@ -28,9 +28,9 @@ async fn write_records(issuer: &TestIssuer, broker: &TestBroker, n: usize) {
 }
 
 /// A consistent copy of the live log, to tamper with.
-async fn copy_log(broker: &TestBroker, name: &str) -> PathBuf {
+fn copy_log(broker: &TestBroker, name: &str) -> PathBuf {
     let copy = broker.dir.path().join(name);
-    let conn = rusqlite::Connection::open(broker.audit_db_indexed().await).unwrap();
+    let conn = rusqlite::Connection::open(broker.audit_db()).unwrap();
     conn.execute("VACUUM INTO ?1", [copy.display().to_string()]).unwrap();
     copy
 }
@@ -59,11 +59,11 @@ async fn an_untouched_log_verifies_and_each_kind_of_edit_is_found() {
     write_records(&issuer, &broker, 7).await;
     broker.server.broker.audit().checkpoint().await.unwrap(); // as the timer would
 
-    let clean = copy_log(&broker, "clean.db").await;
+    let clean = copy_log(&broker, "clean.db");
     let ok = verify(&broker, &clean).await.unwrap();
     assert!(ok.starts_with("ok: 7 records (seq 1..7)"), "{ok}");
 
-    let changed = copy_log(&broker, "changed.db").await;
+    let changed = copy_log(&broker, "changed.db");
     tamper(
         &changed,
         "UPDATE audit_records SET subject = 'repo:evil/x' WHERE seq = 2",
@@ -73,14 +73,14 @@ async fn an_untouched_log_verifies_and_each_kind_of_edit_is_found() {
         "audit chain broken at seq 2: its content does not match its record_hash (the record was changed)"
     );
 
-    let deleted = copy_log(&broker, "deleted.db").await;
+    let deleted = copy_log(&broker, "deleted.db");
     tamper(&deleted, "DELETE FROM audit_records WHERE seq = 4");
     assert_eq!(
         verify(&broker, &deleted).await.unwrap_err(),
         "audit chain broken at seq 5: records 4..4 are missing (deleted?)"
     );
 
-    let reordered = copy_log(&broker, "reordered.db").await;
+    let reordered = copy_log(&broker, "reordered.db");
     tamper(
         &reordered,
         "UPDATE audit_records SET seq = 100 WHERE seq = 2; UPDATE audit_records SET seq = 2 WHERE seq = 3; UPDATE audit_records SET seq = 3 WHERE seq = 100;",
@@ -91,7 +91,7 @@ async fn an_untouched_log_verifies_and_each_kind_of_edit_is_found() {
         "{err}"
     );
 
-    let truncated = copy_log(&broker, "truncated.db").await;
+    let truncated = copy_log(&broker, "truncated.db");
     tamper(&truncated, "DELETE FROM audit_records WHERE seq >= 6");
     let err = verify(&broker, &truncated).await.unwrap_err();
     assert!(
@@ -101,7 +101,7 @@ async fn an_untouched_log_verifies_and_each_kind_of_edit_is_found() {
 
     // A forger who rewrites a record and recomputes the public hash chain
     // still lacks the audit key: the MAC gives it away.
-    let forged = copy_log(&broker, "forged.db").await;
+    let forged = copy_log(&broker, "forged.db");
     let conn = rusqlite::Connection::open(&forged).unwrap();
     let choice = choice(&broker, &forged);
     let mut records = stint::audit::open_existing(&choice.resolve().unwrap().0)
@@ -132,7 +132,7 @@ async fn exports_verify_offline_with_the_public_key_alone() {
     write_records(&issuer, &broker, 5).await;
     broker.server.broker.audit().checkpoint().await.unwrap();
 
-    let db = copy_log(&broker, "log.db").await;
+    let db = copy_log(&broker, "log.db");
     let choice = choice(&broker, &db);
     let mut export = Vec::new();
     assert_eq!(commands::export(&choice, None, None, &mut export).await.unwrap(), 5);
@@ -228,7 +228,7 @@ async fn cli_verify_and_export_on_the_live_log() {
 async fn a_slice_of_the_chain_verifies_on_its_own_and_exports_with_its_checkpoints() {
     let (issuer, broker) = logged_broker().await;
     write_records(&issuer, &broker, 7).await;
-    let db = copy_log(&broker, "slice.db").await;
+    let db = copy_log(&broker, "slice.db");
     let choice = choice(&broker, &db);
     let records = stint::audit::open_existing(&choice.resolve().unwrap().0)
         .await
@@ -286,7 +286,7 @@ async fn the_broker_refuses_to_extend_a_chain_edited_without_the_key() {
     let (issuer, broker) = logged_broker().await;
     write_records(&issuer, &broker, 2).await;
     // Someone with write access to the store but not the key edits the head.
-    let conn = rusqlite::Connection::open(broker.audit_db_indexed().await).unwrap();
+    let conn = rusqlite::Connection::open(broker.audit_db()).unwrap();
     conn.execute("UPDATE audit_records SET subject = 'repo:evil/x' WHERE seq = 2", [])
         .unwrap();
     let answer = broker.issue("deploy", &issuer.sign(&issuer.github()), None).await;

@@ -205,14 +205,6 @@ impl TestBroker {
     pub fn audit_db(&self) -> std::path::PathBuf {
         self.dir.path().join("audit.db")
     }
-
-    /// The SQLite file once its tables hold every acknowledged record:
-    /// records reach them from the journal behind the answers, and any
-    /// read through the store moves them in first.
-    pub async fn audit_db_indexed(&self) -> std::path::PathBuf {
-        self.server.broker.audit().chain(0, 1).await.unwrap();
-        self.audit_db()
-    }
 }
 
 /// The grant most tests use: GitHub, acme/api, main, production.

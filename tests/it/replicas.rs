@@ -1,5 +1,5 @@
-//! Two `stint serve` processes on one store (PostgreSQL, or one SQLite file
-//! and its journal); one is killed with SIGKILL in the middle of a load.
+//! Two `stint serve` processes on one store (PostgreSQL, or one SQLite
+//! file); one is killed with SIGKILL in the middle of a load.
 //! Every credential that was handed out has its audit record, and the
 //! shared chain still verifies.
 
