@@ -416,20 +416,27 @@ async fn moto() -> Moto {
     }
 }
 
-async fn postgres_store() -> String {
-    let base =
-        std::env::var("STINT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+fn postgres_base() -> String {
+    std::env::var("STINT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Runs `sql` on the bench's PostgreSQL database.
+async fn postgres_execute(sql: &str) {
+    let base = postgres_base();
     let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {base}: {e}"));
     tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A fresh schema for this run's PostgreSQL store: (store URL, schema).
+async fn postgres_store() -> (String, String) {
+    let base = postgres_base();
     let schema = format!("stint_bench_{}", uuid::Uuid::new_v4().simple());
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("schema");
+    postgres_execute(&format!("CREATE SCHEMA {schema}")).await;
     let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+    (format!("{base}{sep}options=-c%20search_path%3D{schema}"), schema)
 }
 
 /// The three cache-hit paths of one broker, and their paced p99.
@@ -519,7 +526,8 @@ async fn main() {
     .await;
     rows.push(tok_memory);
     drop(memory);
-    let pg = Broker::start(&postgres_store().await, &issuer, &moto.url).await;
+    let (pg_store, pg_schema) = postgres_store().await;
+    let pg = Broker::start(&pg_store, &issuer, &moto.url).await;
     stint_paths("PostgreSQL", &pg, &issuer, &mut rows).await;
 
     // 4. Misses against moto, one new caller per request; then coalescing.
@@ -561,6 +569,8 @@ async fn main() {
     notes.push(("coalescing_assume_role_calls".into(), json!(after - before)));
     notes.push(("peak_rss_mib_sqlite_broker".into(), json!(disk.peak_rss_mib())));
     notes.push(("peak_rss_mib_postgres_broker".into(), json!(pg.peak_rss_mib())));
+    drop(pg);
+    postgres_execute(&format!("DROP SCHEMA {pg_schema} CASCADE")).await;
     let served = disk.metric("stint_issuances_total").await;
     notes.push(("requests_served_by_sqlite_broker".into(), json!(served)));
     let _ = std::fs::remove_file(shm.trim_start_matches("sqlite://"));
