@@ -336,7 +336,7 @@ async fn write_batch(
         }
         chain::check_head(&last, &keys.key).map_err(AuditError::Unavailable)?;
     }
-    let mut columns = Columns::with_capacity(records.len());
+    let mut columns = GroupColumns::default();
     let mut checkpoints = Vec::new();
     let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
     for r in &mut records {
@@ -404,7 +404,7 @@ async fn write_batch(
 
 /// A group's records as one array per column, for `UNNEST`.
 #[derive(Default)]
-struct Columns {
+struct GroupColumns {
     seq: Vec<Option<i64>>,
     time: Vec<String>,
     request_id: Vec<String>,
@@ -426,16 +426,7 @@ struct Columns {
     record_mac: Vec<Option<String>>,
 }
 
-impl Columns {
-    fn with_capacity(n: usize) -> Columns {
-        Columns {
-            seq: Vec::with_capacity(n),
-            time: Vec::with_capacity(n),
-            request_id: Vec::with_capacity(n),
-            ..Columns::default()
-        }
-    }
-
+impl GroupColumns {
     fn push(&mut self, r: &AuditRecord) {
         self.seq.push(r.seq);
         self.time.push(r.time.clone());
