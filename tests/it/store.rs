@@ -225,6 +225,53 @@ per_backend!(
     queries_filter_and_page,
 );
 
+/// The PostgreSQL writer checks the head before each group (it reads the
+/// head's record in a statement of its own, after taking the row lock): an
+/// edit without the key, or a head row naming a deleted record, stops
+/// appends, and they resume once the store is put right.
+#[tokio::test]
+async fn a_postgres_head_changed_without_the_key_stops_appends() {
+    let (store, _) = fresh_store(Backend::Postgres).await;
+    let schema = store.rsplit("search_path%3D").next().unwrap().to_string();
+    let sink = open(&store).await;
+    for n in 0..3 {
+        sink.append(&record(n, "deploy", Outcome::Issued)).await.unwrap();
+    }
+    let admin = postgres_admin().await;
+    let sql = |statement: &str| statement.replace("T.", &format!("{schema}."));
+
+    admin
+        .batch_execute(&sql("UPDATE T.audit_records SET subject = 'repo:evil/x' WHERE seq = 3"))
+        .await
+        .unwrap();
+    let err = sink
+        .append(&record(3, "deploy", Outcome::Issued))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("(seq 3) does not verify"), "{err}");
+
+    admin
+        .batch_execute(&sql(
+            "UPDATE T.audit_records SET subject = 'repo:acme/api:2' WHERE seq = 3",
+        ))
+        .await
+        .unwrap();
+    let stored = sink.append(&record(3, "deploy", Outcome::Denied)).await.unwrap();
+    assert_eq!(stored.seq, Some(4), "appends resume once the head verifies again");
+
+    admin
+        .batch_execute(&sql("DELETE FROM T.audit_records WHERE seq = 4"))
+        .await
+        .unwrap();
+    let err = sink
+        .append(&record(4, "deploy", Outcome::Issued))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("names record 4, which is not in the store"), "{err}");
+}
+
 /// Two brokers on one PostgreSQL store: single-use tokens hold across them
 /// and their records form one chain that `stint audit verify` accepts.
 #[tokio::test]
