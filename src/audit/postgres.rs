@@ -312,18 +312,15 @@ async fn write_batch(
         .await
         .map_err(unavailable)?;
     let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
-    // Read after the lock was granted: a statement of its own sees the
-    // head's record that the writer before this one committed.
-    let last = if seq > 0 {
-        tx.query_opt("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
+    if seq > 0 {
+        // A head edited without the key is never extended or signed. Read
+        // after the lock was granted: a statement of its own sees the
+        // head's record that the writer before this one committed.
+        let Some(last) = tx
+            .query_opt("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
             .await
             .map_err(unavailable)?
-    } else {
-        None
-    };
-    if seq > 0 {
-        // A head edited without the key is never extended or signed.
-        let Some(last) = last else {
+        else {
             return Err(AuditError::Unavailable(format!(
                 "the audit head row names record {seq}, which is not in the store"
             )));
@@ -336,7 +333,6 @@ async fn write_batch(
         }
         chain::check_head(&last, &keys.key).map_err(AuditError::Unavailable)?;
     }
-    let mut columns = GroupColumns::default();
     let mut checkpoints = Vec::new();
     let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
     for r in &mut records {
@@ -344,11 +340,11 @@ async fn write_batch(
         chain::link(r, previous, &keys.key);
         seq = r.seq.unwrap_or(seq + 1);
         hash = r.record_hash.clone().unwrap_or_default();
-        columns.push(r);
         if seq % every == 0 {
             checkpoints.push(keys.signer.sign(seq, &hash, &now_rfc3339()));
         }
     }
+    let columns = GroupColumns::of(&records);
     let version = i32::try_from(chain::CHAIN_VERSION).unwrap_or(1);
     let c = &columns;
     tx.execute(
@@ -402,51 +398,56 @@ async fn write_batch(
     Ok(records)
 }
 
-/// A group's records as one array per column, for `UNNEST`.
-#[derive(Default)]
-struct GroupColumns {
+/// A group's records as one array per column, for `UNNEST`, borrowed
+/// from the records (only the JSON maps are encoded).
+struct GroupColumns<'a> {
     seq: Vec<Option<i64>>,
-    time: Vec<String>,
-    request_id: Vec<String>,
+    time: Vec<&'a str>,
+    request_id: Vec<&'a str>,
     outcome: Vec<&'static str>,
-    reason: Vec<Option<String>>,
-    grant: Vec<Option<String>>,
-    kind: Vec<Option<String>>,
-    issuer: Vec<Option<String>>,
-    subject: Vec<Option<String>>,
+    reason: Vec<Option<&'a str>>,
+    grant: Vec<Option<&'a str>>,
+    kind: Vec<Option<&'a str>>,
+    issuer: Vec<Option<&'a str>>,
+    subject: Vec<Option<&'a str>>,
     claims: Vec<String>,
-    token_jti_hmac: Vec<Option<String>>,
-    issuance_id: Vec<Option<String>>,
+    token_jti_hmac: Vec<Option<&'a str>>,
+    issuance_id: Vec<Option<&'a str>>,
     ttl_seconds: Vec<Option<i64>>,
-    expires_at: Vec<Option<String>>,
-    client_addr: Vec<Option<String>>,
+    expires_at: Vec<Option<&'a str>>,
+    client_addr: Vec<Option<&'a str>>,
     detail: Vec<String>,
-    prev_hash: Vec<Option<String>>,
-    record_hash: Vec<Option<String>>,
-    record_mac: Vec<Option<String>>,
+    prev_hash: Vec<Option<&'a str>>,
+    record_hash: Vec<Option<&'a str>>,
+    record_mac: Vec<Option<&'a str>>,
 }
 
-impl GroupColumns {
-    fn push(&mut self, r: &AuditRecord) {
-        self.seq.push(r.seq);
-        self.time.push(r.time.clone());
-        self.request_id.push(r.request_id.clone());
-        self.outcome.push(r.outcome.as_str());
-        self.reason.push(r.reason.clone());
-        self.grant.push(r.grant.clone());
-        self.kind.push(r.kind.clone());
-        self.issuer.push(r.issuer.clone());
-        self.subject.push(r.subject.clone());
-        self.claims.push(json_text(&r.claims));
-        self.token_jti_hmac.push(r.token_jti_hmac.clone());
-        self.issuance_id.push(r.issuance_id.clone());
-        self.ttl_seconds.push(r.ttl_seconds.and_then(|t| i64::try_from(t).ok()));
-        self.expires_at.push(r.expires_at.clone());
-        self.client_addr.push(r.client_addr.clone());
-        self.detail.push(json_text(&r.detail));
-        self.prev_hash.push(r.prev_hash.clone());
-        self.record_hash.push(r.record_hash.clone());
-        self.record_mac.push(r.record_mac.clone());
+impl<'a> GroupColumns<'a> {
+    fn of(records: &'a [AuditRecord]) -> GroupColumns<'a> {
+        fn column<'a, T>(records: &'a [AuditRecord], value: impl Fn(&'a AuditRecord) -> T) -> Vec<T> {
+            records.iter().map(value).collect()
+        }
+        GroupColumns {
+            seq: column(records, |r| r.seq),
+            time: column(records, |r| r.time.as_str()),
+            request_id: column(records, |r| r.request_id.as_str()),
+            outcome: column(records, |r| r.outcome.as_str()),
+            reason: column(records, |r| r.reason.as_deref()),
+            grant: column(records, |r| r.grant.as_deref()),
+            kind: column(records, |r| r.kind.as_deref()),
+            issuer: column(records, |r| r.issuer.as_deref()),
+            subject: column(records, |r| r.subject.as_deref()),
+            claims: column(records, |r| json_text(&r.claims)),
+            token_jti_hmac: column(records, |r| r.token_jti_hmac.as_deref()),
+            issuance_id: column(records, |r| r.issuance_id.as_deref()),
+            ttl_seconds: column(records, |r| r.ttl_seconds.and_then(|t| i64::try_from(t).ok())),
+            expires_at: column(records, |r| r.expires_at.as_deref()),
+            client_addr: column(records, |r| r.client_addr.as_deref()),
+            detail: column(records, |r| json_text(&r.detail)),
+            prev_hash: column(records, |r| r.prev_hash.as_deref()),
+            record_hash: column(records, |r| r.record_hash.as_deref()),
+            record_mac: column(records, |r| r.record_mac.as_deref()),
+        }
     }
 }
 

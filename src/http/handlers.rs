@@ -200,9 +200,6 @@ pub async fn method_not_allowed(Extension(RequestId(request_id)): Extension<Requ
     .into_response()
 }
 
-/// `POST /v1/leases/{id}/revoke`: ends a lease early, for the caller that
-/// obtained it (same issuer and `sub`) or an `auditors` rule. Anyone else,
-/// and an unknown id, get the same 404.
 /// 503 for a lease store that did not answer; the cause goes to the log only.
 fn lease_store_unavailable(request_id: &str, error: &dyn std::fmt::Display) -> Response {
     tracing::error!(request_id, error = %error, "lease store unavailable");
@@ -216,6 +213,9 @@ fn lease_store_unavailable(request_id: &str, error: &dyn std::fmt::Display) -> R
     problem.into_response()
 }
 
+/// `POST /v1/leases/{id}/revoke`: ends a lease early, for the caller that
+/// obtained it (same issuer and `sub`) or an `auditors` rule. Anyone else,
+/// and an unknown id, get the same 404.
 pub async fn revoke_lease(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,

@@ -238,37 +238,32 @@ async fn a_postgres_head_changed_without_the_key_stops_appends() {
         sink.append(&record(n, "deploy", Outcome::Issued)).await.unwrap();
     }
     let admin = postgres_admin().await;
-    let sql = |statement: &str| statement.replace("T.", &format!("{schema}."));
+    // Someone with write access to the tables, but not the key.
+    let edit = |statement: &str| {
+        let statement = statement.replace("T.", &format!("{schema}."));
+        let admin = &admin;
+        async move { admin.batch_execute(&statement).await.unwrap() }
+    };
+    let refusal = |n: usize| {
+        let sink = &sink;
+        async move {
+            sink.append(&record(n, "deploy", Outcome::Issued))
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
 
-    admin
-        .batch_execute(&sql("UPDATE T.audit_records SET subject = 'repo:evil/x' WHERE seq = 3"))
-        .await
-        .unwrap();
-    let err = sink
-        .append(&record(3, "deploy", Outcome::Issued))
-        .await
-        .unwrap_err()
-        .to_string();
+    edit("UPDATE T.audit_records SET subject = 'repo:evil/x' WHERE seq = 3").await;
+    let err = refusal(3).await;
     assert!(err.contains("(seq 3) does not verify"), "{err}");
 
-    admin
-        .batch_execute(&sql(
-            "UPDATE T.audit_records SET subject = 'repo:acme/api:2' WHERE seq = 3",
-        ))
-        .await
-        .unwrap();
+    edit("UPDATE T.audit_records SET subject = 'repo:acme/api:2' WHERE seq = 3").await;
     let stored = sink.append(&record(3, "deploy", Outcome::Denied)).await.unwrap();
     assert_eq!(stored.seq, Some(4), "appends resume once the head verifies again");
 
-    admin
-        .batch_execute(&sql("DELETE FROM T.audit_records WHERE seq = 4"))
-        .await
-        .unwrap();
-    let err = sink
-        .append(&record(4, "deploy", Outcome::Issued))
-        .await
-        .unwrap_err()
-        .to_string();
+    edit("DELETE FROM T.audit_records WHERE seq = 4").await;
+    let err = refusal(4).await;
     assert!(err.contains("names record 4, which is not in the store"), "{err}");
 }
 
