@@ -2,7 +2,6 @@
 //! tokens, and the development issuer's key. Stored as PKCS#8 PEM, 0600.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use aws_lc_rs::rand::SystemRandom;
@@ -73,6 +72,9 @@ pub enum KeyError {
         /// The expected algorithm.
         alg: &'static str,
     },
+    /// The file is readable by other users: the message names the fix.
+    #[error("{0}")]
+    Exposed(String),
     /// Key generation failed in the crypto library.
     #[error("key generation failed")]
     Generate,
@@ -85,11 +87,13 @@ impl SigningKey {
         SigningKey::from_pkcs8(alg, &pkcs8).ok_or(KeyError::Generate)
     }
 
-    /// Loads the key at `path`, creating it (mode 0600) when the file does not exist.
+    /// Loads the key at `path`, creating it (mode 0600) when the file does
+    /// not exist. A key file other users can read is refused with the fix.
     pub fn load_or_create(path: &Path, alg: SigningAlgorithm) -> Result<SigningKey, KeyError> {
         let shown = path.display().to_string();
         match fs::read_to_string(path) {
             Ok(pem) => {
+                crate::private_file::check_key_mode(path).map_err(KeyError::Exposed)?;
                 let der = pem_decode(&pem).ok_or(KeyError::Invalid {
                     path: shown.clone(),
                     alg: alg.name(),
@@ -211,31 +215,10 @@ fn generate_pkcs8(alg: SigningAlgorithm) -> Result<Vec<u8>, KeyError> {
     Ok(doc.as_ref().to_vec())
 }
 
-/// Writes a secret file readable by its owner only, creating parent
-/// folders. The file appears whole or not at all (written aside, then
-/// linked into place), and an existing file is never replaced: two replicas
-/// starting at once agree on one key (`AlreadyExists` for the loser).
+/// Writes a secret file readable by its owner only; see
+/// [`crate::private_file::write_new`].
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let written = options.open(&tmp).and_then(|mut file| {
-        file.write_all(bytes)?;
-        file.sync_all()
-    });
-    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
-    let _ = fs::remove_file(&tmp);
-    linked
+    crate::private_file::write_new(path, bytes)
 }
 
 /// PEM with 64-column lines.

@@ -249,6 +249,13 @@ struct ClientArgs {
     /// Extra CA certificate (PEM) to trust for the broker.
     #[arg(long, env = "STINT_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) to present to a broker that requires one
+    /// (`tls.client_ca_file`); needs --client-key.
+    #[arg(long, env = "STINT_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, env = "STINT_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Say which token source and grants were used (never secret values).
     #[arg(short, long)]
     verbose: bool,
@@ -264,7 +271,11 @@ impl ClientArgs {
                 token_env: self.token_env,
                 k8s_token_file: self.k8s_token_file,
             },
-            ca_file: self.ca_file,
+            tls: client::BrokerTls {
+                ca_file: self.ca_file,
+                client_cert: self.client_cert,
+                client_key: self.client_key,
+            },
             verbose: self.verbose,
         }
     }

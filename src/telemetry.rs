@@ -98,6 +98,7 @@ impl Telemetry {
         });
         tracing_subscriber::registry()
             .with(filter)
+            .with(library_pins())
             .with(logs)
             .with(traces)
             .try_init()
@@ -116,6 +117,43 @@ impl Telemetry {
             tracing::warn!(error = %e, "trace export did not finish at shutdown");
         }
     }
+}
+
+/// Libraries that log SQL statements, HTTP headers or signing input at
+/// debug or trace: `CREATE ROLE ... PASSWORD '...'` (tokio-postgres), an
+/// `Authorization` header (hyper, h2, reqwest), an AWS canonical request
+/// (aws-sigv4), TLS secrets (rustls), OTLP export headers. They never log
+/// below info, whatever `STINT_LOG` says.
+pub const PINNED_TO_INFO: &[&str] = &[
+    "tokio_postgres",
+    "postgres_protocol",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "h2",
+    "rustls",
+    "tokio_rustls",
+    "aws_smithy",
+    "aws_sigv4",
+    "aws_runtime",
+    "aws_config",
+    "aws_sdk",
+    "sqlx",
+    "opentelemetry",
+    "tower",
+    "axum_server",
+];
+
+/// A second, fixed filter applied beside `STINT_LOG`'s: an event passes only
+/// when both let it. `STINT_LOG=tokio_postgres=trace` (or any more precise
+/// directive) cannot undo it, which a directive added to the same
+/// `EnvFilter` could not promise.
+fn library_pins() -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::LevelFilter;
+    PINNED_TO_INFO.iter().fold(
+        tracing_subscriber::filter::Targets::new().with_default(LevelFilter::TRACE),
+        |targets, target| targets.with_target(*target, LevelFilter::INFO),
+    )
 }
 
 fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, String> {

@@ -144,6 +144,17 @@ pub fn record_mac(key: &AuditKey, record_hash: &str) -> String {
     key.hash(&format!("stint-audit-mac-v1\n{record_hash}"))
 }
 
+/// Whether `stored` is the MAC of `record_hash`, compared in constant time:
+/// a comparison that stops at the first differing byte would tell someone
+/// who can submit forged records and time the check how much of a MAC
+/// they have guessed.
+pub fn mac_matches(key: &AuditKey, record_hash: &str, stored: Option<&str>) -> bool {
+    let expected = record_mac(key, record_hash);
+    stored.is_some_and(|stored| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(stored.as_bytes(), expected.as_bytes()).is_ok()
+    })
+}
+
 /// Fills `seq`, `prev_hash`, `record_hash` and `record_mac` of `record`,
 /// which follows `previous` (seq and hash), or starts the chain.
 pub fn link(record: &mut AuditRecord, previous: Option<(i64, String)>, key: &AuditKey) {
@@ -167,7 +178,7 @@ pub fn check_head(head: &AuditRecord, key: &AuditKey) -> Result<(), String> {
         return Ok(()); // a record from before the chain: nothing to check
     };
     let hash = record_hash(head);
-    if stored != hash || head.record_mac.as_deref() != Some(record_mac(key, &hash).as_str()) {
+    if stored != hash || !mac_matches(key, &hash, head.record_mac.as_deref()) {
         return Err(format!(
             "the audit chain head (seq {seq}) does not verify: the store was changed without the audit key; \
              nothing is appended until `stint audit verify` is clean"
@@ -305,7 +316,7 @@ pub fn verify_range(
             });
         }
         if let Some(key) = key
-            && record.record_mac.as_deref() != Some(record_mac(key, &hash).as_str())
+            && !mac_matches(key, &hash, record.record_mac.as_deref())
         {
             return Err(ChainError {
                 seq,
@@ -377,6 +388,21 @@ mod tests {
     use crate::audit::Outcome;
     use proptest::prelude::*;
     use serde_json::Map;
+
+    #[test]
+    fn only_the_exact_mac_matches() {
+        let key = AuditKey::from_bytes(&[7; 32]);
+        let good = record_mac(&key, "h1");
+        assert!(mac_matches(&key, "h1", Some(&good)));
+        let mut flipped = good.clone().into_bytes();
+        flipped[63] = if flipped[63] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).unwrap_or_default();
+        for wrong in [flipped.as_str(), &good[..63], "", &format!("{good}0")] {
+            assert!(!mac_matches(&key, "h1", Some(wrong)), "{wrong}");
+        }
+        assert!(!mac_matches(&key, "h1", None));
+        assert!(!mac_matches(&key, "h2", Some(&good)));
+    }
 
     fn record(n: u8, subject: &str) -> AuditRecord {
         AuditRecord {

@@ -16,11 +16,13 @@ pub struct AuditKey {
 
 impl AuditKey {
     /// Loads a hex key from `path`, creating 32 random bytes (mode 0600)
-    /// when the file does not exist.
+    /// when the file does not exist. A key file other users can read is
+    /// refused (the error says `chmod 600`).
     pub fn load_or_create(path: &Path) -> Result<AuditKey, String> {
         let shown = path.display();
         match fs::read_to_string(path) {
             Ok(text) => {
+                crate::private_file::check_key_mode(path)?;
                 let bytes = hex_decode(text.trim())
                     .filter(|b| b.len() >= 32)
                     .ok_or_else(|| format!("{shown}: expected at least 32 bytes as hex"))?;
@@ -44,8 +46,10 @@ impl AuditKey {
         }
     }
 
-    /// Loads an existing key; never creates one.
+    /// Loads an existing key; never creates one. Refused, as above, when
+    /// other users can read it.
     pub fn load(path: &Path) -> Result<AuditKey, String> {
+        crate::private_file::check_key_mode(path)?;
         let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let bytes = hex_decode(text.trim())
             .filter(|b| b.len() >= 32)

@@ -14,16 +14,15 @@ pub struct MirroredSink {
 }
 
 impl MirroredSink {
-    /// Mirrors to `target`: `stdout`, or `file:PATH` (appended).
+    /// Mirrors to `target`: `stdout`, or `file:PATH` (appended; created
+    /// 0600, never through a symlink).
     pub fn new(inner: Arc<dyn AuditSink>, target: &str) -> Result<MirroredSink, AuditError> {
         let out: Box<dyn Write + Send> = match target {
             "stdout" => Box::new(std::io::stdout()),
             other => match other.strip_prefix("file:") {
+                // Created 0600: the records name subjects and grants.
                 Some(path) => Box::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
+                    crate::private_file::open_append(std::path::Path::new(path))
                         .map_err(|e| AuditError::Config(format!("audit.mirror {path}: {e}")))?,
                 ),
                 None => {

@@ -209,15 +209,9 @@ impl Session {
     }
 }
 
-/// The URL without its password, for messages.
+/// The URL without its passwords (any form), for messages.
 fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
-    }
+    crate::redact::connection_string(url)
 }
 
 struct Pending {

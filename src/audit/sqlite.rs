@@ -171,6 +171,7 @@ impl SqliteSink {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| config(&e))?;
         }
+        crate::private_file::create_if_missing(path).map_err(|e| config(&e))?;
         let conn = Connection::open(path).map_err(|e| config(&e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;

@@ -1,6 +1,6 @@
 //! The HTTP client side of `POST /v1/issue/{grant}`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -37,6 +37,19 @@ pub enum ClientError {
         /// Request id for the broker's audit log.
         request_id: String,
     },
+    /// The broker (or something in front of it) answered with a redirect.
+    /// It is not followed: the request carries the caller's OIDC token.
+    #[error(
+        "the broker at {url} answered {status} redirecting to `{location}`; stint follows no redirects (the OIDC token would go along): set --broker to the final URL"
+    )]
+    Redirected {
+        /// Broker base URL.
+        url: String,
+        /// HTTP status (3xx).
+        status: u16,
+        /// The `Location` header, as sent.
+        location: String,
+    },
     /// The answer is not what this client understands.
     #[error("the broker's answer for grant `{grant}` is not understood: {message}")]
     BadAnswer {
@@ -59,6 +72,18 @@ impl ClientError {
     }
 }
 
+/// TLS settings for reaching the broker.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerTls {
+    /// Extra CA certificate (PEM) to trust (`--ca-file`).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) to present (`--client-cert`), for a
+    /// broker with `tls.client_ca_file`.
+    pub client_cert: Option<PathBuf>,
+    /// The private key (PEM) of `client_cert` (`--client-key`).
+    pub client_key: Option<PathBuf>,
+}
+
 /// A client for one broker.
 pub struct BrokerClient {
     base: String,
@@ -67,8 +92,10 @@ pub struct BrokerClient {
 
 impl BrokerClient {
     /// `base` like `https://stint.example`; TLS is verified, against the
-    /// system roots or `ca_file` (PEM) in addition.
-    pub fn new(base: &str, ca_file: Option<&Path>) -> Result<BrokerClient, ClientError> {
+    /// system roots or `tls.ca_file` (PEM) in addition, and the client
+    /// certificate in `tls` is presented when the broker asks for one.
+    /// Redirects are never followed (see [`ClientError::Redirected`]).
+    pub fn new(base: &str, tls: &BrokerTls) -> Result<BrokerClient, ClientError> {
         let parsed =
             reqwest::Url::parse(base).map_err(|_| ClientError::Setup(format!("--broker `{base}` is not a URL")))?;
         // The OIDC token travels in this request: plain http only to this machine.
@@ -88,15 +115,22 @@ impl BrokerClient {
             }
         }
         let mut builder = reqwest::Client::builder()
+            // A redirect would carry the bearer token to wherever it
+            // points (reqwest keeps `Authorization` within one origin, and
+            // a path there may be someone else's).
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("stint-client/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_file {
+        if let Some(path) = &tls.ca_file {
             let pem =
                 std::fs::read(path).map_err(|e| ClientError::Setup(format!("--ca-file {}: {e}", path.display())))?;
             let cert = reqwest::Certificate::from_pem(&pem)
                 .map_err(|e| ClientError::Setup(format!("--ca-file {}: not a PEM certificate: {e}", path.display())))?;
             builder = builder.add_root_certificate(cert);
+        }
+        if let Some(identity) = client_identity(tls)? {
+            builder = builder.identity(identity);
         }
         let http = builder
             .build()
@@ -129,9 +163,23 @@ impl BrokerClient {
             .await
             .map_err(|e| ClientError::Unreachable {
                 url: self.base.clone(),
-                message: e.to_string(),
+                message: transport_message(&e),
             })?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(ClientError::Redirected {
+                url: self.base.clone(),
+                status: status.as_u16(),
+                location: response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .chars()
+                    .take(200)
+                    .collect(),
+            });
+        }
         let header_id = response
             .headers()
             .get("x-request-id")
@@ -158,6 +206,47 @@ impl BrokerClient {
             }),
         }
     }
+}
+
+/// The transport error with its causes (rustls says why a handshake
+/// failed), and the fix when the broker wants a client certificate.
+fn transport_message(e: &reqwest::Error) -> String {
+    let text = crate::pg_tls::describe(e);
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("certificaterequired") || lower.contains("certificate required") {
+        format!(
+            "{text} (the broker requires a client certificate: pass --client-cert and --client-key, or set STINT_CLIENT_CERT and STINT_CLIENT_KEY)"
+        )
+    } else {
+        text
+    }
+}
+
+/// The client certificate and key as one reqwest identity; both flags or
+/// neither.
+fn client_identity(tls: &BrokerTls) -> Result<Option<reqwest::Identity>, ClientError> {
+    let (cert, key) = match (&tls.client_cert, &tls.client_key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        _ => {
+            return Err(ClientError::Setup(
+                "--client-cert and --client-key go together (STINT_CLIENT_CERT / STINT_CLIENT_KEY)".into(),
+            ));
+        }
+    };
+    let read = |flag: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| ClientError::Setup(format!("{flag} {}: {e}", path.display())))
+    };
+    let mut pem = read("--client-cert", cert)?;
+    pem.push(b'\n');
+    pem.extend(read("--client-key", key)?);
+    reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| {
+        ClientError::Setup(format!(
+            "--client-cert {} / --client-key {}: not a PEM certificate and private key: {e}",
+            cert.display(),
+            key.display()
+        ))
+    })
 }
 
 fn urlencode(segment: &str) -> String {

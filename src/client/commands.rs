@@ -2,11 +2,10 @@
 //! shared set-up (broker, token discovery) and what each prints.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use super::broker::{BrokerClient, ClientError};
+use super::broker::{BrokerClient, BrokerTls, ClientError};
 use super::discovery::{Discovery, DiscoveryError, ProcessEnv};
 use super::env::ChildEnv;
 use super::{credential_process, exec};
@@ -18,8 +17,8 @@ pub struct ClientOptions {
     pub broker: Option<String>,
     /// Token discovery settings.
     pub discovery: Discovery,
-    /// Extra CA certificate (PEM) to trust for the broker.
-    pub ca_file: Option<PathBuf>,
+    /// How to reach the broker over TLS (extra CA, client certificate).
+    pub tls: BrokerTls,
     /// `-v`: say what happens on stderr (never a secret).
     pub verbose: bool,
 }
@@ -70,7 +69,7 @@ async fn connect(options: &ClientOptions) -> Result<(BrokerClient, String), Comm
         .broker
         .as_deref()
         .ok_or_else(|| CommandError::Usage("no broker: pass --broker URL or set STINT_BROKER".into()))?;
-    let client = BrokerClient::new(broker, options.ca_file.as_deref())?;
+    let client = BrokerClient::new(broker, &options.tls)?;
     let (token, source) = options.discovery.token(&ProcessEnv, client.http()).await?;
     say(options, &format!("OIDC token from {source}"));
     Ok((client, token))
@@ -136,26 +135,15 @@ pub async fn exec(
     exec::run(command, &env).await.map_err(CommandError::Other)
 }
 
-/// The caller's issuer and subject, read (not verified: it only keys a
-/// local cache of the caller's own credentials) from the token payload.
+/// The cache key for the caller: SHA-256 of the whole token. Keying by
+/// claims read without verifying them (`iss` + `sub`) would hand a second
+/// job with the same subject, but claims the policy denies (another
+/// `workflow_ref`, `event_name`), the first job's credentials without the
+/// broker deciding or auditing. Only the holder of the very token the
+/// broker accepted finds its entry.
 fn token_identity(token: &str) -> String {
-    use base64::Engine;
-    let payload = token
-        .split('.')
-        .nth(1)
-        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
-    match payload {
-        Some(claims) => format!(
-            "{} {}",
-            claims.get("iss").and_then(Value::as_str).unwrap_or(""),
-            claims.get("sub").and_then(Value::as_str).unwrap_or("")
-        ),
-        None => {
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-            digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-        }
-    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `stint credential-process`: prints the AWS credential_process JSON.

@@ -1,7 +1,6 @@
 //! `stint credential-process`: the AWS `credential_process` protocol, with a
 //! user-only cache file so repeated SDK calls do not reach the broker.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -11,10 +10,13 @@ use serde_json::Value;
 /// margin would send every SDK call in that window to the broker.
 pub const REUSE_MARGIN_SECS: i64 = 16 * 60;
 
-/// The cache file for one broker + grant + audience + caller identity
-/// (`identity`: the token's issuer and subject), under
-/// `$XDG_CACHE_HOME/stint` or `~/.cache/stint`. The identity is part of the
-/// key so two jobs sharing a HOME never share credentials.
+/// The cache file for one broker + grant + audience + caller token
+/// (`identity`: the SHA-256 of the whole OIDC token), under
+/// `$XDG_CACHE_HOME/stint` or `~/.cache/stint`. The whole token, not its
+/// unverified `iss`/`sub`, is part of the key: a job whose token differs in
+/// any claim (another workflow, another event) never reuses credentials the
+/// broker issued to another token, so every policy decision is the
+/// broker's and is audited.
 pub fn cache_path(broker: &str, grant: &str, audience: &str, identity: &str) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -48,18 +50,7 @@ pub fn write_cached(path: &Path, credentials: &Value) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
-    file.write_all(credentials.to_string().as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::private_file::replace(path, credentials.to_string().as_bytes())
 }
 
 #[cfg(test)]
@@ -79,9 +70,9 @@ mod tests {
         assert!(write_cached(&path, &creds(now + 3600)).is_ok());
         assert!(read_cached(&path, now).is_some());
         assert!(read_cached(&path, now + 3600 - REUSE_MARGIN_SECS + 1).is_none());
-        let a = cache_path("b", "g", "aud", "iss sub-a");
+        let a = cache_path("b", "g", "aud", "token-a-sha256");
         assert!(
-            a.is_some() && a != cache_path("b", "g", "aud", "iss sub-b"),
+            a.is_some() && a != cache_path("b", "g", "aud", "token-b-sha256"),
             "callers never share a cache file"
         );
         #[cfg(unix)]

@@ -20,13 +20,21 @@ pub fn exit_code(status: std::process::ExitStatus) -> u8 {
 
 /// GitHub Actions hides a value from logs once told `::add-mask::`.
 /// Multi-line values are masked line by line (GitHub matches per line).
+/// Each value is escaped as the runner un-escapes command data, or a
+/// secret containing `%25` would be masked as `%` and stay visible.
 pub fn mask_for_github(secrets: &[String], out: &mut dyn Write) -> std::io::Result<()> {
     for secret in secrets {
-        for line in secret.lines().filter(|l| !l.trim().is_empty()) {
-            writeln!(out, "::add-mask::{line}")?;
+        for line in secret.split(['\n', '\r']).filter(|l| !l.trim().is_empty()) {
+            writeln!(out, "::add-mask::{}", escape_command_data(line))?;
         }
     }
     out.flush()
+}
+
+/// The escaping of `@actions/core`'s `escapeData`: the runner replaces
+/// `%0D`, `%0A` and then `%25` in command data with CR, LF and `%`.
+pub fn escape_command_data(text: &str) -> String {
+    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 /// Runs `command` with `env` added, forwarding SIGINT and SIGTERM, and
@@ -93,11 +101,35 @@ mod tests {
     #[test]
     fn masks_every_line() {
         let mut out = Vec::new();
-        assert!(mask_for_github(&["a".into(), "l1\nl2".into()], &mut out).is_ok());
+        assert!(mask_for_github(&["a".into(), "l1\nl2".into(), "w1\r\nw2\r".into()], &mut out).is_ok());
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "::add-mask::a\n::add-mask::l1\n::add-mask::l2\n"
+            "::add-mask::a\n::add-mask::l1\n::add-mask::l2\n::add-mask::w1\n::add-mask::w2\n"
         );
+    }
+
+    /// What the Actions runner does to command data (actions/runner
+    /// `ActionCommand.UnescapeData`: `%0D`, `%0A`, then `%25`).
+    fn runner_unescape(data: &str) -> String {
+        data.replace("%0D", "\r").replace("%0A", "\n").replace("%25", "%")
+    }
+
+    #[test]
+    fn the_runner_masks_exactly_the_secret_even_with_percent_escapes_in_it() {
+        let secrets = [
+            "pa%25ss".to_string(),
+            "x%0Ay".into(),
+            "%0D%250A%".into(),
+            "line1\nli%25ne2".into(),
+        ];
+        let mut out = Vec::new();
+        assert!(mask_for_github(&secrets, &mut out).is_ok());
+        let masked: Vec<String> = String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| l.strip_prefix("::add-mask::"))
+            .map(runner_unescape)
+            .collect();
+        assert_eq!(masked, ["pa%25ss", "x%0Ay", "%0D%250A%", "line1", "li%25ne2"]);
     }
 
     #[test]

@@ -9,5 +9,5 @@ pub mod discovery;
 pub mod env;
 pub mod exec;
 
-pub use broker::{BrokerClient, ClientError};
+pub use broker::{BrokerClient, BrokerTls, ClientError};
 pub use discovery::{Discovery, DiscoveryError, ProcessEnv, Source};

@@ -51,6 +51,24 @@ fn header_bytes(request: &Request) -> usize {
         .sum()
 }
 
+/// The per-client bucket of an address. An IPv6 client is keyed by its
+/// /64: one host is usually given a whole /64 and can rotate through it
+/// freely, so a per-address bucket would be no limit. An IPv4-mapped IPv6
+/// address (a dual-stack listener) is keyed as the IPv4 address it is.
+pub fn client_key(ip: std::net::IpAddr) -> String {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 fn rate_limited(wait: Duration, detail: &str, request_id: &str) -> Response {
     let mut problem = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail, request_id);
     problem.retry_after = Some(u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX));
@@ -79,7 +97,7 @@ pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Ne
         let client = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+            .map(|c| client_key(c.0.ip()));
         if let Err(wait) = limiter.take(client.as_deref().unwrap_or("unknown")) {
             return rate_limited(wait, "too many requests from this address", &request_id);
         }
@@ -111,5 +129,22 @@ pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Ne
             problem.retry_after = Some(1);
             problem.into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_key;
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64_and_mapped_ipv4_is_ipv4() {
+        let key = |text: &str| client_key(text.parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(key("2001:db8:1:2:abcd::9"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("::1"), "::/64");
     }
 }

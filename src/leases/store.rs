@@ -79,7 +79,10 @@ pub async fn open_store(url: &str, timeout: Duration) -> Result<Arc<dyn LeaseSto
             session: Session::new(url, timeout, client),
         }));
     }
-    Err(AuditError::Config(format!("leases: unsupported store `{url}`")))
+    Err(AuditError::Config(format!(
+        "leases: unsupported store `{}`",
+        crate::redact::connection_string(url)
+    )))
 }
 
 fn state(text: &str) -> LeaseState {

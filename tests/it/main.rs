@@ -18,6 +18,7 @@ mod chart;
 mod cli;
 mod client;
 mod faults;
+mod hygiene;
 mod identity;
 mod issue;
 mod jwks;
