@@ -22,6 +22,7 @@ mod identity;
 mod issue;
 mod jwks;
 mod leases;
+mod leases_list;
 mod limits;
 mod openapi;
 mod policy;
