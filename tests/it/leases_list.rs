@@ -1,13 +1,14 @@
-//! `stint leases list` reads only: it works on a SQLite file nobody may
-//! write and with a PostgreSQL role that may only SELECT, and a store
-//! without a lease table stays without one.
+//! The lease table seen from outside a broker. `stint leases list` reads
+//! only: it works on a SQLite file nobody may write and with a PostgreSQL
+//! role that may only SELECT, and a store without a lease table stays
+//! without one. A table an older broker made is brought up to date.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use stint::leases::{Lease, LeaseState, open_store};
+use stint::leases::{Lease, LeaseState, Requester, open_store};
 
 use crate::store::{Backend, fresh_store, postgres_admin, postgres_url};
 
@@ -198,4 +199,79 @@ async fn leases_list_works_with_a_postgres_role_that_may_only_select() {
     assert!(empty.status.success(), "{}", text(&empty));
     assert!(text(&empty).contains("no leases"), "{}", text(&empty));
     assert!(tables.is_empty(), "listing created nothing in the empty store");
+}
+
+/// The `leases` table as the first release made it, with one lease.
+const OLD_TABLE: &str = "
+CREATE TABLE leases (
+    id TEXT PRIMARY KEY, grant_name TEXT NOT NULL, database_name TEXT NOT NULL, username TEXT NOT NULL,
+    issuer TEXT NOT NULL, subject TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL,
+    state TEXT NOT NULL, revoke_reason TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+    next_attempt_at BIGINT NOT NULL DEFAULT 0, revoked_at BIGINT, claimed_by TEXT,
+    claimed_until BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO leases (id, grant_name, database_name, username, issuer, subject, created_at, expires_at, state)
+    VALUES ('old-lease', 'app-db', 'app', 'stint_app_old', 'ci', 'repo:acme/api', 1, 4102444800, 'active');
+";
+
+async fn an_older_lease_table_is_brought_up_to_date(backend: Backend) {
+    let (url, _guard) = fresh_store(backend).await;
+    match backend {
+        Backend::Sqlite => {
+            let path = url.strip_prefix("sqlite://").unwrap();
+            rusqlite::Connection::open(path)
+                .unwrap()
+                .execute_batch(OLD_TABLE)
+                .unwrap();
+        }
+        Backend::Postgres => {
+            let schema = url.rsplit("search_path%3D").next().unwrap();
+            postgres_admin()
+                .await
+                .batch_execute(&format!("SET search_path TO {schema}; {OLD_TABLE}"))
+                .await
+                .unwrap();
+        }
+    }
+    let store = open_store(&url, std::time::Duration::from_secs(5)).await.unwrap();
+    let old = store.get("old-lease").await.unwrap().expect("the old lease is kept");
+    assert_eq!(
+        (old.username.as_str(), old.revoke_requested_by),
+        ("stint_app_old", None)
+    );
+    let asked = Requester {
+        issuer: "ci".into(),
+        subject: "repo:acme/api".into(),
+        request_id: "req-1".into(),
+    };
+    assert!(
+        store
+            .expire_now("old-lease", 100, "revoked_by_caller", Some(&asked))
+            .await
+            .unwrap()
+    );
+    let ended = store.get("old-lease").await.unwrap().unwrap();
+    assert_eq!(ended.revoke_requested_by, Some(asked));
+    assert_eq!(store.list(false, 10).await.unwrap().len(), 1);
+    drop(store);
+    // A second broker on the same store finds nothing left to add.
+    open_store(&url, std::time::Duration::from_secs(5)).await.unwrap();
+    if let Backend::Postgres = backend {
+        let schema = url.rsplit("search_path%3D").next().unwrap();
+        postgres_admin()
+            .await
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_older_lease_table_is_brought_up_to_date_on_sqlite() {
+    an_older_lease_table_is_brought_up_to_date(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_older_lease_table_is_brought_up_to_date_on_postgres() {
+    an_older_lease_table_is_brought_up_to_date(Backend::Postgres).await;
 }
