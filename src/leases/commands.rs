@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{Lease, LeaseState, open_store};
+use super::{Lease, LeaseState, open_store, open_store_read_only};
 use crate::broker::rfc3339;
 use crate::config::Config;
 
@@ -12,9 +12,19 @@ async fn store(config: &Path) -> anyhow::Result<std::sync::Arc<dyn super::LeaseS
     Ok(open_store(&config.audit.store, config.audit.timeout).await?)
 }
 
-/// Leases as a table (or JSON lines), newest first.
+/// Leases as a table (or JSON lines), newest first. Reads only: an
+/// auditor's read-only copy of the store, or a PostgreSQL role with
+/// SELECT alone, will do, and a store without a lease table is left so.
 pub async fn list(config: &Path, failing: bool, json: bool, limit: u32) -> anyhow::Result<String> {
-    let leases = store(config).await?.list(failing, limit).await?;
+    let config = Config::load(config)?;
+    let Some(store) = open_store_read_only(&config.audit.store, config.audit.timeout).await? else {
+        return Ok(if json {
+            String::new()
+        } else {
+            "(no leases: this store has no lease table yet; a broker with a `postgres` grant makes it)\n".to_string()
+        });
+    };
+    let leases = store.list(failing, limit).await?;
     if json {
         return Ok(leases
             .iter()
@@ -53,7 +63,7 @@ pub async fn list(config: &Path, failing: bool, json: bool, limit: u32) -> anyho
 pub async fn revoke(config: &Path, id: &str, wait: Duration) -> anyhow::Result<String> {
     let store = store(config).await?;
     let now = crate::identity::now();
-    if !store.expire_now(id, now, "revoked_by_admin").await? {
+    if !store.expire_now(id, now, "revoked_by_admin", None).await? {
         return match store.get(id).await? {
             Some(Lease {
                 state: LeaseState::Revoked,

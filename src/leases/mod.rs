@@ -8,6 +8,7 @@
 pub mod commands;
 mod provider;
 pub mod reaper;
+mod schema;
 mod store;
 mod target;
 
@@ -18,7 +19,7 @@ use serde::Serialize;
 
 pub use provider::PostgresProvider;
 pub use reaper::Reaper;
-pub use store::{LeaseStore, open_store};
+pub use store::{LeaseStore, open_store, open_store_read_only};
 pub use target::{TargetError, quote_ident};
 
 /// `username_template` when a grant sets none.
@@ -125,6 +126,22 @@ pub struct Lease {
     pub next_attempt_at: i64,
     /// When it was revoked.
     pub revoked_at: Option<i64>,
+    /// Who asked for the early end (`None`: it expired, an issuance
+    /// failed, or an operator ran `stint leases revoke`). Kept on the lease
+    /// because the role may be dropped later, by the reaper, whose record
+    /// must still name them.
+    pub revoke_requested_by: Option<Requester>,
+}
+
+/// A caller or admin who asked `POST /v1/leases/{id}/revoke` to end a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Requester {
+    /// Issuer config name of their token.
+    pub issuer: String,
+    /// Their `sub`.
+    pub subject: String,
+    /// The request that asked; the revocation's audit record carries it.
+    pub request_id: String,
 }
 
 impl Lease {

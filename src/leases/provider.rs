@@ -113,6 +113,7 @@ impl CredentialProvider for PostgresProvider {
             last_error: None,
             next_attempt_at: 0,
             revoked_at: None,
+            revoke_requested_by: None,
         };
         // The lease before the role: no role without a record of when it ends.
         self.store
@@ -135,7 +136,7 @@ impl CredentialProvider for PostgresProvider {
         })
         .await;
         if let Err(e) = created {
-            let _ = self.store.expire_now(&lease.id, ctx.now, "issuance_failed").await;
+            let _ = self.store.expire_now(&lease.id, ctx.now, "issuance_failed", None).await;
             return Err(target_error(e, &spec.name));
         }
 
@@ -163,7 +164,7 @@ impl CredentialProvider for PostgresProvider {
     }
 
     async fn withdraw(&self, issuance_id: &str, now: i64) {
-        if let Err(e) = self.store.expire_now(issuance_id, now, "audit_failed").await {
+        if let Err(e) = self.store.expire_now(issuance_id, now, "audit_failed", None).await {
             tracing::error!(lease_id = issuance_id, error = %e, "could not mark an unaudited lease for revocation; it ends at its expiry");
         }
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::target::{self, TargetError};
-use super::{DatabaseTarget, Lease, LeaseState, LeaseStore, literal_prefix};
+use super::{DatabaseTarget, Lease, LeaseState, LeaseStore, Requester, literal_prefix};
 use crate::audit::{AuditRecord, Outcome};
 use crate::broker::{Broker, rfc3339};
 use crate::identity::now;
@@ -110,7 +110,7 @@ impl Reaper {
             let full = u32::try_from(due.len()).unwrap_or(u32::MAX) >= BATCH;
             for lease in due {
                 let reason = lease.revoke_reason.clone().unwrap_or_else(|| "expired".into());
-                if self.revoke(&lease, &reason, None, None).await.is_ok() {
+                if self.revoke(&lease, &reason).await.is_ok() {
                     revoked += 1;
                 }
             }
@@ -124,21 +124,16 @@ impl Reaper {
         revoked
     }
 
-    /// Drops the role of a lease this broker has claimed, then records it.
-    async fn revoke(
-        &self,
-        lease: &Lease,
-        reason: &str,
-        request_id: Option<&str>,
-        by: Option<(&str, &str)>,
-    ) -> Result<(), TargetError> {
+    /// Drops the role of a lease this broker has claimed, then records it
+    /// (naming who asked for an early end, if anyone did).
+    async fn revoke(&self, lease: &Lease, reason: &str) -> Result<(), TargetError> {
         let result = self.drop_role(lease).await;
         let time = now();
         match &result {
             Ok(()) => match self.store.finish(&lease.id, &self.owner, time, reason).await {
                 Ok(true) => {
                     self.metrics.lease_revocation(true);
-                    self.record(lease, reason, request_id, by).await;
+                    self.record(lease, reason).await;
                 }
                 Ok(false) => tracing::warn!(lease_id = %lease.id, "lease was taken over while being revoked"),
                 Err(e) => {
@@ -179,13 +174,14 @@ impl Reaper {
         .await
     }
 
-    async fn record(&self, lease: &Lease, reason: &str, request_id: Option<&str>, by: Option<(&str, &str)>) {
+    async fn record(&self, lease: &Lease, reason: &str) {
         let mut detail = Map::new();
-        if let Some((issuer, subject)) = by {
+        let by = lease.revoke_requested_by.as_ref();
+        if let Some(by) = by {
             // Who ended it early; the record's issuer and subject stay the holder's.
             detail.insert(
                 "revoked_by".into(),
-                serde_json::json!({"issuer": issuer, "subject": subject}),
+                serde_json::json!({"issuer": by.issuer, "subject": by.subject}),
             );
         }
         detail.insert("lease_id".into(), Value::String(lease.id.clone()));
@@ -194,7 +190,12 @@ impl Reaper {
         let record = AuditRecord {
             seq: None,
             time: crate::audit::now_rfc3339(),
-            request_id: request_id.map_or_else(|| format!("reaper-{}", uuid::Uuid::now_v7()), str::to_string),
+            // The request that asked for the end, even when the reaper ends
+            // it later: its answer's x-request-id finds this record.
+            request_id: by.map_or_else(
+                || format!("reaper-{}", uuid::Uuid::now_v7()),
+                |by| by.request_id.clone(),
+            ),
             outcome: Outcome::Revoked,
             reason: Some(reason.to_string()),
             grant: Some(lease.grant.clone()),
@@ -219,7 +220,8 @@ impl Reaper {
 
     /// Ends a lease now, for its caller or an admin (`by`: their issuer and
     /// `sub`). `Scheduled` when the role could not be dropped at once: the
-    /// reaper retries.
+    /// reaper retries, and its record names them all the same, because the
+    /// request is kept on the lease first.
     pub async fn revoke_now(
         &self,
         id: &str,
@@ -229,7 +231,17 @@ impl Reaper {
     ) -> Result<Revocation, RevokeError> {
         let store = |e: crate::audit::AuditError| RevokeError::Store(e.to_string());
         let time = now();
-        if !self.store.expire_now(id, time, reason).await.map_err(store)? {
+        let requester = Requester {
+            issuer: by.0.to_string(),
+            subject: by.1.to_string(),
+            request_id: request_id.to_string(),
+        };
+        if !self
+            .store
+            .expire_now(id, time, reason, Some(&requester))
+            .await
+            .map_err(store)?
+        {
             return match self.store.get(id).await.map_err(store)? {
                 Some(lease) if lease.state == LeaseState::Revoked => Ok(Revocation::Revoked(lease)),
                 _ => Err(RevokeError::NotFound),
@@ -245,7 +257,7 @@ impl Reaper {
             let lease = self.store.get(id).await.map_err(store)?;
             return lease.map(Revocation::Scheduled).ok_or(RevokeError::NotFound);
         };
-        let _ = self.revoke(&lease, reason, Some(request_id), Some(by)).await;
+        let _ = self.revoke(&lease, reason).await;
         let latest = self.store.get(id).await.map_err(store)?.ok_or(RevokeError::NotFound)?;
         // Only what the store says: revoked once marked so, else still due.
         Ok(if latest.state == LeaseState::Revoked {

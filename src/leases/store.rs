@@ -7,38 +7,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio_postgres::Row;
 
-use super::{Lease, LeaseState};
+use super::schema::{self, full_select_list, select_list};
+use super::{Lease, LeaseState, Requester};
 use crate::audit::postgres::{Session, connect};
 use crate::audit::{AuditError, unavailable};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS leases (
-    id              TEXT PRIMARY KEY,
-    grant_name      TEXT NOT NULL,
-    database_name   TEXT NOT NULL,
-    username        TEXT NOT NULL,
-    issuer          TEXT NOT NULL,
-    subject         TEXT NOT NULL,
-    created_at      BIGINT NOT NULL,
-    expires_at      BIGINT NOT NULL,
-    state           TEXT NOT NULL,
-    revoke_reason   TEXT,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    last_error      TEXT,
-    next_attempt_at BIGINT NOT NULL DEFAULT 0,
-    revoked_at      BIGINT,
-    claimed_by      TEXT,
-    claimed_until   BIGINT NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS leases_due ON leases (state, expires_at);
-CREATE UNIQUE INDEX IF NOT EXISTS leases_active_name ON leases (database_name, username) WHERE state = 'active';
-";
-
-const COLUMNS: &str = "id, grant_name, database_name, username, issuer, subject, created_at, expires_at, state, \
-                       revoke_reason, attempts, last_error, next_attempt_at, revoked_at";
 
 /// Where leases are kept.
 #[async_trait::async_trait]
@@ -56,33 +31,89 @@ pub trait LeaseStore: Send + Sync {
     async fn finish(&self, id: &str, owner: &str, now: i64, reason: &str) -> Result<bool, AuditError>;
     /// Records a failed attempt and when to try again; releases the claim.
     async fn failed(&self, id: &str, owner: &str, error: &str, next_attempt_at: i64) -> Result<(), AuditError>;
-    /// Makes an active lease due now, with the reason it ends early.
-    async fn expire_now(&self, id: &str, now: i64, reason: &str) -> Result<bool, AuditError>;
+    /// Makes an active lease due now, with the reason it ends early and
+    /// who asked (replacing an earlier request's).
+    async fn expire_now(&self, id: &str, now: i64, reason: &str, by: Option<&Requester>) -> Result<bool, AuditError>;
     /// Leases, newest first; only active ones failing to be revoked when `failing`.
     async fn list(&self, failing: bool, limit: u32) -> Result<Vec<Lease>, AuditError>;
     /// Role names of active leases on `database`.
     async fn active_usernames(&self, database: &str) -> Result<Vec<String>, AuditError>;
 }
 
-/// Opens the lease table in the store named by `url` (creating it).
+/// Opens the lease table in the store named by `url`, creating it or
+/// bringing an older broker's table up to date.
 pub async fn open_store(url: &str, timeout: Duration) -> Result<Arc<dyn LeaseStore>, AuditError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Arc::new(SqliteLeases::open(Path::new(path))?));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(url) {
         let client = connect(url, timeout).await?;
-        client
-            .batch_execute(SCHEMA)
-            .await
-            .map_err(|e| AuditError::Config(format!("lease table: {e}")))?;
+        schema::pg_prepare(&client).await?;
         return Ok(Arc::new(PostgresLeases {
             session: Session::new(url, timeout, client),
+            columns: full_select_list().into(),
         }));
     }
     Err(AuditError::Config(format!(
         "leases: unsupported store `{}`",
         crate::redact::connection_string(url)
     )))
+}
+
+/// Opens the lease table for reading only: nothing is created or changed,
+/// so a read-only SQLite file or a PostgreSQL role with SELECT will do.
+/// `None` when the store has no lease table (no broker with a `postgres`
+/// grant ever ran on it).
+pub async fn open_store_read_only(url: &str, timeout: Duration) -> Result<Option<Arc<dyn LeaseStore>>, AuditError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(SqliteLeases::open_read_only(Path::new(path))?.map(|s| Arc::new(s) as Arc<dyn LeaseStore>));
+    }
+    if is_postgres(url) {
+        let client = connect(url, timeout).await?;
+        // Belt and braces: this session cannot write even where the role could.
+        client
+            .batch_execute("SET default_transaction_read_only = on")
+            .await
+            .map_err(unavailable)?;
+        let present = schema::pg_columns(&client).await?;
+        if present.is_empty() {
+            return Ok(None);
+        }
+        return Ok(Some(Arc::new(PostgresLeases {
+            session: Session::new(url, timeout, client),
+            columns: select_list(&present).into(),
+        })));
+    }
+    Err(AuditError::Config(format!("leases: unsupported store `{url}`")))
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The requester columns as one value: all three are written together.
+fn requester(issuer: Option<String>, subject: Option<String>, request_id: Option<String>) -> Option<Requester> {
+    Some(Requester {
+        issuer: issuer?,
+        subject: subject?,
+        request_id: request_id?,
+    })
+}
+
+/// A requester as its three columns.
+fn requester_columns(by: Option<Requester>) -> (Option<String>, Option<String>, Option<String>) {
+    match by {
+        Some(b) => (Some(b.issuer), Some(b.subject), Some(b.request_id)),
+        None => (None, None, None),
+    }
+}
+
+/// `path` for a `file:` URI: the characters a URI gives meaning escaped.
+fn uri_path(path: &Path) -> String {
+    path.to_string_lossy()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23")
 }
 
 fn state(text: &str) -> LeaseState {
@@ -95,18 +126,51 @@ fn state(text: &str) -> LeaseState {
 
 struct SqliteLeases {
     conn: Arc<Mutex<Connection>>,
+    /// The select list (see [`schema::select_list`]).
+    columns: Arc<str>,
 }
 
 impl SqliteLeases {
     fn open(path: &Path) -> Result<SqliteLeases, AuditError> {
-        let conn = Connection::open(path).map_err(|e| AuditError::Config(format!("leases {}: {e}", path.display())))?;
+        let mut conn =
+            Connection::open(path).map_err(|e| AuditError::Config(format!("leases {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
-        conn.execute_batch(&SCHEMA.replace("BIGINT", "INTEGER"))
-            .map_err(|e| AuditError::Config(format!("lease table: {e}")))?;
+        schema::sqlite_prepare(&mut conn)?;
         Ok(SqliteLeases {
             conn: Arc::new(Mutex::new(conn)),
+            columns: full_select_list().into(),
         })
+    }
+
+    /// Read-only, and `None` without a lease table. A WAL file in a
+    /// directory this user cannot write cannot even be read that way
+    /// (SQLite must create its `-shm`): it is then read as immutable, which
+    /// is what such a file is to this user. Immutable reads skip the
+    /// `-wal` file, so changes a running broker has not checkpointed yet
+    /// are not listed.
+    fn open_read_only(path: &Path) -> Result<Option<SqliteLeases>, AuditError> {
+        let fail = |e: rusqlite::Error| AuditError::Config(format!("leases {} (read-only): {e}", path.display()));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(fail)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
+        let (conn, present) = match schema::sqlite_columns(&conn) {
+            Ok(present) => (conn, present),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ReadOnly => {
+                let uri = format!("file:{}?immutable=1", uri_path(path));
+                let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(fail)?;
+                let present = schema::sqlite_columns(&conn).map_err(fail)?;
+                (conn, present)
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        if present.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SqliteLeases {
+            conn: Arc::new(Mutex::new(conn)),
+            columns: select_list(&present).into(),
+        }))
     }
 
     async fn with<T: Send + 'static>(
@@ -139,6 +203,7 @@ fn sqlite_lease(row: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
         last_error: row.get(11)?,
         next_attempt_at: row.get(12)?,
         revoked_at: row.get(13)?,
+        revoke_requested_by: requester(row.get(14)?, row.get(15)?, row.get(16)?),
     })
 }
 
@@ -158,10 +223,11 @@ impl LeaseStore for SqliteLeases {
     }
 
     async fn get(&self, id: &str) -> Result<Option<Lease>, AuditError> {
+        let columns = self.columns.clone();
         let id = id.to_string();
         self.with(move |c| {
             c.query_row(
-                &format!("SELECT {COLUMNS} FROM leases WHERE id = ?1"),
+                &format!("SELECT {columns} FROM leases WHERE id = ?1"),
                 [id],
                 sqlite_lease,
             )
@@ -171,6 +237,7 @@ impl LeaseStore for SqliteLeases {
     }
 
     async fn claim_due(&self, now: i64, owner: &str, claim_until: i64, limit: u32) -> Result<Vec<Lease>, AuditError> {
+        let columns = self.columns.clone();
         let owner = owner.to_string();
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -180,7 +247,7 @@ impl LeaseStore for SqliteLeases {
                      WHERE id IN (SELECT id FROM leases WHERE state = 'active' AND expires_at <= ?3
                                   AND next_attempt_at <= ?3 AND claimed_until < ?3
                                   ORDER BY expires_at LIMIT ?4)
-                     RETURNING {COLUMNS}"
+                     RETURNING {columns}"
                 ))?;
                 let rows = statement.query_map(params![owner, claim_until, now, limit], sqlite_lease)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
@@ -192,12 +259,13 @@ impl LeaseStore for SqliteLeases {
     }
 
     async fn claim(&self, id: &str, now: i64, owner: &str, claim_until: i64) -> Result<Option<Lease>, AuditError> {
+        let columns = self.columns.clone();
         let (id, owner) = (id.to_string(), owner.to_string());
         self.with(move |c| {
             c.query_row(
                 &format!(
                     "UPDATE leases SET claimed_by = ?1, claimed_until = ?2
-                     WHERE id = ?3 AND state = 'active' AND claimed_until < ?4 RETURNING {COLUMNS}"
+                     WHERE id = ?3 AND state = 'active' AND claimed_until < ?4 RETURNING {columns}"
                 ),
                 params![owner, claim_until, id, now],
                 sqlite_lease,
@@ -234,13 +302,15 @@ impl LeaseStore for SqliteLeases {
         .await
     }
 
-    async fn expire_now(&self, id: &str, now: i64, reason: &str) -> Result<bool, AuditError> {
-        let (id, reason) = (id.to_string(), reason.to_string());
+    async fn expire_now(&self, id: &str, now: i64, reason: &str, by: Option<&Requester>) -> Result<bool, AuditError> {
+        let (id, reason, by) = (id.to_string(), reason.to_string(), by.cloned());
         self.with(move |c| {
+            let (issuer, subject, request_id) = requester_columns(by);
             c.execute(
-                "UPDATE leases SET expires_at = MIN(expires_at, ?1), next_attempt_at = 0, revoke_reason = ?2
+                "UPDATE leases SET expires_at = MIN(expires_at, ?1), next_attempt_at = 0, revoke_reason = ?2,
+                    revoke_by_issuer = ?4, revoke_by_subject = ?5, revoke_request_id = ?6
                  WHERE id = ?3 AND state = 'active'",
-                params![now, reason, id],
+                params![now, reason, id, issuer, subject, request_id],
             )
             .map(|n| n == 1)
         })
@@ -248,6 +318,7 @@ impl LeaseStore for SqliteLeases {
     }
 
     async fn list(&self, failing: bool, limit: u32) -> Result<Vec<Lease>, AuditError> {
+        let columns = self.columns.clone();
         self.with(move |c| {
             let filter = if failing {
                 format!("WHERE state = 'active' AND attempts >= {}", super::FAILING_AFTER)
@@ -255,7 +326,7 @@ impl LeaseStore for SqliteLeases {
                 String::new()
             };
             let mut statement = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM leases {filter} ORDER BY created_at DESC, id DESC LIMIT ?1"
+                "SELECT {columns} FROM leases {filter} ORDER BY created_at DESC, id DESC LIMIT ?1"
             ))?;
             let rows = statement.query_map([limit], sqlite_lease)?;
             rows.collect()
@@ -277,6 +348,8 @@ impl LeaseStore for SqliteLeases {
 
 struct PostgresLeases {
     session: Session,
+    /// The select list (see [`schema::select_list`]).
+    columns: Arc<str>,
 }
 
 fn pg_lease(row: &Row) -> Result<Lease, AuditError> {
@@ -296,6 +369,11 @@ fn pg_lease(row: &Row) -> Result<Lease, AuditError> {
         last_error: row.try_get(11).map_err(unavailable)?,
         next_attempt_at: row.try_get(12).map_err(unavailable)?,
         revoked_at: row.try_get(13).map_err(unavailable)?,
+        revoke_requested_by: requester(
+            row.try_get(14).map_err(unavailable)?,
+            row.try_get(15).map_err(unavailable)?,
+            row.try_get(16).map_err(unavailable)?,
+        ),
     })
 }
 
@@ -320,12 +398,13 @@ impl LeaseStore for PostgresLeases {
     }
 
     async fn get(&self, id: &str) -> Result<Option<Lease>, AuditError> {
+        let columns = self.columns.clone();
         let id = id.to_string();
         self.session
             .run(move |c| {
                 Box::pin(async move {
                     let row = c
-                        .query_opt(&format!("SELECT {COLUMNS} FROM leases WHERE id = $1"), &[&id])
+                        .query_opt(&format!("SELECT {columns} FROM leases WHERE id = $1"), &[&id])
                         .await
                         .map_err(unavailable)?;
                     row.as_ref().map(pg_lease).transpose()
@@ -335,6 +414,7 @@ impl LeaseStore for PostgresLeases {
     }
 
     async fn claim_due(&self, now: i64, owner: &str, claim_until: i64, limit: u32) -> Result<Vec<Lease>, AuditError> {
+        let columns = self.columns.clone();
         let owner = owner.to_string();
         let limit = i64::from(limit);
         self.session
@@ -348,7 +428,7 @@ impl LeaseStore for PostgresLeases {
                                  WHERE id IN (SELECT id FROM leases WHERE state = 'active' AND expires_at <= $3
                                               AND next_attempt_at <= $3 AND claimed_until < $3
                                               ORDER BY expires_at LIMIT $4 FOR UPDATE SKIP LOCKED)
-                                 RETURNING {COLUMNS}"
+                                 RETURNING {columns}"
                             ),
                             &[&owner, &claim_until, &now, &limit],
                         )
@@ -361,6 +441,7 @@ impl LeaseStore for PostgresLeases {
     }
 
     async fn claim(&self, id: &str, now: i64, owner: &str, claim_until: i64) -> Result<Option<Lease>, AuditError> {
+        let columns = self.columns.clone();
         let (id, owner) = (id.to_string(), owner.to_string());
         self.session
             .run(move |c| {
@@ -369,7 +450,7 @@ impl LeaseStore for PostgresLeases {
                         .query_opt(
                             &format!(
                                 "UPDATE leases SET claimed_by = $1, claimed_until = $2
-                                 WHERE id = $3 AND state = 'active' AND claimed_until < $4 RETURNING {COLUMNS}"
+                                 WHERE id = $3 AND state = 'active' AND claimed_until < $4 RETURNING {columns}"
                             ),
                             &[&owner, &claim_until, &id, &now],
                         )
@@ -418,15 +499,17 @@ impl LeaseStore for PostgresLeases {
             .await
     }
 
-    async fn expire_now(&self, id: &str, now: i64, reason: &str) -> Result<bool, AuditError> {
-        let (id, reason) = (id.to_string(), reason.to_string());
+    async fn expire_now(&self, id: &str, now: i64, reason: &str, by: Option<&Requester>) -> Result<bool, AuditError> {
+        let (id, reason, by) = (id.to_string(), reason.to_string(), by.cloned());
         self.session
             .run(move |c| {
                 Box::pin(async move {
+                    let (issuer, subject, request_id) = requester_columns(by);
                     c.execute(
-                        "UPDATE leases SET expires_at = LEAST(expires_at, $1), next_attempt_at = 0, revoke_reason = $2
+                        "UPDATE leases SET expires_at = LEAST(expires_at, $1), next_attempt_at = 0, revoke_reason = $2,
+                            revoke_by_issuer = $4, revoke_by_subject = $5, revoke_request_id = $6
                          WHERE id = $3 AND state = 'active'",
-                        &[&now, &reason, &id],
+                        &[&now, &reason, &id, &issuer, &subject, &request_id],
                     )
                     .await
                     .map(|n| n == 1)
@@ -437,6 +520,7 @@ impl LeaseStore for PostgresLeases {
     }
 
     async fn list(&self, failing: bool, limit: u32) -> Result<Vec<Lease>, AuditError> {
+        let columns = self.columns.clone();
         let limit = i64::from(limit);
         let min_attempts = if failing {
             i32::try_from(super::FAILING_AFTER).unwrap_or(3)
@@ -449,7 +533,7 @@ impl LeaseStore for PostgresLeases {
                     let rows = c
                         .query(
                             &format!(
-                                "SELECT {COLUMNS} FROM leases
+                                "SELECT {columns} FROM leases
                                  WHERE ($1 = 0 OR (state = 'active' AND attempts >= $1))
                                  ORDER BY created_at DESC, id DESC LIMIT $2"
                             ),

@@ -554,3 +554,58 @@ async fn a_least_privilege_admin_creates_and_revokes_roles() {
     assert!(!role_exists(&username).await);
     assert!(session.simple_query("SELECT 1").await.is_err(), "its session was ended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_early_revoke_the_reaper_finishes_names_who_asked_for_it() {
+    let f = fixture().await;
+    let issuer = TestIssuer::start().await;
+    let (host, port) = pg_host_port();
+    let proxy = FaultProxy::start(&format!("{host}:{port}")).await;
+    let broker = broker_on("sqlite://audit.db", &issuer, &f, proxy.addr.port(), "").await;
+    let subject = "repo:acme/api:ref:refs/heads/main";
+    let caller = token(&issuer, "acme/api", subject);
+    let issued = broker.issue("app-db", &caller, None).await;
+    assert_eq!(issued.status, 200, "{}", issued.text);
+    let lease = issued.body["lease_id"].as_str().unwrap().to_string();
+    let username = issued.body["database"]["username"].as_str().unwrap().to_string();
+
+    // The database cannot be reached: the role cannot be dropped at once.
+    proxy.set(Mode::Down);
+    let asked = revoke(&broker, &lease, &caller).await;
+    assert_eq!(asked.status, 202, "{}", asked.text);
+    assert_eq!(asked.body["state"], "revoking");
+    assert!(role_exists(&username).await);
+
+    // Back: the reaper drops the role, and its record names the caller.
+    proxy.set(Mode::Pass);
+    let store = format!("sqlite://{}", broker.audit_db().display());
+    let started = Instant::now();
+    let record = loop {
+        let revoked = chain(&store)
+            .await
+            .into_iter()
+            .find(|r| r.outcome == Outcome::Revoked && r.issuance_id.as_deref() == Some(lease.as_str()));
+        if let Some(record) = revoked {
+            break record;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the reaper never finished the revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(!role_exists(&username).await, "the role is dropped");
+    assert_eq!(record.reason.as_deref(), Some("revoked_by_caller"));
+    assert_eq!(
+        record.detail.get("revoked_by"),
+        Some(&json!({"issuer": "ci", "subject": subject})),
+        "the reaper's record names who asked: {:?}",
+        record.detail
+    );
+    assert_eq!(
+        record.request_id,
+        asked.request_id(),
+        "the 202's request id finds the record of the revocation it asked for"
+    );
+    assert_eq!(record.subject.as_deref(), Some(subject), "the holder");
+}

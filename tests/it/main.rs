@@ -23,6 +23,7 @@ mod identity;
 mod issue;
 mod jwks;
 mod leases;
+mod leases_list;
 mod limits;
 mod openapi;
 mod policy;

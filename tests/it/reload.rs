@@ -236,3 +236,68 @@ async fn a_reload_keeps_the_known_keys_of_unchanged_issuers() {
     assert_eq!(answer.status, 200, "its keys were kept: {}", answer.text);
     assert_eq!(issuer.jwks_fetches(), fetched, "no refetch for an unchanged issuer");
 }
+
+/// An `aws` grant whose session cache survives reloads, on `moto_url`.
+fn aws_config_text(issuer: &TestIssuer, moto_url: &str, max_ttl: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit: {{ store: sqlite://audit.db, key_file: audit.key }}\n\
+         signing: {{ key_file: signing.key }}\n{aws}issuers:\n{issuers}\ngrants:\n  deploy-aws:\n    kind: aws\n    \
+         role_arn: arn:aws:iam::123456789012:role/deploy\n    ttl: 15m\n    max_ttl: {max_ttl}\n    allow:\n      \
+         - issuer: ci\n        claims: {{ repository: acme/api }}\n",
+        aws = crate::moto::Moto::aws_yaml(moto_url, ""),
+        issuers = issuer_yaml("ci", issuer, "github", ""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_lowers_max_ttl_never_serves_a_longer_cached_session() {
+    let moto = crate::moto::Moto::start().await;
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stint.yaml");
+    std::fs::write(&path, aws_config_text(&issuer, &moto.url, "12h")).unwrap();
+    let config = Config::load(&path).unwrap();
+    let server = stint::server::start_with(
+        config,
+        StartOptions {
+            config_path: Some(path.clone()),
+            aws_credentials: Some(crate::moto::stint_identity()),
+        },
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let issue = |ttl: Option<&str>| {
+        let body = ttl.map_or_else(|| json!({}), |ttl| json!({ "ttl": ttl }));
+        let request = http
+            .post(format!("http://{}/v1/issue/deploy-aws", server.addr))
+            .bearer_auth(token_for(&issuer, "acme/api"))
+            .json(&body);
+        async move { crate::harness::answer(request.send().await.unwrap()).await }
+    };
+    let access_key = |answer: &Answer| answer.body["credentials"]["AccessKeyId"].as_str().unwrap().to_string();
+
+    // A 12h session, then the default 15m: the cached 12h session serves it.
+    let long = issue(Some("12h")).await;
+    assert_eq!(long.status, 200, "{}", long.text);
+    let cached = issue(None).await;
+    assert_eq!(access_key(&cached), access_key(&long), "the cache is in use");
+
+    std::fs::write(&path, aws_config_text(&issuer, &moto.url, "1h")).unwrap();
+    server.reload_config().unwrap();
+    let after = issue(None).await;
+    let now = stint::identity::now();
+    assert_eq!(after.status, 200, "{}", after.text);
+    let expires_at = time::OffsetDateTime::parse(
+        after.body["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp();
+    assert!(
+        expires_at <= now + 3600,
+        "expires {}s from now, past the new max_ttl of 1h",
+        expires_at - now
+    );
+    assert_ne!(access_key(&after), access_key(&long), "a fresh session");
+}

@@ -71,12 +71,43 @@ struct Session {
     cache_for: Option<Duration>,
 }
 
+/// What a cached session must satisfy to serve one request: the grant's
+/// current ttl settings and the request's own ttl.
+#[derive(Debug, Clone, Copy)]
+struct Need {
+    ttl: Duration,
+    max_ttl: Duration,
+    min_remaining: Duration,
+    now: i64,
+}
+
+impl Need {
+    fn of(settings: &AwsGrant, spec_max_ttl: Duration, ctx: &IssueContext) -> Need {
+        Need {
+            ttl: ctx.ttl,
+            max_ttl: spec_max_ttl,
+            min_remaining: settings.min_remaining,
+            now: ctx.now,
+        }
+    }
+}
+
 impl Session {
-    /// Whether it may serve a request for `ttl` at `now`: it was made for
-    /// at least that long, and at least `min_remaining` (plus skew) is left.
-    fn covers(&self, ttl: Duration, min_remaining: Duration, now: i64) -> bool {
-        let needed = i64::try_from((min_remaining + SESSION_SKEW).as_secs()).unwrap_or(i64::MAX);
-        self.duration >= ttl.as_secs() && self.expiration.saturating_sub(now) >= needed
+    /// Whether it may serve `need`: it was made for at least the requested
+    /// ttl and at most the grant's current `max_ttl`, and at least
+    /// `min_remaining` (plus skew) is left.
+    ///
+    /// The ttl settings are not part of [`SessionKey`], so this upper bound
+    /// is what keeps a session assumed before a reload lowered `max_ttl`
+    /// from being served after it. AWS ends a session `DurationSeconds`
+    /// after it was assumed, so a session assumed for at most `max_ttl`
+    /// never expires later than now + `max_ttl`. (Bounding `expiration`
+    /// itself would also refuse a session just assumed whenever AWS's clock
+    /// runs a second ahead of ours.)
+    fn covers(&self, need: Need) -> bool {
+        let needed = i64::try_from((need.min_remaining + SESSION_SKEW).as_secs()).unwrap_or(i64::MAX);
+        (need.ttl.as_secs()..=need.max_ttl.as_secs()).contains(&self.duration)
+            && self.expiration.saturating_sub(need.now) >= needed
     }
 }
 
@@ -296,12 +327,13 @@ impl CredentialProvider for StsProvider {
             return Err(ProviderError::Internal("aws provider called for another kind".into()));
         };
         let call = render_call(grant, settings)?;
+        let need = Need::of(settings, grant.spec().max_ttl, ctx);
 
         // Fast path: a cached session of this exact binding that still
         // covers the request. Misses for one key are coalesced by moka into
         // a single AssumeRole.
         let mut session = match self.sessions.get(&call.key).await {
-            Some(session) if session.covers(ctx.ttl, settings.min_remaining, ctx.now) => Some(session),
+            Some(session) if session.covers(need) => Some(session),
             Some(_) => {
                 self.sessions.invalidate(&call.key).await;
                 None
@@ -327,8 +359,9 @@ impl CredentialProvider for StsProvider {
             self.metrics.cache("sts", "hit");
         }
         let mut session = session.ok_or_else(|| ProviderError::Internal("no session".into()))?;
-        if !session.covers(ctx.ttl, settings.min_remaining, ctx.now) {
-            // Coalesced with a caller that asked for a shorter session.
+        if !session.covers(need) {
+            // Coalesced with a caller that asked for a shorter session, or
+            // one under the grant's settings before a reload.
             session = Arc::new(self.assume(settings, &call, ctx.ttl, &ctx.issuance_id).await?);
         }
         let cached = session.issuance_id != ctx.issuance_id;
@@ -365,6 +398,28 @@ impl CredentialProvider for StsProvider {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_session_longer_than_the_current_max_ttl_is_not_served() {
+        let hour = Duration::from_secs(3600);
+        let session = Session {
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            session_token: String::new(),
+            expiration: 12 * 3600,
+            issuance_id: String::new(),
+            duration: 12 * 3600,
+            cache_for: None,
+        };
+        let need = |max_ttl: Duration| Need {
+            ttl: Duration::from_secs(900),
+            max_ttl,
+            min_remaining: Duration::from_secs(300),
+            now: 0,
+        };
+        assert!(session.covers(need(12 * hour)));
+        assert!(!session.covers(need(hour)), "max_ttl lowered by a reload");
+    }
 
     proptest! {
         #[test]
