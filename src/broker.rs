@@ -581,12 +581,13 @@ fn resolve_ttl(spec: &GrantSpec, requested: Option<&str>) -> Result<Duration, Br
         code: "invalid_ttl",
         detail: e.to_string(),
     })?;
-    if ttl < spec.kind.min_ttl() {
+    let min_ttl = crate::provider::min_ttl(&spec.kind);
+    if ttl < min_ttl {
         return Err(BrokerError::BadRequest {
             code: "invalid_ttl",
             detail: format!(
                 "ttl must be at least {} for {} grants",
-                duration::format(spec.kind.min_ttl()),
+                duration::format(min_ttl),
                 spec.kind.name()
             ),
         });

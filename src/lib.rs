@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod broker;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod duration;

@@ -31,14 +31,6 @@ impl GrantKind {
             GrantKind::Postgres(_) => "postgres",
         }
     }
-
-    /// Shortest lifetime a request may ask for.
-    pub fn min_ttl(&self) -> Duration {
-        match self {
-            GrantKind::Aws(_) => crate::provider::aws::MIN_SESSION,
-            _ => Duration::from_secs(1),
-        }
-    }
 }
 
 /// Settings of a `kind: token` grant.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::policy::Grant;
+use crate::policy::{Grant, GrantKind};
 
 pub use token::{RESERVED_CLAIMS, TokenProvider};
 
@@ -94,4 +94,13 @@ pub trait CredentialProvider: Send + Sync {
     /// The credential of `issuance_id` was never handed out (its audit
     /// record could not be written): end it early where that is possible.
     async fn withdraw(&self, _issuance_id: &str, _now: i64) {}
+}
+
+/// Shortest lifetime a request may ask for: what the upstream grants at
+/// least (an STS session lasts 15 minutes or more), else one second.
+pub fn min_ttl(kind: &GrantKind) -> Duration {
+    match kind {
+        GrantKind::Aws(_) => aws::MIN_SESSION,
+        _ => Duration::from_secs(1),
+    }
 }
