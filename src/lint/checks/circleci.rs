@@ -1,12 +1,12 @@
 //! CircleCI: every project of the organization (S008).
 
-use super::{Findings, RuleAt, by_level};
+use super::{Findings, RuleAt};
 
 pub(super) fn circleci(out: &mut Findings, at: &RuleAt<'_>) {
     if !at.pins("oidc.circleci.com/project-id") {
         out.push(
             "S008",
-            by_level(at.level),
+            at.outsider_severity(),
             Some(at.grant),
             Some(at.index),
             at.path(),

@@ -3,7 +3,7 @@
 //! environments (S005, S006), names without ids (S007).
 
 use super::probe::{PROBE, accepts, is_finite, is_wild, literal_prefix, pattern_text, sub_probe};
-use super::{Findings, RuleAt, by_level};
+use super::{Findings, RuleAt};
 use crate::lint::Severity;
 use crate::policy::Matcher;
 
@@ -56,6 +56,23 @@ pub(super) fn github(out: &mut Findings, at: &RuleAt<'_>) {
         && at.matcher("repository").is_none_or(|m| !is_finite(m))
         && at.matcher("sub").is_none_or(|m| !is_finite(m))
         && reaches(&format!("{PROBE}/{PROBE}"));
+    // A name pattern that only starts (or ends) like one repository, such
+    // as `acme/api.*`: whoever may create `acme/api-anything` gets the grant.
+    let name_literal: String = name_pattern.chars().take_while(|c| !is_wild(*c)).collect();
+    let name_wide = (!name_literal.is_empty() || name_pattern.starts_with('*'))
+        .then(|| {
+            [
+                format!("{name_literal}-{PROBE}"),
+                format!("{name_literal}{PROBE}"),
+                name_pattern.replace('*', PROBE).replace('?', "x"),
+            ]
+            .into_iter()
+            .filter(|n| *n != name_pattern)
+            .map(|n| format!("{owner_literal}/{n}"))
+            .find(|repository| reaches(repository))
+        })
+        .flatten()
+        .filter(|_| !at.pins("repository_id") && !any_owner && !owner_wide && !owner_literal.is_empty());
     if any_owner {
         out.push(
             "S008",
@@ -82,16 +99,37 @@ pub(super) fn github(out: &mut Findings, at: &RuleAt<'_>) {
             .map_or_else(|| at.path(), |c| at.claim_path(c));
         out.push(
             "S002",
-            by_level(at.level),
+            at.outsider_severity(),
             Some(at.grant),
             Some(at.index),
             path,
             format!(
-                "{} lets every repository of {owner} (including ones created later) get grant `{}`",
+                "{} lets every repository of {owner} (including ones created later) get grant `{}` ({})",
                 at.name(),
-                at.grant.name
+                at.grant.name,
+                at.stakes()
             ),
             "list the repositories that need it (one_of) and bind repository_id",
+        );
+    } else if let Some(probe) = name_wide {
+        let path = ["repository", "sub"]
+            .iter()
+            .find(|c| at.matcher(c).is_some())
+            .map_or_else(|| at.path(), |c| at.claim_path(c));
+        out.push(
+            "S002",
+            at.outsider_severity(),
+            Some(at.grant),
+            Some(at.index),
+            path,
+            format!(
+                "{} accepts repository `{probe}`: whoever may create a repository of `{owner_literal}` \
+                 named like `{repo_text}` gets grant `{}` ({})",
+                at.name(),
+                at.grant.name,
+                at.stakes()
+            ),
+            "name the repositories exactly (one_of) and bind repository_id",
         );
     }
     // The subject: pull requests and other branches.
@@ -114,7 +152,7 @@ pub(super) fn github(out: &mut Findings, at: &RuleAt<'_>) {
             };
             out.push(
                 "S003",
-                if pr { by_level(at.level) } else { Severity::Warning },
+                if pr { at.outsider_severity() } else { Severity::Warning },
                 Some(at.grant),
                 Some(at.index),
                 at.claim_path("sub"),

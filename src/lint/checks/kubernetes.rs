@@ -13,20 +13,37 @@ pub(super) fn kubernetes(out: &mut Findings, at: &RuleAt<'_>) {
         .filter(|n| !n.is_empty() && !n.chars().any(is_wild))
         .unwrap_or("default")
         .to_string();
+    // The literal start of a `sub` pattern, split at its namespace:
+    // `system:serviceaccount:team-*:api` gives `team-` and no account.
+    let prefix = at.matcher("sub").map(literal_prefix).unwrap_or_default();
+    let rest = prefix.strip_prefix("system:serviceaccount:").unwrap_or_default();
+    let (ns_literal, account_literal) = rest.split_once(':').unwrap_or((rest, ""));
+    // Other namespaces: a new one, and ones that only start like the
+    // pattern's (`team-*` admits `team-evil`).
     let namespace = at.pins("kubernetes.io.namespace")
-        || (at.matcher("sub").is_some()
-            && ["default", account_name.as_str(), PROBE]
-                .iter()
-                .all(|sa| !at.accepts("sub", &format!("system:serviceaccount:{PROBE}:{sa}"))));
+        || (at.matcher("sub").is_some() && {
+            let namespaces = [
+                PROBE.to_string(),
+                format!("{ns_literal}-{PROBE}"),
+                format!("{ns_literal}{PROBE}"),
+            ];
+            namespaces.iter().all(|ns| {
+                ["default", account_name.as_str(), PROBE]
+                    .iter()
+                    .all(|sa| !at.accepts("sub", &format!("system:serviceaccount:{ns}:{sa}")))
+            })
+        });
+    // Other service accounts of the namespace, likewise (`api-*`).
     let account = at.pins("kubernetes.io.serviceaccount.name")
         || (at.matcher("sub").is_some() && {
-            let prefix = at.matcher("sub").map(literal_prefix).unwrap_or_default();
-            let ns = prefix
-                .strip_prefix("system:serviceaccount:")
-                .and_then(|r| r.split(':').next())
-                .unwrap_or(PROBE)
-                .to_string();
-            !at.accepts("sub", &format!("system:serviceaccount:{ns}:{PROBE}"))
+            let ns = if ns_literal.is_empty() { PROBE } else { ns_literal };
+            [
+                PROBE.to_string(),
+                format!("{account_literal}-{PROBE}"),
+                format!("{account_literal}{PROBE}"),
+            ]
+            .iter()
+            .all(|sa| !at.accepts("sub", &format!("system:serviceaccount:{ns}:{sa}")))
         });
     if !(sub_pinned || namespace && account) {
         let what = match (namespace, account) {

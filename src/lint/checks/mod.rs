@@ -4,6 +4,7 @@
 
 mod buildkite;
 mod circleci;
+mod claim_model;
 mod github;
 mod gitlab;
 mod issuers;
@@ -14,20 +15,41 @@ mod probe;
 
 use super::known_claims::is_known;
 use super::{Finding, Severity, find_check};
-use crate::config::Config;
+use crate::config::{Config, Locations};
 use crate::identity::{IssuerConfig, Platform};
-use crate::policy::{Criticality, GrantSpec, Matcher, Rule};
+use crate::policy::{Criticality, GrantKind, GrantSpec, Matcher, Rule};
+use claim_model::{ClaimModel, claim_model};
 use probe::{accepts, is_finite};
 
-pub(in crate::lint) fn run(config: &Config) -> Vec<Finding> {
+/// Runs every check on `config`; `locations` tells which keys are written.
+pub(in crate::lint) fn run(config: &Config, locations: &Locations) -> Vec<Finding> {
     let mut out = Findings::default();
+    let models: Vec<(&IssuerConfig, ClaimModel)> = config
+        .issuers
+        .iter()
+        .map(|issuer| {
+            let key = format!("issuers.{}", issuer.name);
+            // `find` falls back to the nearest written parent key.
+            let written = locations.find(&format!("{key}.platform")) != locations.find(&key);
+            let rules = config
+                .policy
+                .grants()
+                .flat_map(|g| g.rules.iter())
+                .chain(config.policy.auditors())
+                .filter(|r| r.issuer == issuer.name);
+            (issuer, claim_model(issuer, written, rules))
+        })
+        .collect();
+    for (issuer, model) in &models {
+        claim_model::platform_not_set(&mut out, issuer, model);
+    }
     for grant in config.policy.grants() {
         let level = grant.criticality.unwrap_or(Criticality::Medium);
         let limits = config.lint.thresholds(level);
         limits::grant_checks(&mut out, grant, level, &limits);
         let mut reachable = 0;
         for (index, rule) in grant.rules.iter().enumerate() {
-            let Some(issuer) = config.issuers.iter().find(|i| i.name == rule.issuer) else {
+            let Some((issuer, model)) = models.iter().find(|(i, _)| i.name == rule.issuer) else {
                 continue;
             };
             let at = RuleAt {
@@ -35,6 +57,7 @@ pub(in crate::lint) fn run(config: &Config) -> Vec<Finding> {
                 index,
                 rule,
                 issuer,
+                platform: model.platform(),
                 level,
             };
             if rule_checks(&mut out, &at) {
@@ -92,24 +115,43 @@ impl Findings {
     }
 }
 
-/// Production grants get errors where others get warnings.
-fn by_level(level: Criticality) -> Severity {
-    if level.is_production() {
-        Severity::Error
-    } else {
-        Severity::Warning
-    }
-}
-
+/// Where a check is run: one rule of one grant.
 struct RuleAt<'a> {
     grant: &'a GrantSpec,
     index: usize,
     rule: &'a Rule,
     issuer: &'a IssuerConfig,
+    /// The claim model the rule is checked against: the issuer's, or the
+    /// one its rules show when the config does not say (S021).
+    platform: Platform,
     level: Criticality,
 }
 
 impl RuleAt<'_> {
+    /// The severity of a finding that someone outside the intended
+    /// workload (another repository, tenant or namespace; a pull request)
+    /// can meet the rule. An error where that someone walks away with cloud
+    /// or database credentials, or the grant is production; a warning for
+    /// a low-stakes token, where the pattern may be the intent.
+    fn outsider_severity(&self) -> Severity {
+        let credentials = matches!(
+            self.grant.kind,
+            GrantKind::Aws(_) | GrantKind::Secrets(_) | GrantKind::Postgres(_)
+        );
+        if credentials || self.level.is_production() {
+            Severity::Error
+        } else {
+            Severity::Warning
+        }
+    }
+    /// What the stakes are, for messages: why an outsider finding is an error.
+    fn stakes(&self) -> String {
+        if self.level.is_production() {
+            format!("criticality `{}`", self.level.name())
+        } else {
+            format!("kind `{}`", self.grant.kind.name())
+        }
+    }
     fn path(&self) -> String {
         format!("grants.{}.allow[{}]", self.grant.name, self.index)
     }
@@ -181,13 +223,24 @@ fn rule_checks(out: &mut Findings, at: &RuleAt<'_>) -> bool {
     for (claim, matcher) in &at.rule.claims {
         patterns::broad_regex(out, at, claim, matcher);
     }
-    match platform {
+    let before = out.0.len();
+    match at.platform {
         Platform::GitHubActions => github::github(out, at),
         Platform::GitLabCi => gitlab::gitlab(out, at),
         Platform::Buildkite => buildkite::buildkite(out, at),
         Platform::CircleCi => circleci::circleci(out, at),
         Platform::Kubernetes => kubernetes::kubernetes(out, at),
         Platform::Generic => {}
+    }
+    // Whatever the platform: unless its checks already named the hole.
+    if !out
+        .0
+        .get(before..)
+        .unwrap_or_default()
+        .iter()
+        .any(|f| f.severity == Severity::Error)
+    {
+        patterns::wildcard_patterns(out, at);
     }
     true
 }
