@@ -136,3 +136,31 @@ pub fn is_known(platform: Platform, name: &str) -> bool {
         Platform::Generic => true,
     }
 }
+
+/// The platforms (never `generic`) whose tokens carry a claim called `name`
+/// that is not a registered one: one platform means the claim shows whose
+/// tokens a rule was written for.
+pub fn platforms_sending(name: &str) -> Vec<Platform> {
+    if REGISTERED.contains(&name) {
+        return Vec::new();
+    }
+    [
+        Platform::GitHubActions,
+        Platform::GitLabCi,
+        Platform::Buildkite,
+        Platform::CircleCi,
+        Platform::Kubernetes,
+    ]
+    .into_iter()
+    .filter(|p| is_known(*p, name))
+    .collect()
+}
+
+/// Whether `word` is a claim name of any platform: in a custom GitHub
+/// subject (`repository_owner_id:1:environment:prod`) such names are the
+/// template's fixed parts, not values.
+pub fn is_claim_name(word: &str) -> bool {
+    [GITHUB, GITLAB, BUILDKITE, CIRCLECI, KUBERNETES]
+        .iter()
+        .any(|list| list.contains(&word))
+}

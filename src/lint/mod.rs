@@ -143,6 +143,16 @@ pub const CHECKS: &[Check] = &[
         name: "missing-criticality",
         summary: "a grant without `criticality`: the `medium` thresholds are applied",
     },
+    Check {
+        id: "S020",
+        name: "wildcard-pattern",
+        summary: "a pattern whose every part that names a workload is a wildcard (`system:serviceaccount:*:*`)",
+    },
+    Check {
+        id: "S021",
+        name: "platform-not-set",
+        summary: "an issuer without `platform` whose rules or URL show a known platform's tokens",
+    },
 ];
 
 /// A check by id (`S002`) or name (`wildcard-repository`).
@@ -276,7 +286,7 @@ impl LintReport {
 
 /// Lints `config`, whose text gave `locations`.
 pub fn lint(config: &Config, locations: &Locations) -> LintReport {
-    let mut findings = checks::run(config);
+    let mut findings = checks::run(config, locations);
     for finding in &mut findings {
         finding.location = locations.find(&finding.path);
     }

@@ -106,7 +106,7 @@ fn every_unsafe_example_yields_exactly_its_findings() {
         );
         seen.extend(ids);
     }
-    for id in (1..=18).map(|n| format!("S{n:03}")) {
+    for id in (1..=21).map(|n| format!("S{n:03}")) {
         assert!(seen.contains(&id), "no unsafe example shows {id}");
     }
 }
@@ -406,6 +406,118 @@ fn lint_sees_through_patterns_that_only_look_narrow() {
     std::fs::write(&file, &config).unwrap();
     let (_, ids) = lint_ids(&file);
     assert!(!ids.contains(&"S007".to_string()), "{ids:?}");
+}
+
+/// `stint policy lint` on `config`: exit code and (id, severity) of each finding.
+fn lint_config(config: &str) -> (i32, Vec<(String, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stint.yaml");
+    std::fs::write(&file, config).unwrap();
+    let (code, out, err) = stint(
+        &["policy", "lint", "-c", file.to_str().unwrap(), "--format", "json"],
+        dir.path(),
+    );
+    assert!(code == 0 || code == 1, "exit {code}: {err}");
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let findings = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (code, findings)
+}
+
+fn one_grant_config(issuer: &str, grant: &str, claims: &str) -> String {
+    format!(
+        "audit: {{ store: sqlite://a.db, key_file: a.key }}\nsigning: {{ key_file: s.key }}\nissuers:\n  ci: {{ {issuer}, audience: stint, algorithms: [RS256] }}\ngrants:\n  g:\n{grant}    allow:\n      - issuer: ci\n        claims: {claims}\n"
+    )
+}
+
+const SECRETS_GRANT: &str = "    kind: secrets\n    criticality: medium\n    ttl: 10m\n    secrets: [\"prod/db#password\"]\n    cache_ttl: 5m\n";
+const AWS_GRANT: &str =
+    "    kind: aws\n    criticality: medium\n    role_arn: arn:aws:iam::111122223333:role/deploy\n    ttl: 15m\n";
+const LOW_TOKEN_GRANT: &str = "    kind: token\n    criticality: low\n    ttl: 10m\n    audience: x\n";
+
+/// An issuer whose `platform` is left out is `generic` to the broker; a
+/// rule on Kubernetes service-account subjects must still be judged as
+/// one, and the operator told to set `platform`.
+#[test]
+fn lint_judges_an_issuer_without_platform_by_what_its_rules_bind() {
+    let every_workload = r#"{ sub: { glob: "system:serviceaccount:*:*" } }"#;
+    let (code, findings) = lint_config(&one_grant_config(
+        "issuer: https://k8s.acme.example",
+        SECRETS_GRANT,
+        every_workload,
+    ));
+    assert_eq!(code, 1, "{findings:?}");
+    assert!(findings.contains(&("S009".into(), "error".into())), "{findings:?}");
+    assert!(findings.contains(&("S021".into(), "warning".into())), "{findings:?}");
+
+    // The same subject on an issuer declared generic: no platform to
+    // infer, but the pattern binds nothing, whatever the platform.
+    let (code, findings) = lint_config(&one_grant_config(
+        "issuer: https://k8s.acme.example, platform: generic",
+        SECRETS_GRANT,
+        every_workload,
+    ));
+    assert_eq!((code, findings), (1, vec![("S020".into(), "error".into())]));
+
+    // A well-known cluster URL (EKS) says Kubernetes without any rule.
+    let (_, findings) = lint_config(&one_grant_config(
+        "issuer: https://oidc.eks.eu-west-1.amazonaws.com/id/ABC",
+        SECRETS_GRANT,
+        "{ kubernetes.io.namespace: billing }",
+    ));
+    assert!(findings.contains(&("S009".into(), "error".into())), "{findings:?}");
+    assert!(findings.contains(&("S021".into(), "warning".into())), "{findings:?}");
+
+    // Set the platform and bind the workload: nothing to say.
+    let (code, findings) = lint_config(&one_grant_config(
+        "issuer: https://k8s.acme.example, platform: kubernetes",
+        SECRETS_GRANT,
+        "{ sub: system:serviceaccount:billing:worker }",
+    ));
+    assert_eq!((code, findings), (0, vec![]));
+}
+
+/// A regex that only starts like the repository admits every repository
+/// named like it: an error where it hands out credentials, a warning on a
+/// low-stakes token.
+#[test]
+fn lint_weighs_a_repository_prefix_by_what_the_grant_hands_out() {
+    let github = "issuer: https://token.actions.githubusercontent.com";
+    let prefix = r#"{ repository: { regex: "acme/api.*" }, repository_owner_id: "91234567", ref: refs/heads/main }"#;
+    let (code, findings) = lint_config(&one_grant_config(github, AWS_GRANT, prefix));
+    assert_eq!(code, 1, "{findings:?}");
+    assert!(findings.contains(&("S002".into(), "error".into())), "{findings:?}");
+
+    let (code, findings) = lint_config(&one_grant_config(github, LOW_TOKEN_GRANT, prefix));
+    assert_eq!(code, 0, "{findings:?}");
+    assert!(findings.contains(&("S002".into(), "warning".into())), "{findings:?}");
+
+    // The same split for the other probes: every repository of the owner
+    // on an aws grant, and a Kubernetes service-account prefix.
+    let owner_wide = r#"{ repository: { glob: "acme/*" }, repository_owner_id: "91234567", ref: refs/heads/main }"#;
+    let (code, findings) = lint_config(&one_grant_config(github, AWS_GRANT, owner_wide));
+    assert_eq!(code, 1, "{findings:?}");
+    assert!(findings.contains(&("S002".into(), "error".into())), "{findings:?}");
+    let (_, findings) = lint_config(&one_grant_config(
+        "issuer: https://k8s.acme.example, platform: kubernetes",
+        LOW_TOKEN_GRANT,
+        r#"{ sub: { glob: "system:serviceaccount:billing:worker-*" } }"#,
+    ));
+    assert!(findings.contains(&("S009".into(), "error".into())), "{findings:?}");
+
+    // Named exactly: nothing.
+    let exact = r#"{ repository: acme/api, repository_id: "812345678", ref: refs/heads/main }"#;
+    let (code, findings) = lint_config(&one_grant_config(github, AWS_GRANT, exact));
+    assert_eq!((code, findings), (0, vec![]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
