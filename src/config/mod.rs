@@ -3,8 +3,10 @@
 //! file, the key and what to do.
 
 mod grants;
+mod lint;
 mod locate;
 mod raw;
+pub use lint::{LintSettings, Suppression, Thresholds};
 pub use locate::{Location, Locations};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -95,7 +97,7 @@ pub struct Config {
     /// TLS on the public listener; plain HTTP when `None`.
     pub tls: Option<crate::http::tls::TlsSettings>,
     /// `lint:`: thresholds and suppressions of `stint policy lint`.
-    pub lint: crate::lint::LintSettings,
+    pub lint: LintSettings,
     /// `reload.watch`: poll the file this often and reload on change.
     pub reload_watch: Option<Duration>,
     /// `databases:`: targets of `postgres` grants, by name.
@@ -375,7 +377,7 @@ impl Config {
             client_ca_file: t.client_ca_file.as_deref().map(resolve),
         });
 
-        let lint = lint_settings(raw.lint, &grants).map_err(|(key, m)| err(&format!("lint{key}"), m))?;
+        let lint = lint::settings(raw.lint, &grants).map_err(|(key, m)| err(&format!("lint{key}"), m))?;
         let reload_watch = match raw.reload.as_ref().and_then(|r| r.watch.as_ref()) {
             None => None,
             Some(text) => {
@@ -579,56 +581,6 @@ fn rate(at: &str, raw: &raw::RawRateLimit) -> Result<(f64, u32), FieldError> {
         .unwrap_or_else(|| (raw.per_second * 2.0).ceil().clamp(1.0, 1e6) as u32)
         .max(1);
     Ok((raw.per_second, burst))
-}
-
-/// `lint:`: thresholds per criticality over the built-in ones, and
-/// suppressions, each with a reason and naming a known finding id.
-fn lint_settings(
-    raw: Option<raw::RawLint>,
-    grants: &[crate::policy::GrantSpec],
-) -> Result<crate::lint::LintSettings, FieldError> {
-    use crate::lint::{LintSettings, Suppression, find_check};
-    use crate::policy::Criticality;
-    let mut settings = LintSettings::default();
-    let Some(raw) = raw else { return Ok(settings) };
-    for (level, t) in raw.thresholds.map(|m| m.0).unwrap_or_default() {
-        let key = format!(".thresholds.{level}");
-        let criticality = Criticality::parse(&level)
-            .ok_or_else(|| field(&key, format!("`{level}` is unknown: use low, medium, high or critical")))?;
-        let entry = settings.thresholds.entry(criticality).or_default();
-        if let Some(text) = &t.max_ttl {
-            entry.max_ttl = duration_at(&format!("{key}.max_ttl"), text)?;
-        }
-        if let Some(text) = &t.cache_ttl {
-            entry.cache_ttl = duration_at(&format!("{key}.cache_ttl"), text)?;
-        }
-        if let Some(required) = t.single_use_token {
-            entry.single_use_token = required;
-        }
-    }
-    for (i, s) in raw.ignore.unwrap_or_default().into_iter().enumerate() {
-        let key = format!(".ignore[{i}]");
-        if find_check(&s.id).is_none() {
-            return Err(field(
-                &format!("{key}.id"),
-                format!("`{}` is not a lint finding id (see `stint policy lint --list`)", s.id),
-            ));
-        }
-        if let Some(grant) = &s.grant
-            && !grants.iter().any(|g| &g.name == grant)
-        {
-            return Err(field(&format!("{key}.grant"), format!("no grant is called `{grant}`")));
-        }
-        if s.reason.trim().is_empty() {
-            return Err(field(&format!("{key}.reason"), "say why this finding is accepted"));
-        }
-        settings.ignore.push(Suppression {
-            id: s.id,
-            grant: s.grant,
-            reason: s.reason,
-        });
-    }
-    Ok(settings)
 }
 
 /// One `databases.NAME` entry: where it is, and where its admin password

@@ -7,11 +7,8 @@ mod checks;
 mod known_claims;
 pub mod report;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use crate::config::{Config, Location, Locations};
-use crate::policy::Criticality;
+pub use crate::config::{LintSettings, Suppression, Thresholds};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -160,89 +157,17 @@ pub fn find_check(id_or_name: &str) -> Option<&'static Check> {
     CHECKS.iter().find(|c| c.id == id_or_name || c.name == id_or_name)
 }
 
-/// What a criticality level allows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Thresholds {
-    /// Longest `ttl` and `max_ttl`.
-    pub max_ttl: Duration,
-    /// Longest `cache_ttl` of a secrets grant.
-    pub cache_ttl: Duration,
-    /// `single_use_token: true` is required.
-    pub single_use_token: bool,
-}
-
-impl Default for Thresholds {
-    fn default() -> Thresholds {
-        Thresholds::of(Criticality::Medium)
-    }
-}
-
-impl Thresholds {
-    /// The built-in thresholds of `level`.
-    pub fn of(level: Criticality) -> Thresholds {
-        let minutes = |m: u64| Duration::from_secs(m * 60);
-        match level {
-            Criticality::Low => Thresholds {
-                max_ttl: minutes(12 * 60),
-                cache_ttl: minutes(60),
-                single_use_token: false,
-            },
-            Criticality::Medium => Thresholds {
-                max_ttl: minutes(60),
-                cache_ttl: minutes(15),
-                single_use_token: false,
-            },
-            Criticality::High => Thresholds {
-                max_ttl: minutes(15),
-                cache_ttl: minutes(5),
-                single_use_token: true,
-            },
-            Criticality::Critical => Thresholds {
-                max_ttl: minutes(15),
-                cache_ttl: minutes(1),
-                single_use_token: true,
-            },
-        }
-    }
-}
-
-/// A finding accepted on purpose, with the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Suppression {
-    /// Check id or name.
-    pub id: String,
-    /// Only for this grant; every grant when `None`.
-    pub grant: Option<String>,
-    /// Why it is accepted (shown in reports).
-    pub reason: String,
-}
-
-/// `lint:` in config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LintSettings {
-    /// Thresholds per criticality (built-in ones unless config overrides).
-    pub thresholds: BTreeMap<Criticality, Thresholds>,
-    /// Accepted findings.
-    pub ignore: Vec<Suppression>,
-}
-
-impl Default for LintSettings {
-    fn default() -> LintSettings {
-        LintSettings {
-            thresholds: Criticality::ALL.into_iter().map(|c| (c, Thresholds::of(c))).collect(),
-            ignore: Vec::new(),
-        }
-    }
-}
-
-impl LintSettings {
-    /// Thresholds for `level`.
-    pub fn thresholds(&self, level: Criticality) -> Thresholds {
-        self.thresholds
-            .get(&level)
-            .cloned()
-            .unwrap_or_else(|| Thresholds::of(level))
-    }
+/// The first `lint.ignore` entry that names no check, as the config key and
+/// what is wrong with it: a typo there would silently accept nothing.
+pub fn unknown_suppression(settings: &LintSettings) -> Option<(String, String)> {
+    settings.ignore.iter().enumerate().find_map(|(i, s)| {
+        find_check(&s.id).is_none().then(|| {
+            (
+                format!("lint.ignore[{i}].id"),
+                format!("`{}` is not a lint finding id (see `stint policy lint --list`)", s.id),
+            )
+        })
+    })
 }
 
 /// One finding.

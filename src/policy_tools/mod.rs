@@ -41,6 +41,10 @@ pub fn lint_command(path: &Path, format: LintFormat, fail_on: Severity) -> u8 {
             return EXIT_UNUSABLE;
         }
     };
+    if let Some((key, problem)) = lint::unknown_suppression(&config.lint) {
+        eprintln!("stint: {}: {key}: {problem}", path.display());
+        return EXIT_UNUSABLE;
+    }
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let report = lint::lint(&config, &Locations::of(&text));
     match format {
