@@ -48,6 +48,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabels {
     issuer: String,
 }
@@ -69,6 +74,8 @@ pub struct Metrics {
     audit_appends: Family<OutcomeLabels, Counter>,
     audit_append_failures: Counter,
     audit_latency: Histogram,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connections_refused: Family<ListenerLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -162,7 +169,7 @@ impl Metrics {
         let audit_append_failures = Counter::default();
         registry.register(
             "audit_append_failures",
-            "Audit appends that failed or were abandoned: each withheld a credential or an answer",
+            "Audit appends the store refused or failed: each withheld a credential or an answer",
             audit_append_failures.clone(),
         );
         let audit_latency = latency_histogram();
@@ -170,6 +177,18 @@ impl Metrics {
             "audit_append_duration_seconds",
             "Time from queuing an audit record to its durable commit",
             audit_latency.clone(),
+        );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Open connections by listener (public, admin)",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the listener had limits.max_connections open",
+            connections_refused.clone(),
         );
         Metrics {
             registry,
@@ -187,6 +206,8 @@ impl Metrics {
             audit_appends,
             audit_append_failures,
             audit_latency,
+            connections_open,
+            connections_refused,
         }
     }
 
@@ -273,6 +294,23 @@ impl Metrics {
         } else {
             self.audit_append_failures.inc();
         }
+    }
+
+    /// A connection on `listener` opened (`true`) or closed (`false`).
+    pub fn connection(&self, listener: &'static str, open: bool) {
+        let gauge = self.connections_open.get_or_create(&ListenerLabels { listener });
+        if open {
+            gauge.inc();
+        } else {
+            gauge.dec();
+        }
+    }
+
+    /// A connection on `listener` closed at once: the listener was full.
+    pub fn connection_refused(&self, listener: &'static str) {
+        self.connections_refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -37,7 +37,7 @@ pub struct RunningServer {
     pub leases: Option<Arc<leases::Reaper>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
-    tls: Option<(axum_server::tls_rustls::RustlsConfig, http::tls::TlsSettings)>,
+    tls: Option<(http::tls::LiveTlsConfig, http::tls::TlsSettings)>,
     reloader: Option<Arc<Reloader>>,
 }
 
@@ -47,7 +47,7 @@ impl RunningServer {
         let Some((rustls, settings)) = &self.tls else {
             return Err("TLS is not configured".into());
         };
-        rustls.reload_from_config(http::tls::server_config(settings)?);
+        rustls.replace(http::tls::server_config(settings)?);
         Ok(())
     }
 
@@ -226,44 +226,31 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     if let Some(reaper) = &reaper {
         reaper.clone().spawn(config.reap_interval, stop.subscribe());
     }
-    let public = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let admin = http::admin_router(state);
-    let mut stop_public = stopped.clone();
-    let mut stop_admin = stopped;
-    let mut tls_reload = None;
-    let public_task = match &config.tls {
-        None => tokio::spawn(async move {
-            axum::serve(listener, public)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_public.wait_for(|s| *s).await;
-                })
-                .await
-        }),
-        Some(tls) => {
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_config(
-                http::tls::server_config(tls).map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?,
+    let tls = match &config.tls {
+        None => None,
+        Some(settings) => {
+            let live = http::tls::LiveTlsConfig::new(
+                http::tls::server_config(settings).map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?,
             );
-            tls_reload = Some((rustls.clone(), tls.clone()));
-            let handle = axum_server::Handle::new();
-            let shutdown = handle.clone();
-            tokio::spawn(async move {
-                let _ = stop_public.wait_for(|s| *s).await;
-                shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
-            });
-            let std_listener = listener.into_std()?;
-            let server = axum_server::from_tcp_rustls(std_listener, rustls)?.handle(handle);
-            tokio::spawn(async move { server.serve(public).await })
+            Some((live, settings.clone()))
         }
     };
+    let tls_reload = tls.clone();
+    // Both listeners get the connection limits: a flood of idle connections
+    // on the admin port would otherwise starve the readiness probe.
+    let listener_of = |name, router, tls| http::Listener {
+        name,
+        router,
+        tls,
+        max_connections: config.limits.max_connections,
+        header_timeout: config.limits.header_timeout,
+        metrics: state.metrics.clone(),
+    };
+    let public = listener_of("public", http::router(state.clone()), tls.map(|(live, _)| live));
+    let admin = listener_of("admin", http::admin_router(state.clone()), None);
     let tasks = vec![
-        public_task,
-        tokio::spawn(async move {
-            axum::serve(admin_listener, admin)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_admin.wait_for(|s| *s).await;
-                })
-                .await
-        }),
+        tokio::spawn(http::serve(listener, public, stopped.clone())),
+        tokio::spawn(http::serve(admin_listener, admin, stopped)),
     ];
 
     // Sign the chain head on a timer too, so a quiet log still gets
@@ -313,7 +300,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
                 };
                 match http::tls::server_config(settings) {
                     Ok(fresh) => {
-                        rustls.reload_from_config(fresh);
+                        rustls.replace(fresh);
                         tracing::info!("reloaded the TLS certificate");
                     }
                     Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old certificate"),

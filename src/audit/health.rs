@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use super::{AuditError, AuditQuery, AuditRecord, AuditSink, Checkpoint};
 
 /// Appends waiting this long with none finishing mean the store is stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(2);
-/// A failed (or abandoned) append keeps the broker unready this long unless
+/// A failed append keeps the broker unready this long unless
 /// a later append succeeds. Bounded, so a broker taken out of a load
 /// balancer's rotation (and so receiving no appends) becomes ready again.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(10);
@@ -33,7 +35,7 @@ pub enum WriteState {
     Ok,
     /// Appends are waiting and none has finished for [`STALL_AFTER`].
     Stalled,
-    /// The latest append failed or was abandoned, within [`FAILURE_WINDOW`].
+    /// The latest append failed, within [`FAILURE_WINDOW`].
     Failing,
 }
 
@@ -110,16 +112,17 @@ impl WriteHealth {
     }
 }
 
-/// Ends an append in [`WriteHealth`]; dropped unfinished (the request was
-/// abandoned, e.g. by its timeout) it counts as a failure.
-struct InFlight<'a> {
-    health: &'a WriteHealth,
-    metrics: Option<&'a crate::metrics::Metrics>,
+/// Ends an append in [`WriteHealth`]. It lives in the spawned append task,
+/// so it ends with the store's own answer; dropped unfinished (the store
+/// panicked, or the runtime is shutting down) it counts as a failure.
+struct InFlight {
+    health: Arc<WriteHealth>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     started: std::time::Instant,
     finished: bool,
 }
 
-impl InFlight<'_> {
+impl InFlight {
     fn finish(mut self, ok: bool) {
         self.finished = true;
         self.end(ok);
@@ -127,13 +130,13 @@ impl InFlight<'_> {
 
     fn end(&self, ok: bool) {
         self.health.end(ok);
-        if let Some(metrics) = self.metrics {
+        if let Some(metrics) = &self.metrics {
             metrics.audit_append(ok, self.started.elapsed().as_secs_f64());
         }
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.finished {
             self.end(false);
@@ -161,17 +164,32 @@ impl WatchedSink {
 
 #[async_trait::async_trait]
 impl AuditSink for WatchedSink {
+    /// The append runs in its own task: a caller that goes away (a client
+    /// that closed its socket, a request timeout) drops only its wait, not
+    /// the write. So the record is always written or really refused, and
+    /// `/readyz` hears the store's answer, never the caller's impatience.
+    /// The caller still sees the result before anything is released: the
+    /// broker awaits this and hands out a credential only on `Ok`.
     async fn append(&self, record: &AuditRecord) -> Result<AuditRecord, AuditError> {
         self.health.begin();
         let watch = InFlight {
-            health: &self.health,
-            metrics: Some(&self.metrics),
+            health: self.health.clone(),
+            metrics: Some(self.metrics.clone()),
             started: std::time::Instant::now(),
             finished: false,
         };
-        let result = self.inner.append(record).await;
-        watch.finish(result.is_ok());
-        result
+        let inner = self.inner.clone();
+        let record = record.clone();
+        let write = async move {
+            let result = inner.append(&record).await;
+            watch.finish(result.is_ok());
+            result
+        };
+        match tokio::spawn(write.in_current_span()).await {
+            Ok(result) => result,
+            // Only a panicking store gets here; its guard counted the failure.
+            Err(e) => Err(AuditError::Unavailable(format!("the audit write task failed: {e}"))),
+        }
     }
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
         self.inner.query(query).await
@@ -211,11 +229,11 @@ mod tests {
     }
 
     #[test]
-    fn an_abandoned_append_counts_as_a_failure() {
-        let health = WriteHealth::default();
+    fn an_append_task_that_dies_unfinished_counts_as_a_failure() {
+        let health = Arc::new(WriteHealth::default());
         health.begin();
         drop(InFlight {
-            health: &health,
+            health: health.clone(),
             metrics: None,
             started: std::time::Instant::now(),
             finished: false,

@@ -117,6 +117,14 @@ pub struct LimitSettings {
     pub request_timeout: Duration,
     /// Largest header section of a request, in bytes.
     pub max_header_bytes: usize,
+    /// Longest wait for a request body to arrive in full (408 past it).
+    pub body_timeout: Duration,
+    /// Longest a connection may go without a complete request head: bounds
+    /// a slow header section, an idle keep-alive connection and the TLS
+    /// handshake, on both listeners.
+    pub header_timeout: Duration,
+    /// Open connections per listener; more are closed at once.
+    pub max_connections: usize,
     /// Requests per second (and burst) for the whole public listener; off when `None`.
     pub global: Option<(f64, u32)>,
     /// Requests per second (and burst) per client address; off when `None`.
@@ -665,6 +673,9 @@ fn limit_settings(raw: Option<&raw::RawLimits>) -> Result<LimitSettings, FieldEr
         max_in_flight: 512,
         request_timeout: Duration::from_secs(30),
         max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+        body_timeout: Duration::from_secs(5),
+        header_timeout: Duration::from_secs(10),
+        max_connections: 4096,
         global: None,
         per_client: None,
         per_subject: None,
@@ -690,6 +701,23 @@ fn limit_settings(raw: Option<&raw::RawLimits>) -> Result<LimitSettings, FieldEr
             ));
         }
         limits.max_header_bytes = n;
+    }
+    let positive = |sub: &str, text: &Option<String>, into: &mut Duration| -> Result<(), FieldError> {
+        if let Some(t) = text {
+            *into = duration_at(sub, t)?;
+            if into.is_zero() {
+                return Err(field(sub, "must be more than 0s"));
+            }
+        }
+        Ok(())
+    };
+    positive(".body_timeout", &raw.body_timeout, &mut limits.body_timeout)?;
+    positive(".header_timeout", &raw.header_timeout, &mut limits.header_timeout)?;
+    if let Some(n) = raw.max_connections {
+        if n == 0 {
+            return Err(field(".max_connections", "must be at least 1"));
+        }
+        limits.max_connections = n;
     }
     limits.global = raw.global.as_ref().map(|r| rate(".global", r)).transpose()?;
     limits.per_client = raw.per_client.as_ref().map(|r| rate(".per_client", r)).transpose()?;

@@ -305,6 +305,21 @@ fn limits_and_audit_timeout_are_checked() {
     let e = error_of(&format!("{VALID}limits: {{ max_header_bytes: 1024 }}\n"));
     assert_eq!(e.key, "limits.max_header_bytes");
     assert!(e.message.contains("at least 20480"), "{e}");
+    assert_eq!(config.limits.body_timeout, Duration::from_secs(5));
+    assert_eq!(config.limits.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.limits.max_connections, 4096);
+    let e = error_of(&format!("{VALID}limits: {{ body_timeout: 0s }}\n"));
+    assert_eq!(
+        (e.key.as_str(), e.message.as_str()),
+        ("limits.body_timeout", "must be more than 0s")
+    );
+    let e = error_of(&format!("{VALID}limits: {{ header_timeout: soon }}\n"));
+    assert_eq!(e.key, "limits.header_timeout");
+    let e = error_of(&format!("{VALID}limits: {{ max_connections: 0 }}\n"));
+    assert_eq!(
+        (e.key.as_str(), e.message.as_str()),
+        ("limits.max_connections", "must be at least 1")
+    );
     let e = error_of(&format!("{VALID}limits: {{ global: {{ burst: 5 }} }}\n"));
     assert!(e.key.starts_with("limits.global"), "{e}");
     let e = error_of(&VALID.replace("  key_file: ./audit.key", "  key_file: ./audit.key\n  timeout: 0s"));

@@ -1,19 +1,23 @@
 //! Load limits on the public listener: a cap on the size of request
 //! headers (431), optional rate limits for the whole listener and per
-//! client address (429), a cap on requests in flight (excess is shed with
-//! 503 at once, never queued without bound), and a per-request timeout.
+//! client address (429), a body that must arrive within a short timeout
+//! (408), a cap on requests in flight (excess is shed with 503 at once,
+//! never queued without bound), and a per-request timeout. Connection
+//! limits are in [`super::serve`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use super::RequestId;
+use super::handlers::MAX_BODY_BYTES;
 use super::problem::Problem;
 use crate::config::LimitSettings;
 use crate::provider::aws::RateLimiter;
@@ -22,6 +26,7 @@ use crate::provider::aws::RateLimiter;
 pub struct Limits {
     in_flight: Arc<Semaphore>,
     timeout: Duration,
+    body_timeout: Duration,
     max_header_bytes: usize,
     global: Option<RateLimiter>,
     per_client: Option<RateLimiter>,
@@ -34,6 +39,7 @@ impl Limits {
         Limits {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             timeout: settings.request_timeout,
+            body_timeout: settings.body_timeout,
             max_header_bytes: settings.max_header_bytes,
             global: settings.global.map(bucket),
             per_client: settings.per_client.map(bucket),
@@ -75,6 +81,52 @@ fn rate_limited(wait: Duration, detail: &str, request_id: &str) -> Response {
     problem.into_response()
 }
 
+/// Why a body was not read.
+enum BodyRefusal {
+    /// Larger than [`MAX_BODY_BYTES`], or the connection failed mid-body.
+    TooLarge,
+    /// Not complete within the body timeout.
+    TooSlow,
+}
+
+impl BodyRefusal {
+    fn into_response(self, request_id: &str, timeout: Duration) -> Response {
+        match self {
+            BodyRefusal::TooLarge => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                request_id,
+            )
+            .into_response(),
+            BodyRefusal::TooSlow => {
+                let mut response = Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!("the request body did not arrive within {}s", timeout.as_secs_f64()),
+                    request_id,
+                )
+                .into_response();
+                // The rest of the body may still come: this connection is done.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+                response
+            }
+        }
+    }
+}
+
+/// `request` with its body read into memory, within `timeout`.
+async fn read_body(request: Request, timeout: Duration) -> Result<Request, BodyRefusal> {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(timeout, to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Ok(Err(_)) => Err(BodyRefusal::TooLarge),
+        Err(_) => Err(BodyRefusal::TooSlow),
+    }
+}
+
 /// Middleware enforcing [`Limits`].
 pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
     let request_id = request
@@ -105,6 +157,13 @@ pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Ne
     if let Some(Err(wait)) = limits.global.as_ref().map(|limiter| limiter.take("")) {
         return rate_limited(wait, "the broker is over its request rate; retry later", &request_id);
     }
+    // The body is read before a slot is taken: a client that announces a
+    // body and sends it slowly, or never, then holds its own connection for
+    // at most `body_timeout`, never a slot that other callers need.
+    let request = match read_body(request, limits.body_timeout).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(&request_id, limits.body_timeout),
+    };
     let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
         let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -5,6 +5,8 @@ mod admin;
 mod handlers;
 pub mod limits;
 pub mod problem;
+mod serve;
+pub use serve::{Listener, serve};
 pub mod tls;
 
 use std::sync::Arc;

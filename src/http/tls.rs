@@ -63,3 +63,27 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// The rustls config in force, replaced whole on reload. Each handshake
+/// takes the config current when it starts; connections already open keep
+/// theirs.
+#[derive(Clone)]
+pub struct LiveTlsConfig(Arc<std::sync::RwLock<Arc<ServerConfig>>>);
+
+impl LiveTlsConfig {
+    /// Starts with `config`.
+    pub fn new(config: Arc<ServerConfig>) -> LiveTlsConfig {
+        LiveTlsConfig(Arc::new(std::sync::RwLock::new(config)))
+    }
+
+    /// The config for the next handshake.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        // A poisoned lock still holds a whole config: writers only swap an Arc.
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Puts `config` in force for new connections.
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
+}

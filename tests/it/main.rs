@@ -12,6 +12,7 @@ mod tcp_fault;
 mod admin;
 mod attacks;
 mod audit;
+mod availability;
 mod aws;
 mod chain;
 mod chart;
