@@ -36,7 +36,7 @@ async fn run(group_commit: bool, key: &SigningKey, issuer_url: &str) -> f64 {
     let config = Config::parse(&text, "bench", dir.path(), &|_| None).expect("config");
     let server = stint::server::start(config).await.expect("start");
     let url = format!("http://{}/v1/issue/t", server.addr);
-    let now = stint::identity::now();
+    let now = stint::clock::now();
     let token = key
         .sign_jwt(
             &json!({"iss": issuer_url, "sub": "bench", "aud": "stint", "iat": now, "exp": now + 600,

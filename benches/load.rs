@@ -87,7 +87,7 @@ impl Issuer {
     }
 
     fn token(&self, sub: &str) -> String {
-        let now = stint::identity::now();
+        let now = stint::clock::now();
         let header = json!({"alg": "RS256", "typ": "JWT", "kid": "bench"});
         let claims = json!({"iss": self.url, "aud": "stint", "sub": sub, "iat": now, "exp": now + 3000,
             "jti": uuid::Uuid::new_v4().to_string(), "repository": "acme/api"});
@@ -598,7 +598,7 @@ async fn main() {
         println!("{key}: {value}");
     }
     let report = json!({
-        "when": stint::broker::rfc3339(stint::identity::now()),
+        "when": stint::clock::rfc3339(stint::clock::now()),
         "seconds_per_phase": seconds(),
         "connections": connections(),
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -608,7 +608,7 @@ async fn main() {
     let dir = std::path::PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
         .join("stint-bench");
     let _ = std::fs::create_dir_all(&dir);
-    let file = dir.join(format!("load-{}.json", stint::identity::now()));
+    let file = dir.join(format!("load-{}.json", stint::clock::now()));
     let text = serde_json::to_string_pretty(&report).unwrap_or_default();
     let _ = std::fs::File::create(&file).and_then(|mut f| f.write_all(text.as_bytes()));
     let _ = std::fs::write(dir.join("latest.json"), &text);

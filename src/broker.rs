@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
 
 use crate::audit::{AuditKey, AuditRecord, AuditSink, Outcome};
+use crate::clock::rfc3339;
 use crate::duration;
 use crate::identity::{IdentityError, VerifiedToken, Verifier};
 use crate::metrics::Metrics;
@@ -235,10 +234,10 @@ impl Broker {
     /// written first; if that write fails, the answer is
     /// [`BrokerError::AuditUnavailable`] and any credential is dropped.
     pub async fn issue(&self, request: IssueRequest<'_>) -> Result<Issuance, BrokerError> {
-        let now = crate::identity::now();
+        let now = crate::clock::now();
         let mut record = AuditRecord {
             seq: None,
-            time: crate::audit::now_rfc3339(),
+            time: crate::clock::now_rfc3339(),
             request_id: request.request_id.to_string(),
             outcome: Outcome::Denied,
             reason: None,
@@ -461,7 +460,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let record = AuditRecord {
             seq: None,
-            time: crate::audit::now_rfc3339(),
+            time: crate::clock::now_rfc3339(),
             request_id: request_id.to_string(),
             outcome: Outcome::Denied,
             reason: Some(reason.to_string()),
@@ -639,12 +638,4 @@ fn note_outcome(record: &AuditRecord, error: Option<&BrokerError>) {
     if let Some(error) = error {
         span.record("stint.reason", error.code());
     }
-}
-
-/// RFC 3339 UTC for seconds since the epoch.
-pub fn rfc3339(secs: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| secs.to_string())
 }

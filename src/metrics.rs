@@ -122,7 +122,7 @@ impl Metrics {
             "When the config in force was loaded (start or last successful reload), Unix seconds",
             config_loaded.clone(),
         );
-        config_loaded.set(crate::identity::now());
+        config_loaded.set(crate::clock::now());
         let lease_revocations = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "lease_revocations",
@@ -248,7 +248,7 @@ impl Metrics {
         let outcome = if success { "success" } else { "failure" };
         self.config_reloads.get_or_create(&OutcomeLabels { outcome }).inc();
         if success {
-            self.config_loaded.set(crate::identity::now());
+            self.config_loaded.set(crate::clock::now());
         }
     }
 

@@ -3,21 +3,12 @@
 //! SQLite and PostgreSQL can never read a record differently.
 
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::{AuditError, AuditRecord, Outcome};
 
 /// A store's "something went wrong" as the broker sees it.
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> AuditError {
     AuditError::Unavailable(e.to_string())
-}
-
-/// Now, RFC 3339 UTC with sub-seconds (whole seconds if formatting fails).
-pub(crate) fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| crate::broker::rfc3339(crate::identity::now()))
 }
 
 /// A claims/detail map as stored.

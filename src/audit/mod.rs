@@ -5,7 +5,7 @@
 
 pub mod chain;
 mod columns;
-pub(crate) use columns::{now_rfc3339, unavailable};
+pub(crate) use columns::unavailable;
 pub mod commands;
 mod health;
 mod key;

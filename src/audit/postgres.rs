@@ -12,8 +12,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::chain::{self, Checkpoint};
-use super::columns::{json_text, now_rfc3339, record_from, unavailable};
+use super::columns::{json_text, record_from, unavailable};
 use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys, Outcome};
+use crate::clock::now_rfc3339;
 
 const MIGRATIONS: &str = "
 CREATE TABLE IF NOT EXISTS audit_records (
@@ -587,10 +588,7 @@ impl AuditSink for PostgresSink {
             .run(move |client| {
                 Box::pin(async move {
                     client
-                        .execute(
-                            "DELETE FROM used_tokens WHERE expires_at < $1",
-                            &[&crate::identity::now()],
-                        )
+                        .execute("DELETE FROM used_tokens WHERE expires_at < $1", &[&crate::clock::now()])
                         .await
                         .map_err(unavailable)?;
                     let inserted = client

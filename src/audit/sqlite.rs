@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::chain::{self, Checkpoint};
-use super::columns::{json_text, now_rfc3339, record_from, unavailable};
+use super::columns::{json_text, record_from, unavailable};
 use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys, Outcome};
+use crate::clock::now_rfc3339;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_records (
@@ -434,11 +435,8 @@ impl AuditSink for SqliteSink {
         self.with_conn(move |conn| {
             write_transaction(conn, || {
                 // Forget tokens that can no longer be presented anyway.
-                conn.execute(
-                    "DELETE FROM used_tokens WHERE expires_at < ?1",
-                    [crate::identity::now()],
-                )
-                .map_err(unavailable)?;
+                conn.execute("DELETE FROM used_tokens WHERE expires_at < ?1", [crate::clock::now()])
+                    .map_err(unavailable)?;
                 let inserted = conn
                     .execute(
                         "INSERT OR IGNORE INTO used_tokens (key, expires_at) VALUES (?1, ?2)",

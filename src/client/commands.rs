@@ -151,7 +151,7 @@ pub async fn credential_process(options: &ClientOptions, grant: &str, ttl: Optio
     let (client, token) = connect(options).await?;
     let broker = options.broker.clone().unwrap_or_default();
     let cache = credential_process::cache_path(&broker, grant, &options.discovery.audience, &token_identity(&token));
-    let now = crate::identity::now();
+    let now = crate::clock::now();
     if let Some(cached) = cache.as_deref().and_then(|p| credential_process::read_cached(p, now)) {
         say(options, "credentials from the local cache");
         return print_json(&cached);

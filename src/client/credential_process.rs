@@ -65,7 +65,7 @@ mod tests {
         let now = 1_800_000_000;
         let creds = |exp: i64| {
             json!({"Version": 1, "AccessKeyId": "A", "SecretAccessKey": "S", "SessionToken": "T",
-            "Expiration": crate::broker::rfc3339(exp)})
+            "Expiration": crate::clock::rfc3339(exp)})
         };
         assert!(write_cached(&path, &creds(now + 3600)).is_ok());
         assert!(read_cached(&path, now).is_some());

@@ -95,7 +95,7 @@ pub struct Config {
     /// Load limits.
     pub limits: LimitSettings,
     /// TLS on the public listener; plain HTTP when `None`.
-    pub tls: Option<crate::http::tls::TlsSettings>,
+    pub tls: Option<TlsSettings>,
     /// `lint:`: thresholds and suppressions of `stint policy lint`.
     pub lint: LintSettings,
     /// `reload.watch`: poll the file this often and reload on change.
@@ -106,6 +106,18 @@ pub struct Config {
     pub reap_interval: Duration,
     /// `telemetry.otlp`: trace export; off when `None`.
     pub otlp: Option<crate::telemetry::OtlpSettings>,
+}
+
+/// `tls:` from config: where the public listener's certificate and key are
+/// (`crate::http::tls` builds the server's TLS config from it).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// Private key (PEM, PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate issued by one of these CAs.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `limits:` from config.
@@ -379,7 +391,7 @@ impl Config {
 
         let limits = limit_settings(raw.limits.as_ref()).map_err(|(key, m)| err(&format!("limits{key}"), m))?;
 
-        let tls = raw.tls.as_ref().map(|t| crate::http::tls::TlsSettings {
+        let tls = raw.tls.as_ref().map(|t| TlsSettings {
             cert_file: resolve(&t.cert_file),
             key_file: resolve(&t.key_file),
             client_ca_file: t.client_ca_file.as_deref().map(resolve),

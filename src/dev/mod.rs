@@ -152,7 +152,7 @@ pub fn mint(
         .unwrap_or_default()
         .to_string();
     let key = issuer_key(dir)?;
-    let now = crate::identity::now();
+    let now = crate::clock::now();
     let mut payload = Map::new();
     for (name, value) in claims {
         payload.insert(name.clone(), Value::String(value.clone()));

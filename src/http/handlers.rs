@@ -270,7 +270,7 @@ pub async fn revoke_lease(
             Json(json!({
                 "lease_id": lease.id,
                 "state": "revoked",
-                "revoked_at": lease.revoked_at.map(crate::broker::rfc3339),
+                "revoked_at": lease.revoked_at.map(crate::clock::rfc3339),
             })),
         )
             .into_response(),

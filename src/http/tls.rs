@@ -9,16 +9,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
-/// `tls:` from config.
-#[derive(Debug, Clone)]
-pub struct TlsSettings {
-    /// Certificate chain (PEM), leaf first.
-    pub cert_file: PathBuf,
-    /// Private key (PEM, PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-    /// When set, clients must present a certificate issued by one of these CAs.
-    pub client_ca_file: Option<PathBuf>,
-}
+pub use crate::config::TlsSettings;
 
 /// Builds the rustls config, with messages that name the file at fault.
 pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {

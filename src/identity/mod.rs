@@ -9,7 +9,7 @@ mod strict_json;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 pub use claims::{ClaimValue, Claims, Platform};
 pub use jwks::{KeyCachePolicy, MAX_DOCUMENT_BYTES};
 
+use crate::clock::now;
 use jwks::IssuerKeys;
 use jwt::Jws;
 
@@ -432,14 +433,6 @@ pub fn unverified_payload(token: &str) -> Result<Map<String, Value>, IdentityErr
 pub fn review_claims(platform: Platform, payload: &Map<String, Value>) -> Result<(Claims, Option<String>), String> {
     let shape = platform.check_shape(payload).err();
     Ok((Claims::from_payload(payload)?, shape))
-}
-
-/// Seconds since the epoch.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The JOSE name of an algorithm.

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{Lease, LeaseState, open_store, open_store_read_only};
-use crate::broker::rfc3339;
+use crate::clock::rfc3339;
 use crate::config::Config;
 
 async fn store(config: &Path) -> anyhow::Result<std::sync::Arc<dyn super::LeaseStore>> {
@@ -62,7 +62,7 @@ pub async fn list(config: &Path, failing: bool, json: bool, limit: u32) -> anyho
 /// its role (and audits it). Waits up to `wait` to say so.
 pub async fn revoke(config: &Path, id: &str, wait: Duration) -> anyhow::Result<String> {
     let store = store(config).await?;
-    let now = crate::identity::now();
+    let now = crate::clock::now();
     if !store.expire_now(id, now, "revoked_by_admin", None).await? {
         return match store.get(id).await? {
             Some(Lease {

@@ -96,7 +96,7 @@ impl CredentialProvider for PostgresProvider {
         let expires_at = ctx
             .now
             .saturating_add(i64::try_from(ctx.ttl.as_secs()).unwrap_or(i64::MAX));
-        let expiration = crate::broker::rfc3339(expires_at);
+        let expiration = crate::clock::rfc3339(expires_at);
 
         let lease = Lease {
             id: ctx.issuance_id.clone(),

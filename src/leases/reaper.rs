@@ -13,8 +13,9 @@ use serde_json::{Map, Value};
 use super::target::{self, TargetError};
 use super::{DatabaseTarget, Lease, LeaseState, LeaseStore, Requester, literal_prefix};
 use crate::audit::{AuditRecord, Outcome};
-use crate::broker::{Broker, rfc3339};
-use crate::identity::now;
+use crate::broker::Broker;
+use crate::clock::now;
+use crate::clock::rfc3339;
 use crate::metrics::Metrics;
 use crate::policy::GrantKind;
 
@@ -189,7 +190,7 @@ impl Reaper {
         detail.insert("database".into(), Value::String(lease.database.clone()));
         let record = AuditRecord {
             seq: None,
-            time: crate::audit::now_rfc3339(),
+            time: crate::clock::now_rfc3339(),
             // The request that asked for the end, even when the reaper ends
             // it later: its answer's x-request-id finds this record.
             request_id: by.map_or_else(

@@ -83,7 +83,7 @@ async fn issues_credentials_in_credential_process_shape_and_audits_them() {
         "exactly the credential_process members"
     );
     assert_eq!(creds["Expiration"], answer.body["expires_at"]);
-    let lifetime = epoch(creds["Expiration"].as_str().unwrap()) - stint::identity::now();
+    let lifetime = epoch(creds["Expiration"].as_str().unwrap()) - stint::clock::now();
     assert!(
         (1190..=1200).contains(&lifetime),
         "DurationSeconds is the requested 20m: {lifetime}"

@@ -25,7 +25,7 @@ pub fn b64(bytes: impl AsRef<[u8]>) -> String {
 }
 
 pub fn now() -> i64 {
-    stint::identity::now()
+    stint::clock::now()
 }
 
 /// Signing keys, made once per test process (RSA generation is slow).

@@ -23,6 +23,7 @@ mod hygiene;
 mod identity;
 mod issue;
 mod jwks;
+mod layers;
 mod leases;
 mod leases_list;
 mod limits;

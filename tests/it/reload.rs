@@ -286,7 +286,7 @@ async fn a_reload_that_lowers_max_ttl_never_serves_a_longer_cached_session() {
     std::fs::write(&path, aws_config_text(&issuer, &moto.url, "1h")).unwrap();
     server.reload_config().unwrap();
     let after = issue(None).await;
-    let now = stint::identity::now();
+    let now = stint::clock::now();
     assert_eq!(after.status, 200, "{}", after.text);
     let expires_at = time::OffsetDateTime::parse(
         after.body["expires_at"].as_str().unwrap(),

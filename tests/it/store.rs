@@ -141,14 +141,14 @@ async fn replicas_append_concurrently_into_one_gap_free_chain(backend: Backend) 
 async fn used_tokens_are_shared_and_forgotten_after_expiry(backend: Backend) {
     let (store, _guard) = fresh_store(backend).await;
     let (a, b) = (open(&store).await, open(&store).await);
-    let later = stint::identity::now() + 600;
+    let later = stint::clock::now() + 600;
     assert!(a.first_use("grant/jti-1", later).await.unwrap());
     assert!(
         !b.first_use("grant/jti-1", later).await.unwrap(),
         "{backend:?}: the other replica sees the use"
     );
     assert!(b.first_use("grant/jti-2", later).await.unwrap());
-    let past = stint::identity::now() - 1;
+    let past = stint::clock::now() - 1;
     assert!(a.first_use("grant/old", past).await.unwrap());
     assert!(
         b.first_use("grant/old", later).await.unwrap(),

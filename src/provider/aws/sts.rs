@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::limits::{self, ISSUANCE_TAG};
 use super::{RateLimiter, classify};
-use crate::broker::rfc3339;
+use crate::clock::rfc3339;
 use crate::identity::VerifiedToken;
 use crate::policy::{AwsGrant, Grant, GrantKind};
 use crate::provider::{Credential, CredentialProvider, IssueContext, ProviderError};
@@ -202,7 +202,7 @@ impl StsProvider {
             log: format!("{output:?}"),
         })?;
         let expiration = credentials.expiration().secs();
-        let lifetime = Duration::from_secs(u64::try_from(expiration - crate::identity::now()).unwrap_or(0));
+        let lifetime = Duration::from_secs(u64::try_from(expiration - crate::clock::now()).unwrap_or(0));
         Ok(Session {
             access_key_id: credentials.access_key_id().to_string(),
             secret_access_key: credentials.secret_access_key().to_string(),
