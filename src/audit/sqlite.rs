@@ -476,6 +476,7 @@ impl AuditSink for SqliteSink {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a failed step is the test's report
 mod tests {
     use std::time::Duration;
 

@@ -346,6 +346,14 @@ async fn a_head_without_its_hash_is_refused(backend: crate::store::Backend) {
         }
     };
     edit("UPDATE audit_records SET subject = 'repo:evil/x', record_hash = NULL WHERE seq = 2".into()).await;
+    // Found by /readyz alone, before any request meets it.
+    let ready = broker.admin_get("/readyz").await;
+    assert_eq!(
+        (ready.status.as_u16(), &ready.body["audit"]),
+        (503, &serde_json::json!("tampered")),
+        "{backend:?}: {}",
+        ready.text
+    );
 
     let answer = broker.issue("deploy", &issuer.sign(&issuer.github()), None).await;
     assert_eq!(
