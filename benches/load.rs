@@ -491,7 +491,7 @@ async fn auditor_phase(issuer: &Issuer, aws_url: &str, rows: &mut Vec<Figures>, 
     let broker = Broker::start(&format!("sqlite://{}", path.display()), issuer, aws_url).await;
     let (pid, url) = (broker.process.0.id(), format!("{}/v1/issue/tok", broker.url));
     let tokens = Arc::new(vec![issuer.token("bench")]);
-    let label = format!("stint tok ({}k-record log)", n / 1000);
+    let label = format!("stint tok, {}k log", n / 1000);
     let max = load(&label, pid, &url, tokens.clone(), None, None).await;
     let rate = Some(max.per_second / 2.0);
     let alone = load(&format!("{label} at half rate"), pid, &url, tokens.clone(), None, rate).await;
@@ -501,7 +501,7 @@ async fn auditor_phase(issuer: &Issuer, aws_url: &str, rows: &mut Vec<Figures>, 
         issuer.token("auditor"),
         stop.clone(),
     ));
-    let read = load(&format!("{label}, auditor paging"), pid, &url, tokens, None, rate).await;
+    let read = load(&format!("{label}, auditor"), pid, &url, tokens, None, rate).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let pages = figures(
         "auditor pages",
