@@ -21,8 +21,9 @@ pub async fn healthz() -> &'static str {
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /readyz`: the audit log answers, takes writes and its chain head
-/// verifies (without these nothing can be issued). Issuers whose keys were never fetched are listed but do
-/// not make the broker unready: other issuers still work.
+/// verifies (without these nothing can be issued). Issuers whose keys were
+/// never fetched are listed but do not make the broker unready: other
+/// issuers still work.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     // The check verifies the chain head as an append would: `tampered`
     // says only that; the log has the detail.
