@@ -13,6 +13,10 @@
 //!    (read from stint's own metrics).
 //! 4. p99 at half of the measured maximum (paced load), the broker's peak
 //!    RSS, and start-to-ready time of the binary.
+//! 5. An auditor on a large log: issuance p99 at half rate on a SQLite log
+//!    of STINT_BENCH_AUDIT_RECORDS records (default 1,000,000, written
+//!    straight into the file), alone and while an auditor pages through
+//!    the whole log over `GET /v1/audit` (see `auditor/mod.rs`).
 //!
 //! Figures are printed as a table with ratios to the ceiling (absolute
 //! numbers vary with the machine), including the server's CPU time per
@@ -24,9 +28,12 @@
 //! length (default 5), STINT_BENCH_CONNECTIONS the client connections
 //! (default 32). Needs moto_server (STINT_MOTO_SERVER, or the venv
 //! scripts/test makes) and PostgreSQL (STINT_TEST_POSTGRES).
+//! STINT_BENCH_ONLY=auditor runs the ceiling and phase 5 only (no moto or
+//! PostgreSQL needed).
 
 use std::io::Write as _;
 use std::net::TcpListener as StdListener;
+mod auditor;
 mod common;
 
 use std::process::{Command, Stdio};
@@ -293,6 +300,7 @@ impl Broker {
             "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\n\
              audit: {{ store: \"{store}\", key_file: audit.key }}\nsigning: {{ key_file: signing.key }}\n\
              limits: {{ max_in_flight: 4096 }}\n\
+             auditors: [ {{ issuer: bench, claims: {{ sub: auditor }} }} ]\n\
              aws: {{ region: us-east-1, endpoint_url: \"{aws_url}\", sts_rate_limit: {{ per_second: 600, burst: 600 }} }}\n\
              issuers: {{ bench: {{ issuer: \"{iss}\", audience: stint, algorithms: [RS256], platform: generic }} }}\n\
              grants:\n\
@@ -470,6 +478,48 @@ async fn stint_paths(label: &str, broker: &Broker, issuer: &Issuer, out: &mut Ve
     }
 }
 
+/// Phase 5: issuance p99 at half rate on a large log, with and without an
+/// auditor paging through it; the ratio goes into the notes.
+async fn auditor_phase(issuer: &Issuer, aws_url: &str, rows: &mut Vec<Figures>, notes: &mut Vec<(String, Value)>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.db");
+    let n = auditor::records();
+    let filled = Instant::now();
+    auditor::fill(&path, n).await;
+    notes.push(("audit_log_records".into(), json!(n)));
+    notes.push(("audit_log_fill_seconds".into(), json!(filled.elapsed().as_secs_f64())));
+    let broker = Broker::start(&format!("sqlite://{}", path.display()), issuer, aws_url).await;
+    let (pid, url) = (broker.process.0.id(), format!("{}/v1/issue/tok", broker.url));
+    let tokens = Arc::new(vec![issuer.token("bench")]);
+    let label = format!("stint tok, {}k log", n / 1000);
+    let max = load(&label, pid, &url, tokens.clone(), None, None).await;
+    let rate = Some(max.per_second / 2.0);
+    let alone = load(&format!("{label} at half rate"), pid, &url, tokens.clone(), None, rate).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = tokio::spawn(auditor::audit_pages(
+        broker.url.clone(),
+        issuer.token("auditor"),
+        stop.clone(),
+    ));
+    let read = load(&format!("{label}, auditor"), pid, &url, tokens, None, rate).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let pages = figures(
+        "auditor pages",
+        reader.await.unwrap_or_default(),
+        0,
+        Duration::from_secs(seconds()),
+        0.0,
+    );
+    notes.push(("auditor_pages".into(), json!(pages.requests)));
+    notes.push(("auditor_page_p50_ms".into(), json!(pages.p50_ms)));
+    notes.push(("auditor_page_p99_ms".into(), json!(pages.p99_ms)));
+    notes.push((
+        "issuance_p99_with_auditor_over_alone".into(),
+        json!(read.p99_ms / alone.p99_ms.max(f64::MIN_POSITIVE)),
+    ));
+    rows.extend([max, alone, read]);
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     if let Ok(spec) = std::env::var(CEILING_ENV) {
@@ -477,7 +527,7 @@ async fn main() {
         return;
     }
     let issuer = Issuer::start().await;
-    let moto = moto().await;
+    let only_auditor = std::env::var("STINT_BENCH_ONLY").is_ok_and(|v| v == "auditor");
     let mut rows: Vec<Figures> = Vec::new();
     let mut notes: Vec<(String, Value)> = Vec::new();
 
@@ -505,6 +555,14 @@ async fn main() {
     .await;
     rows.push(ceiling_max.clone());
     rows.push(ceiling_half);
+    drop(verify);
+    if only_auditor {
+        // No aws grant is asked for: the endpoint is never called.
+        auditor_phase(&issuer, "http://127.0.0.1:9", &mut rows, &mut notes).await;
+        report(&rows, &notes, &ceiling_max);
+        return;
+    }
+    let moto = moto().await;
 
     // 2. stint, SQLite on disk (FULL sync) and on tmpfs; 3. PostgreSQL.
     let disk = Broker::start("sqlite://audit.db", &issuer, &moto.url).await;
@@ -574,13 +632,18 @@ async fn main() {
     let served = disk.metric("stint_issuances_total").await;
     notes.push(("requests_served_by_sqlite_broker".into(), json!(served)));
     let _ = std::fs::remove_file(shm.trim_start_matches("sqlite://"));
+    drop(disk);
+    auditor_phase(&issuer, &moto.url, &mut rows, &mut notes).await;
+    report(&rows, &notes, &ceiling_max);
+}
 
-    // The table.
+/// Prints the table and writes the JSON report.
+fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
     println!(
         "\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>7}",
         "phase", "req/s", "p50 ms", "p99 ms", "p999 ms", "× ceiling", "cpu µs", "cpu × c.", "errors"
     );
-    for row in &rows {
+    for row in rows {
         println!(
             "{:<40} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>8.1} {:>9.2} {:>7}",
             row.name,
@@ -594,7 +657,7 @@ async fn main() {
             row.errors
         );
     }
-    for (key, value) in &notes {
+    for (key, value) in notes {
         println!("{key}: {value}");
     }
     let report = json!({
@@ -603,7 +666,7 @@ async fn main() {
         "connections": connections(),
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "phases": rows,
-        "notes": notes.into_iter().collect::<serde_json::Map<String, Value>>(),
+        "notes": notes.iter().cloned().collect::<serde_json::Map<String, Value>>(),
     });
     let dir = std::path::PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
         .join("stint-bench");

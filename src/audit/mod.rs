@@ -12,6 +12,7 @@ mod key;
 mod mirror;
 pub(crate) mod postgres;
 mod sqlite;
+mod sqlite_read;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -138,6 +139,11 @@ pub enum AuditError {
     /// The store cannot be written or read.
     #[error("audit store unavailable: {0}")]
     Unavailable(String),
+    /// The chain head does not verify under the audit key: the store was
+    /// edited by someone without it. Nothing is appended or signed, and
+    /// `/readyz` says `tampered`.
+    #[error("audit store tampered with: {0}")]
+    Tampered(String),
     /// The store location in config is not usable.
     #[error("{0}")]
     Config(String),

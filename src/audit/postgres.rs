@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
 use super::chain::{self, Checkpoint};
 use super::columns::{json_text, record_from, unavailable};
@@ -307,27 +307,10 @@ async fn write_batch(
         .await
         .map_err(unavailable)?;
     let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
-    if seq > 0 {
-        // A head edited without the key is never extended or signed. Read
-        // after the lock was granted: a statement of its own sees the
-        // head's record that the writer before this one committed.
-        let Some(last) = tx
-            .query_opt("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
-            .await
-            .map_err(unavailable)?
-        else {
-            return Err(AuditError::Unavailable(format!(
-                "the audit head row names record {seq}, which is not in the store"
-            )));
-        };
-        let last = read_row(&last)?;
-        if last.record_hash.as_deref() != Some(hash.as_str()) {
-            return Err(AuditError::Unavailable(format!(
-                "the audit head row and record {seq} disagree"
-            )));
-        }
-        chain::check_head(&last, &keys.key).map_err(AuditError::Unavailable)?;
-    }
+    // A head edited without the key is never extended or signed. Read
+    // after the lock was granted: a statement of its own sees the head's
+    // record that the writer before this one committed.
+    verify_head(&tx, seq, &hash, &keys).await?;
     let mut checkpoints = Vec::new();
     let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
     for r in &mut records {
@@ -515,14 +498,20 @@ impl AuditSink for PostgresSink {
     }
 
     async fn check(&self) -> Result<(), AuditError> {
+        let keys = self.chain.clone();
         self.reads
             .run(|client| {
                 Box::pin(async move {
-                    client
-                        .query_one("SELECT seq FROM audit_head WHERE id = 1", &[])
+                    let head = client
+                        .query_one("SELECT seq, record_hash FROM audit_head WHERE id = 1", &[])
                         .await
                         .map_err(unavailable)?;
-                    Ok(())
+                    // The writer's own head check, so a tampered store makes
+                    // the broker unready before a caller's request finds it.
+                    match keys {
+                        Some(keys) => verify_head(client, head.get(0), head.get(1), &keys).await,
+                        None => Ok(()),
+                    }
                 })
             })
             .await
@@ -605,6 +594,34 @@ impl AuditSink for PostgresSink {
     }
 }
 
+/// Checks that the head row `(seq, hash)` names a record that is in the
+/// store, carries that hash (a NULL `record_hash` never does), and
+/// verifies under the key. Any of these failing means someone with write
+/// access but not the key edited the store.
+async fn verify_head(client: &impl GenericClient, seq: i64, hash: &str, keys: &ChainKeys) -> Result<(), AuditError> {
+    if seq == 0 {
+        return Ok(());
+    }
+    let tampered = |e: String| {
+        tracing::error!(error = %e, "audit store tampered with");
+        AuditError::Tampered(e)
+    };
+    let Some(row) = client
+        .query_opt("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
+        .await
+        .map_err(unavailable)?
+    else {
+        return Err(tampered(format!(
+            "the audit head row names record {seq}, which is not in the store"
+        )));
+    };
+    let record = read_row(&row)?;
+    if record.record_hash.as_deref() != Some(hash) {
+        return Err(tampered(format!("the audit head row and record {seq} disagree")));
+    }
+    chain::check_head(&record, &keys.key).map_err(tampered)
+}
+
 /// Signs the chain head if it moved since the last checkpoint.
 async fn checkpoint_head(client: &mut Client, keys: Arc<ChainKeys>) -> Result<Option<Checkpoint>, AuditError> {
     let tx = client.transaction().await.map_err(unavailable)?;
@@ -613,19 +630,7 @@ async fn checkpoint_head(client: &mut Client, keys: Arc<ChainKeys>) -> Result<Op
         .await
         .map_err(unavailable)?;
     let (seq, hash): (i64, String) = (head.get(0), head.get(1));
-    if seq > 0 {
-        let row = tx
-            .query_one("SELECT * FROM audit_records WHERE seq = $1", &[&seq])
-            .await
-            .map_err(unavailable)?;
-        let record = read_row(&row)?;
-        if record.record_hash.as_deref() != Some(hash.as_str()) {
-            return Err(AuditError::Unavailable(format!(
-                "the audit head row and record {seq} disagree"
-            )));
-        }
-        chain::check_head(&record, &keys.key).map_err(AuditError::Unavailable)?;
-    }
+    verify_head(&tx, seq, &hash, &keys).await?;
     let last: Option<i64> = tx
         .query_one("SELECT MAX(seq) FROM audit_checkpoints", &[])
         .await

@@ -1,7 +1,8 @@
 //! Audit records in SQLite: WAL with `synchronous=FULL`, so an `Ok` from
 //! [`SqliteSink::append`] means the record survives a power cut. Appends
 //! take the write lock (`BEGIN IMMEDIATE`), so the chain stays one line even
-//! with several processes on one file.
+//! with several processes on one file. Reads go through
+//! [`Readers`](super::sqlite_read::Readers), connections of their own.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::chain::{self, Checkpoint};
 use super::columns::{json_text, record_from, unavailable};
-use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys, Outcome};
+use super::sqlite_read::{Readers, query_sql};
+use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys};
 use crate::clock::now_rfc3339;
 
 const SCHEMA: &str = "
@@ -40,6 +42,8 @@ CREATE INDEX IF NOT EXISTS audit_records_grant ON audit_records (grant_name, seq
 CREATE INDEX IF NOT EXISTS audit_records_subject ON audit_records (subject, seq);
 CREATE INDEX IF NOT EXISTS audit_records_request ON audit_records (request_id);
 CREATE INDEX IF NOT EXISTS audit_records_time ON audit_records (time);
+CREATE INDEX IF NOT EXISTS audit_records_outcome ON audit_records (outcome, seq);
+CREATE INDEX IF NOT EXISTS audit_records_token ON audit_records (token_jti_hmac, seq);
 CREATE TABLE IF NOT EXISTS used_tokens (
     key        TEXT PRIMARY KEY,
     expires_at INTEGER NOT NULL
@@ -55,7 +59,11 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 
 /// An audit log in one SQLite file.
 pub struct SqliteSink {
-    conn: Arc<Mutex<Connection>>,
+    /// The writer's connection: appends, checkpoints, used tokens and the
+    /// readiness check. `None` when the log is open read-only.
+    conn: Option<Arc<Mutex<Connection>>>,
+    /// Queries, chain walks and checkpoint lists.
+    readers: Arc<Readers>,
     chain: Option<Arc<ChainKeys>>,
     writer: Option<tokio::sync::mpsc::Sender<Pending>>,
 }
@@ -178,8 +186,8 @@ impl SqliteSink {
             .map_err(unavailable)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
-        conn.execute_batch(SCHEMA).map_err(|e| config(&e))?;
-        migrate(&conn).map_err(|e| config(&e))?;
+        create_schema(&conn).map_err(|e| config(&e))?;
+        let readers = Readers::open(path)?;
         let conn = Arc::new(Mutex::new(conn));
         let keys = Arc::new(chain);
         let (writer, queue) = tokio::sync::mpsc::channel(super::MAX_QUEUED);
@@ -189,7 +197,8 @@ impl SqliteSink {
             .spawn(move || writer_loop(writer_conn, writer_keys, group_commit, queue))
             .map_err(|e| config(&e))?;
         Ok(SqliteSink {
-            conn,
+            conn: Some(conn),
+            readers,
             chain: Some(keys),
             writer: Some(writer),
         })
@@ -198,23 +207,24 @@ impl SqliteSink {
     /// Opens an existing log read-only (for `stint audit query/verify`): a
     /// mistyped path is an error, not a new empty log.
     pub fn open_existing(path: &Path) -> Result<SqliteSink, AuditError> {
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(|e| AuditError::Config(format!("audit store {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(unavailable)?;
         Ok(SqliteSink {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: None,
+            readers: Readers::open(path)?,
             chain: None,
             writer: None,
         })
     }
 
+    /// Runs `work` on the writer's connection (not for reads: they would
+    /// hold the writer).
     async fn with_conn<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> Result<T, AuditError> + Send + 'static,
     ) -> Result<T, AuditError> {
-        let conn = self.conn.clone();
+        let conn = self
+            .conn
+            .clone()
+            .ok_or_else(|| unavailable("the audit log is open read-only"))?;
         tokio::task::spawn_blocking(move || {
             let guard = conn.lock().map_err(|_| unavailable("audit connection poisoned"))?;
             work(&guard)
@@ -228,6 +238,14 @@ impl SqliteSink {
             .clone()
             .ok_or_else(|| unavailable("the audit log is open read-only"))
     }
+}
+
+/// Creates the tables and indexes a log lacks. A log from an earlier
+/// version gets the newer indexes here (`IF NOT EXISTS`), built once at the
+/// first start: a few seconds for a million records.
+pub(super) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    migrate(conn)
 }
 
 /// Adds the chain columns to a log created before they existed. Its old
@@ -270,13 +288,39 @@ fn verified_head(conn: &Connection, keys: &ChainKeys) -> Result<(), AuditError> 
         .prepare_cached("SELECT * FROM audit_records ORDER BY seq DESC LIMIT 1")
         .and_then(|mut statement| statement.query_row([], read_row).optional())
         .map_err(unavailable)?;
-    if let Some(last) = last {
-        chain::check_head(&last, &keys.key).map_err(|e| {
-            tracing::error!(error = %e, "audit store tampered with");
-            AuditError::Unavailable(e)
-        })?;
-    }
-    Ok(())
+    let Some(last) = last else {
+        return Ok(());
+    };
+    let verdict = if last.record_hash.is_none() && chained(conn)? {
+        // Only a log written before the chain existed has heads without a
+        // hash. Once it is chained, a head without one was edited by
+        // someone who could not compute it: otherwise nulling the hash
+        // would let any edit of the last record pass.
+        Err(format!(
+            "the audit chain head (seq {}) has no record_hash in a chained log: the store was changed \
+             without the audit key; nothing is appended until `stint audit verify` is clean",
+            last.seq.unwrap_or(0)
+        ))
+    } else {
+        chain::check_head(&last, &keys.key)
+    };
+    verdict.map_err(|e| {
+        tracing::error!(error = %e, "audit store tampered with");
+        AuditError::Tampered(e)
+    })
+}
+
+/// Whether any record was written with the chain (or any checkpoint
+/// signed). Called only when the head has no hash: on a log from before
+/// the chain, it walks the log once; the next append chains the head.
+fn chained(conn: &Connection) -> Result<bool, AuditError> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM audit_checkpoints)
+             OR EXISTS (SELECT 1 FROM audit_records WHERE record_hash IS NOT NULL)",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(unavailable)
 }
 
 fn insert_checkpoint(conn: &Connection, checkpoint: &Checkpoint) -> Result<(), AuditError> {
@@ -331,81 +375,61 @@ impl AuditSink for SqliteSink {
     }
 
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
-        let q = query.clone();
-        self.with_conn(move |conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT * FROM audit_records
-                     WHERE (?1 IS NULL OR grant_name = ?1) AND (?2 IS NULL OR subject = ?2)
-                       AND (?3 IS NULL OR outcome = ?3) AND (?4 IS NULL OR request_id = ?4)
-                       AND (?6 IS NULL OR token_jti_hmac = ?6)
-                       AND (?7 IS NULL OR time >= ?7) AND (?8 IS NULL OR time < ?8)
-                       AND (?9 IS NULL OR seq < ?9)
-                     ORDER BY seq DESC LIMIT ?5",
-                )
-                .map_err(unavailable)?;
-            let limit = q.limit.unwrap_or(50);
-            let outcome = q.outcome.map(Outcome::as_str);
-            let rows = stmt
-                .query_map(
-                    params![
-                        q.grant,
-                        q.subject,
-                        outcome,
-                        q.request_id,
-                        limit,
-                        q.token_jti_hmac,
-                        q.since,
-                        q.until,
-                        q.before_seq
-                    ],
-                    read_row,
-                )
-                .map_err(unavailable)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
-        })
-        .await
+        let (sql, values) = query_sql(query);
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(values.iter()), read_row)
+                    .map_err(unavailable)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+            })
+            .await
     }
 
     async fn check(&self) -> Result<(), AuditError> {
-        self.with_conn(|conn| {
+        let keys = self.keys()?;
+        self.with_conn(move |conn| {
             // Take the write lock and give it back: a read-only or locked
-            // file fails here, before a caller's credential would.
-            write_transaction(conn, || head(conn).map(|_| ()))
+            // file fails here, before a caller's credential would; and a
+            // tampered head is found before a caller's request finds it.
+            write_transaction(conn, || verified_head(conn, &keys))
         })
         .await
     }
 
     async fn chain(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>, AuditError> {
-        self.with_conn(move |conn| {
-            let mut stmt = conn
-                .prepare("SELECT * FROM audit_records WHERE seq > ?1 ORDER BY seq LIMIT ?2")
-                .map_err(unavailable)?;
-            let rows = stmt.query_map(params![after, limit], read_row).map_err(unavailable)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
-        })
-        .await
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn
+                    .prepare("SELECT * FROM audit_records WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                    .map_err(unavailable)?;
+                let rows = stmt.query_map(params![after, limit], read_row).map_err(unavailable)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+            })
+            .await
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
-        self.with_conn(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT seq, record_hash, time, signature, kid FROM audit_checkpoints ORDER BY seq")
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(Checkpoint {
-                        seq: r.get(0)?,
-                        record_hash: r.get(1)?,
-                        time: r.get(2)?,
-                        signature: r.get(3)?,
-                        kid: r.get(4)?,
+        self.readers
+            .run(|conn| {
+                let mut stmt = conn
+                    .prepare("SELECT seq, record_hash, time, signature, kid FROM audit_checkpoints ORDER BY seq")
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok(Checkpoint {
+                            seq: r.get(0)?,
+                            record_hash: r.get(1)?,
+                            time: r.get(2)?,
+                            signature: r.get(3)?,
+                            kid: r.get(4)?,
+                        })
                     })
-                })
-                .map_err(unavailable)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
-        })
-        .await
+                    .map_err(unavailable)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+            })
+            .await
     }
 
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
@@ -447,5 +471,147 @@ impl AuditSink for SqliteSink {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a failed step is the test's report
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::audit::{AuditKey, CheckpointSigner, Outcome};
+
+    fn keys() -> ChainKeys {
+        let key = AuditKey::from_bytes(&[7; 32]);
+        ChainKeys {
+            signer: CheckpointSigner::from_audit_key(&key).unwrap(),
+            key,
+            checkpoint_every: 2,
+            group_commit: true,
+            store_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn record(n: usize) -> AuditRecord {
+        AuditRecord {
+            seq: None,
+            time: format!("2026-11-28T10:00:{:02}Z", n % 60),
+            request_id: format!("req-{n}"),
+            outcome: Outcome::Issued,
+            reason: None,
+            grant: Some("deploy".into()),
+            kind: Some("token".into()),
+            issuer: Some("ci".into()),
+            subject: Some("repo:acme/api".into()),
+            claims: serde_json::Map::new(),
+            token_jti_hmac: None,
+            issuance_id: None,
+            ttl_seconds: Some(300),
+            expires_at: None,
+            client_addr: None,
+            detail: serde_json::Map::new(),
+            prev_hash: None,
+            record_hash: None,
+            record_mac: None,
+        }
+    }
+
+    /// An auditor's query that is still reading (here: a read transaction
+    /// held open on the reader's connection, as a long scan would) does
+    /// not hold the writer: appends, checkpoints, the readiness check and
+    /// other queries all finish meanwhile. The bound only catches a hang.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_read_does_not_hold_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(SqliteSink::open(&dir.path().join("audit.db"), keys(), true).unwrap());
+        sink.append(&record(0)).await.unwrap();
+        let (started, reading) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let reader = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                sink.readers
+                    .run(move |conn| {
+                        conn.execute_batch("BEGIN").map_err(unavailable)?;
+                        let seen: i64 = conn
+                            .query_row("SELECT count(*) FROM audit_records", [], |r| r.get(0))
+                            .map_err(unavailable)?;
+                        let _ = started.send(());
+                        let _ = released.recv();
+                        conn.execute_batch("COMMIT").map_err(unavailable)?;
+                        Ok(seen)
+                    })
+                    .await
+            })
+        };
+        tokio::task::spawn_blocking(move || reading.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let hang = Duration::from_secs(20);
+        for n in 1..4 {
+            let stored = tokio::time::timeout(hang, sink.append(&record(n)))
+                .await
+                .expect("an append waited for the reader")
+                .unwrap();
+            assert_eq!(stored.seq, Some(i64::try_from(n).unwrap() + 1));
+        }
+        tokio::time::timeout(hang, sink.check())
+            .await
+            .expect("/readyz waited")
+            .unwrap();
+        let others = tokio::time::timeout(hang, sink.query(&AuditQuery::default()))
+            .await
+            .expect("a second query waited")
+            .unwrap();
+        assert_eq!(others.len(), 4, "a second reader sees the new records");
+        release.send(()).unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), 1, "the held reader kept its snapshot");
+    }
+
+    /// Once the log is chained, a head whose `record_hash` was set to NULL
+    /// is an edit: nothing is appended or signed, and the check says so.
+    #[tokio::test]
+    async fn a_chained_head_without_a_hash_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let sink = SqliteSink::open(&path, keys(), true).unwrap();
+        for n in 0..3 {
+            sink.append(&record(n)).await.unwrap();
+        }
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "UPDATE audit_records SET subject = 'repo:evil/x', record_hash = NULL, record_mac = NULL
+                 WHERE seq = 3; DELETE FROM audit_checkpoints",
+            )
+            .unwrap();
+        let err = sink.append(&record(3)).await.unwrap_err();
+        assert!(
+            matches!(&err, AuditError::Tampered(e) if e.contains("(seq 3) has no record_hash")),
+            "{err}"
+        );
+        assert!(matches!(sink.check().await, Err(AuditError::Tampered(_))));
+        assert!(sink.checkpoint().await.is_err(), "and never signs it");
+        assert_eq!(sink.query(&AuditQuery::default()).await.unwrap().len(), 3);
+    }
+
+    /// A log written before the chain existed has heads without a hash,
+    /// and is extended: its first chained record follows them.
+    #[tokio::test]
+    async fn a_log_from_before_the_chain_is_still_extended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let old = Connection::open(&path).unwrap();
+        create_schema(&old).unwrap();
+        old.execute_batch(
+            "INSERT INTO audit_records (seq, time, request_id, outcome, claims, detail)
+             VALUES (1, '2026-01-01T00:00:00Z', 'old', 'issued', '{}', '{}')",
+        )
+        .unwrap();
+        let sink = SqliteSink::open(&path, keys(), true).unwrap();
+        sink.check().await.unwrap();
+        assert_eq!(sink.append(&record(1)).await.unwrap().seq, Some(2));
     }
 }

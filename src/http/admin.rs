@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use crate::audit::WriteState;
+use crate::audit::{AuditError, WriteState};
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> &'static str {
@@ -20,18 +20,17 @@ pub async fn healthz() -> &'static str {
 /// Longest `/readyz` waits for the audit store to answer a read.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `GET /readyz`: the audit log answers and takes writes (without it nothing
-/// can be issued). Issuers whose keys were never fetched are listed but do
-/// not make the broker unready: other issuers still work.
+/// `GET /readyz`: the audit log answers, takes writes and its chain head
+/// verifies (without these nothing can be issued). Issuers whose keys were
+/// never fetched are listed but do not make the broker unready: other
+/// issuers still work.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let answers = matches!(
-        tokio::time::timeout(CHECK_TIMEOUT, state.broker.audit().check()).await,
-        Ok(Ok(()))
-    );
-    let audit = if answers {
-        state.audit_health.state().as_str()
-    } else {
-        "unavailable"
+    // The check verifies the chain head as an append would: `tampered`
+    // says only that; the log has the detail.
+    let audit = match tokio::time::timeout(CHECK_TIMEOUT, state.broker.audit().check()).await {
+        Ok(Ok(())) => state.audit_health.state().as_str(),
+        Ok(Err(AuditError::Tampered(_))) => "tampered",
+        _ => "unavailable",
     };
     let missing = state.broker.verifier().issuers_without_keys().await;
     let ready = audit == WriteState::Ok.as_str();

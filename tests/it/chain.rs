@@ -305,3 +305,93 @@ async fn the_broker_refuses_to_extend_a_chain_edited_without_the_key() {
         "and never signs the edited head"
     );
 }
+
+/// Someone with write access but not the key edits the last record and
+/// sets its `record_hash` to NULL (as if it were from before the chain):
+/// the next issuance is refused with no credential, and `/readyz` is 503
+/// and says `tampered`, naming nothing of the store. Once the edit is
+/// undone, the broker issues again and is ready.
+async fn a_head_without_its_hash_is_refused(backend: crate::store::Backend) {
+    let (store, _guard) = crate::store::fresh_store(backend).await;
+    let store = match backend {
+        // Inside the broker's own folder, so `audit_db()` names it.
+        crate::store::Backend::Sqlite => "sqlite://audit.db".to_string(),
+        crate::store::Backend::Postgres => store,
+    };
+    let issuer = TestIssuer::start().await;
+    let broker = TestBroker::start_on(
+        &store,
+        "",
+        &issuer_yaml("ci", &issuer, "github", ""),
+        DEPLOY_GRANT,
+        "",
+        Default::default(),
+    )
+    .await;
+    write_records(&issuer, &broker, 2).await;
+    assert_eq!(broker.admin_get("/readyz").await.status, 200);
+    let head = broker.server.broker.audit().query(&Default::default()).await.unwrap();
+    let (subject, hash) = (head[0].subject.clone().unwrap(), head[0].record_hash.clone().unwrap());
+    let edit = |sql: String| {
+        let (store, db) = (store.clone(), broker.audit_db());
+        async move {
+            match backend {
+                crate::store::Backend::Sqlite => tamper(&db, &sql),
+                crate::store::Backend::Postgres => {
+                    let schema = store.rsplit("search_path%3D").next().unwrap();
+                    let sql = sql.replace("audit_records", &format!("{schema}.audit_records"));
+                    crate::store::postgres_admin().await.batch_execute(&sql).await.unwrap();
+                }
+            }
+        }
+    };
+    edit("UPDATE audit_records SET subject = 'repo:evil/x', record_hash = NULL WHERE seq = 2".into()).await;
+    // Found by /readyz alone, before any request meets it.
+    let ready = broker.admin_get("/readyz").await;
+    assert_eq!(
+        (ready.status.as_u16(), &ready.body["audit"]),
+        (503, &serde_json::json!("tampered")),
+        "{backend:?}: {}",
+        ready.text
+    );
+
+    let answer = broker.issue("deploy", &issuer.sign(&issuer.github()), None).await;
+    assert_eq!(
+        (answer.status.as_u16(), answer.code()),
+        (503, "audit_unavailable"),
+        "{backend:?}: {}",
+        answer.text
+    );
+    assert!(answer.body.get("token").is_none(), "fail closed: nothing issued");
+    let ready = broker.admin_get("/readyz").await;
+    assert_eq!(ready.status, 503, "{backend:?}: {}", ready.text);
+    assert_eq!(ready.body["audit"], "tampered", "{}", ready.text);
+    assert!(
+        !ready.text.contains("seq") && !ready.text.contains("hash") && !ready.text.contains("evil"),
+        "the reason only: {}",
+        ready.text
+    );
+
+    edit(format!(
+        "UPDATE audit_records SET subject = '{subject}', record_hash = '{hash}' WHERE seq = 2"
+    ))
+    .await;
+    let answer = broker.issue("deploy", &issuer.sign(&issuer.github()), None).await;
+    assert_eq!(
+        answer.status, 200,
+        "put right, the log is extended again: {}",
+        answer.text
+    );
+    assert_eq!(broker.admin_get("/readyz").await.status, 200);
+}
+
+mod head_without_hash {
+    #[tokio::test]
+    async fn sqlite() {
+        super::a_head_without_its_hash_is_refused(crate::store::Backend::Sqlite).await
+    }
+    #[tokio::test]
+    async fn postgres() {
+        super::a_head_without_its_hash_is_refused(crate::store::Backend::Postgres).await
+    }
+}

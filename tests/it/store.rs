@@ -165,7 +165,77 @@ async fn queries_filter_and_page(backend: Backend) {
         } else {
             ("deploy", Outcome::Issued)
         };
-        sink.append(&record(n, grant, outcome)).await.unwrap();
+        let mut r = record(n, grant, outcome);
+        r.token_jti_hmac = Some(format!("jti-{}", n % 5));
+        sink.append(&r).await.unwrap();
+    }
+    // Each filter, and filters together (the SQLite query names only the
+    // filters given, one of them leading through its index).
+    let seqs = |records: Vec<AuditRecord>| records.iter().map(|r| r.seq.unwrap()).collect::<Vec<_>>();
+    let text = |s: &str| Some(s.to_string());
+    for (query, expected) in [
+        (
+            AuditQuery {
+                token_jti_hmac: text("jti-2"),
+                ..Default::default()
+            },
+            vec![8, 3],
+        ),
+        (
+            AuditQuery {
+                subject: text("repo:acme/api:1"),
+                outcome: Some(Outcome::Issued),
+                ..Default::default()
+            },
+            vec![11, 8, 2],
+        ),
+        (
+            AuditQuery {
+                subject: text("repo:acme/api:1"),
+                outcome: Some(Outcome::Denied),
+                ..Default::default()
+            },
+            vec![5],
+        ),
+        (
+            AuditQuery {
+                since: text("2026-11-28T10:00:03Z"),
+                until: text("2026-11-28T10:00:07Z"),
+                ..Default::default()
+            },
+            vec![7, 6, 5, 4],
+        ),
+        (
+            AuditQuery {
+                since: text("2026-11-28T10:00:03Z"),
+                before_seq: Some(6),
+                limit: Some(1),
+                ..Default::default()
+            },
+            vec![5],
+        ),
+        (
+            AuditQuery {
+                grant: text("deploy"),
+                subject: text("repo:acme/api:0"),
+                until: text("2026-11-28T10:00:10Z"),
+                ..Default::default()
+            },
+            vec![10, 7, 4],
+        ),
+        (
+            AuditQuery {
+                subject: text("nobody"),
+                ..Default::default()
+            },
+            vec![],
+        ),
+    ] {
+        assert_eq!(
+            seqs(sink.query(&query).await.unwrap()),
+            expected,
+            "{backend:?} {query:?}"
+        );
     }
     let denied = sink
         .query(&AuditQuery {
