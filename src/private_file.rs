@@ -34,6 +34,14 @@ fn unpredictable_sibling(path: &Path) -> std::io::Result<PathBuf> {
     Ok(PathBuf::from(name))
 }
 
+/// Writes `bytes` to the new file `tmp` (0600, `O_EXCL|O_NOFOLLOW`) and
+/// syncs it, before it is moved into place.
+fn write_aside(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = private_options().write(true).create_new(true).open(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Writes a secret file readable by its owner only, creating parent
 /// folders. The file appears whole or not at all (written aside under an
 /// unpredictable name with `O_CREAT|O_EXCL|O_NOFOLLOW`, then linked into
@@ -44,16 +52,8 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         fs::create_dir_all(parent)?;
     }
     let tmp = unpredictable_sibling(path)?;
-    let written = private_options()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        });
     // hard_link never follows or replaces whatever is at `path`.
-    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+    let linked = write_aside(&tmp, bytes).and_then(|()| fs::hard_link(&tmp, path));
     let _ = fs::remove_file(&tmp);
     linked
 }
@@ -62,15 +62,7 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// [`write_new`], but an existing file is overwritten by the rename).
 pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = unpredictable_sibling(path)?;
-    let written = private_options()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        });
-    let renamed = written.and_then(|()| fs::rename(&tmp, path));
+    let renamed = write_aside(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
     if renamed.is_err() {
         let _ = fs::remove_file(&tmp);
     }
