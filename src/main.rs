@@ -73,6 +73,12 @@ enum Command {
         /// Requested lifetime (at most the grant's max_ttl).
         #[arg(long)]
         ttl: Option<String>,
+        /// Leave leases (postgres roles) to their expiry instead of revoking them when the command exits.
+        #[arg(long)]
+        keep: bool,
+        /// How long the revokes at exit may take in all; a lease not revoked by then is left to the broker's reaper.
+        #[arg(long, value_name = "DUR", default_value = "10s")]
+        revoke_timeout: String,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -444,8 +450,16 @@ async fn main() -> ExitCode {
             grants,
             env,
             ttl,
+            keep,
+            revoke_timeout,
             command,
-        } => client::commands::exec(&client.options(), &grants, &env, ttl.as_deref(), &command).await,
+        } => match duration::parse(&revoke_timeout) {
+            Ok(timeout) => {
+                let on_exit = client::revoke::OnExit { keep, timeout };
+                client::commands::exec(&client.options(), &grants, &env, ttl.as_deref(), &command, on_exit).await
+            }
+            Err(e) => Err(CommandError::Usage(format!("--revoke-timeout: {e}"))),
+        },
         Command::CredentialProcess { client, grant, ttl } => {
             client::commands::credential_process(&client.options(), &grant, ttl.as_deref())
                 .await

@@ -165,6 +165,30 @@ impl BrokerClient {
                 url: self.base.clone(),
                 message: transport_message(&e),
             })?;
+        self.answer(response, grant).await
+    }
+
+    /// Ends a lease early (`POST /v1/leases/{lease_id}/revoke`), as the
+    /// caller it was issued to. Returns the 200 or 202 body (`state` is
+    /// `revoked` or `revoking`).
+    pub async fn revoke(&self, lease_id: &str, token: &str) -> Result<Map<String, Value>, ClientError> {
+        let url = format!("{}/v1/leases/{}/revoke", self.base, urlencode(lease_id));
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                message: transport_message(&e),
+            })?;
+        self.answer(response, &format!("lease {lease_id}")).await
+    }
+
+    /// A broker answer as its JSON object, or the error it says. `subject`
+    /// names what was asked for in the error (`grant`'s name, `lease ID`).
+    async fn answer(&self, response: reqwest::Response, subject: &str) -> Result<Map<String, Value>, ClientError> {
         let status = response.status();
         if status.is_redirection() {
             return Err(ClientError::Redirected {
@@ -190,7 +214,7 @@ impl BrokerClient {
         if !status.is_success() {
             let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             return Err(ClientError::Refused {
-                grant: grant.to_string(),
+                grant: subject.to_string(),
                 status: status.as_u16(),
                 title: status.canonical_reason().unwrap_or("").to_string(),
                 detail: text("detail"),
@@ -201,7 +225,7 @@ impl BrokerClient {
         match body {
             Value::Object(map) => Ok(map),
             _ => Err(ClientError::BadAnswer {
-                grant: grant.to_string(),
+                grant: subject.to_string(),
                 message: "not a JSON object".into(),
             }),
         }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 use super::broker::{BrokerClient, BrokerTls, ClientError};
 use super::discovery::{Discovery, DiscoveryError, ProcessEnv};
 use super::env::ChildEnv;
+use super::revoke::{self, Lease, OnExit};
 use super::{credential_process, exec};
 
 /// Options every client command takes.
@@ -93,13 +94,16 @@ fn describe(grant: &str, body: &Map<String, Value>) -> String {
     )
 }
 
-/// `stint exec`: returns the child's exit code.
+/// `stint exec`: returns the child's exit code. Once the child has exited
+/// (or a later step failed), every lease issued is revoked unless
+/// `on_exit.keep`; what the revokes do never changes the exit code.
 pub async fn exec(
     options: &ClientOptions,
     grants: &[String],
     env_pairs: &[String],
     ttl: Option<&str>,
     command: &[String],
+    on_exit: OnExit,
 ) -> Result<u8, CommandError> {
     if command.is_empty() {
         return Err(CommandError::Usage(
@@ -108,17 +112,55 @@ pub async fn exec(
     }
     let renames = exec::renames(env_pairs).map_err(CommandError::Usage)?;
     let (client, token) = connect(options).await?;
+    let mut leases = Vec::new();
+    let outcome = match issue_all(options, &client, &token, grants, &renames, ttl, &mut leases).await {
+        Ok(env) => run_child(options, &env, command).await,
+        Err(e) => Err(e),
+    };
+    if on_exit.keep {
+        for lease in &leases {
+            say(
+                options,
+                &format!(
+                    "--keep: lease {} (grant {}) lives until {}",
+                    lease.id, lease.grant, lease.expires_at
+                ),
+            );
+        }
+    } else {
+        revoke::revoke_all(&client, &options.discovery, &token, &leases, on_exit.timeout).await;
+    }
+    outcome
+}
+
+/// Issues each grant into the child's environment, noting its lease in
+/// `leases` as soon as it exists, so a later failure still revokes it.
+async fn issue_all(
+    options: &ClientOptions,
+    client: &BrokerClient,
+    token: &str,
+    grants: &[String],
+    renames: &std::collections::BTreeMap<String, String>,
+    ttl: Option<&str>,
+    leases: &mut Vec<Lease>,
+) -> Result<ChildEnv, CommandError> {
     let mut env = ChildEnv::default();
     for grant in grants {
-        let body = client.issue(grant, &token, request_options(ttl)).await?;
+        let body = client.issue(grant, token, request_options(ttl)).await?;
+        leases.extend(Lease::of(grant, &body));
         say(options, &describe(grant, &body));
-        env.add(grant, &body, &renames)?;
+        env.add(grant, &body, renames)?;
     }
     if let Some((secret, _)) = renames.iter().find(|(_, var)| !env.vars.contains_key(*var)) {
         return Err(CommandError::Usage(format!(
             "--env names `{secret}`, which none of the grants returned"
         )));
     }
+    Ok(env)
+}
+
+/// Runs the child with `env`; returns its exit code.
+async fn run_child(options: &ClientOptions, env: &ChildEnv, command: &[String]) -> Result<u8, CommandError> {
     // GitHub Actions hides masked values in every later log line.
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
         exec::mask_for_github(&env.secrets, &mut std::io::stdout()).map_err(|e| CommandError::Other(e.to_string()))?;
@@ -132,7 +174,7 @@ pub async fn exec(
             names.join(", ")
         ),
     );
-    exec::run(command, &env).await.map_err(CommandError::Other)
+    exec::run(command, env).await.map_err(CommandError::Other)
 }
 
 /// The cache key for the caller: SHA-256 of the whole token. Keying by

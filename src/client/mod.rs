@@ -1,6 +1,7 @@
 //! The client side: find the CI/workload OIDC token, ask the broker, and
 //! hand the credential to a command (`exec`), an AWS SDK
-//! (`credential-process`) or a script (`token`).
+//! (`credential-process`) or a script (`token`), and end what `exec` was
+//! issued once its command has exited.
 
 pub mod broker;
 pub mod commands;
@@ -8,6 +9,7 @@ pub mod credential_process;
 pub mod discovery;
 pub mod env;
 pub mod exec;
+pub mod revoke;
 
 pub use broker::{BrokerClient, BrokerTls, ClientError};
 pub use discovery::{Discovery, DiscoveryError, ProcessEnv, Source};

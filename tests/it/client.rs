@@ -15,8 +15,8 @@ use crate::harness::{DEPLOY_GRANT, TestBroker, issuer_yaml};
 use crate::issuer::{AUDIENCE, TestIssuer};
 use crate::moto::{Moto, stint_identity};
 
-const STINT: &str = env!("CARGO_BIN_EXE_stint");
-const REQUEST_TOKEN: &str = "gh-request-token-123";
+pub(crate) const STINT: &str = env!("CARGO_BIN_EXE_stint");
+pub(crate) const REQUEST_TOKEN: &str = "gh-request-token-123";
 
 #[derive(Clone)]
 struct GitHubState {
@@ -43,7 +43,7 @@ async fn github_token(
 }
 
 /// A stand-in for GitHub Actions' ID-token endpoint.
-async fn github_endpoint(token: String) -> (String, Arc<Mutex<Vec<String>>>) {
+pub(crate) async fn github_endpoint(token: String) -> (String, Arc<Mutex<Vec<String>>>) {
     let audiences = Arc::new(Mutex::new(Vec::new()));
     let state = GitHubState {
         token,
@@ -59,7 +59,7 @@ async fn github_endpoint(token: String) -> (String, Arc<Mutex<Vec<String>>>) {
 }
 
 /// `stint` with a clean environment (no token source leaks in from the host).
-fn stint(dir: &std::path::Path) -> tokio::process::Command {
+pub(crate) fn stint(dir: &std::path::Path) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(STINT);
     command
         .current_dir(dir)

@@ -18,14 +18,14 @@ use crate::tcp_fault::{FaultProxy, Mode};
 
 /// A group role and a table it may read, made once per test (names
 /// unique), and files every broker of the test shares.
-struct Fixture {
+pub(crate) struct Fixture {
     tag: String,
     group: String,
-    table: String,
+    pub(crate) table: String,
     files: tempfile::TempDir,
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let group = format!("stint_it_app_{tag}");
     let table = format!("stint_it_probe_{tag}");
@@ -76,7 +76,7 @@ fn config_parts(f: &Fixture, port: u16, extra_db: &str) -> (String, String) {
     (grants, extra)
 }
 
-async fn broker_on(store: &str, issuer: &TestIssuer, f: &Fixture, port: u16, extra_db: &str) -> TestBroker {
+pub(crate) async fn broker_on(store: &str, issuer: &TestIssuer, f: &Fixture, port: u16, extra_db: &str) -> TestBroker {
     let (grants, extra) = config_parts(f, port, extra_db);
     TestBroker::start_on(
         store,
@@ -89,7 +89,7 @@ async fn broker_on(store: &str, issuer: &TestIssuer, f: &Fixture, port: u16, ext
     .await
 }
 
-fn token(issuer: &TestIssuer, repository: &str, sub: &str) -> String {
+pub(crate) fn token(issuer: &TestIssuer, repository: &str, sub: &str) -> String {
     let mut claims = issuer.github();
     claims.insert("repository".into(), json!(repository));
     claims.insert("sub".into(), json!(sub));
@@ -97,7 +97,7 @@ fn token(issuer: &TestIssuer, repository: &str, sub: &str) -> String {
 }
 
 /// Connects as an issued role.
-async fn login(body: &Value) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub(crate) async fn login(body: &Value) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let db = &body["database"];
     let mut config = tokio_postgres::Config::new();
     config
@@ -111,7 +111,7 @@ async fn login(body: &Value) -> Result<tokio_postgres::Client, tokio_postgres::E
     Ok(client)
 }
 
-async fn role_exists(name: &str) -> bool {
+pub(crate) async fn role_exists(name: &str) -> bool {
     admin()
         .await
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
@@ -133,7 +133,7 @@ async fn revoke(broker: &TestBroker, lease: &str, token: &str) -> Answer {
     .await
 }
 
-async fn chain(store: &str) -> Vec<AuditRecord> {
+pub(crate) async fn chain(store: &str) -> Vec<AuditRecord> {
     stint::audit::open_existing(store)
         .await
         .unwrap()

@@ -18,6 +18,7 @@ mod chain;
 mod chart;
 mod cli;
 mod client;
+mod exec_leases;
 mod faults;
 mod hygiene;
 mod identity;
