@@ -302,3 +302,32 @@ async fn the_revoke_reuses_a_valid_token_and_asks_again_for_one_about_to_expire(
         "a token about to expire is asked for again, as at the start"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_issued_before_a_refused_grant_is_revoked_though_the_command_never_ran() {
+    let (_f, _issuer, broker, dir) = setup().await;
+    let mut child = stint(dir.path());
+    child
+        .args(["exec", "--broker", &broker.url, "--token-file", "token"])
+        .args(["--grant", "app-db", "--grant", "nope", "--", "true"]);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "the refusal's exit code: {stderr}");
+    let records = chain(&format!("sqlite://{}", broker.audit_db().display())).await;
+    let issued = records
+        .iter()
+        .find(|r| r.outcome == Outcome::Issued)
+        .expect("app-db was issued");
+    let username = issued.detail["username"].as_str().unwrap();
+    assert!(!role_exists(username).await, "its role is dropped: {stderr}");
+    assert_eq!(
+        records_of(&broker, username)
+            .await
+            .last()
+            .map(|r| (r.outcome, r.reason.clone())),
+        Some((Outcome::Revoked, Some("revoked_by_caller".into())))
+    );
+}
