@@ -11,6 +11,7 @@ mod health;
 mod key;
 mod mirror;
 pub(crate) mod postgres;
+mod postgres_read;
 mod sqlite;
 mod sqlite_read;
 

@@ -13,10 +13,10 @@ use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
 use super::chain::{self, Checkpoint};
 use super::columns::{json_text, record_from, unavailable};
-use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys, Outcome};
+use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys};
 use crate::clock::now_rfc3339;
 
-const MIGRATIONS: &str = "
+pub(super) const MIGRATIONS: &str = "
 CREATE TABLE IF NOT EXISTS audit_records (
     seq            BIGINT PRIMARY KEY,
     time           TEXT NOT NULL,
@@ -466,31 +466,10 @@ impl AuditSink for PostgresSink {
         self.reads
             .run(move |client| {
                 Box::pin(async move {
-                    let limit = i64::from(q.limit.unwrap_or(50));
-                    let outcome = q.outcome.map(Outcome::as_str);
-                    let rows = client
-                        .query(
-                            "SELECT * FROM audit_records
-                             WHERE ($1::TEXT IS NULL OR grant_name = $1) AND ($2::TEXT IS NULL OR subject = $2)
-                               AND ($3::TEXT IS NULL OR outcome = $3) AND ($4::TEXT IS NULL OR request_id = $4)
-                               AND ($6::TEXT IS NULL OR token_jti_hmac = $6)
-                               AND ($7::TEXT IS NULL OR time >= $7) AND ($8::TEXT IS NULL OR time < $8)
-                               AND ($9::BIGINT IS NULL OR seq < $9)
-                             ORDER BY seq DESC LIMIT $5",
-                            &[
-                                &q.grant,
-                                &q.subject,
-                                &outcome,
-                                &q.request_id,
-                                &limit,
-                                &q.token_jti_hmac,
-                                &q.since,
-                                &q.until,
-                                &q.before_seq,
-                            ],
-                        )
-                        .await
-                        .map_err(unavailable)?;
+                    let (sql, values) = super::postgres_read::query_sql(&q);
+                    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        values.iter().map(super::postgres_read::Param::as_sql).collect();
+                    let rows = client.query(sql.as_str(), &params).await.map_err(unavailable)?;
                     rows.iter().map(read_row).collect()
                 })
             })
