@@ -10,6 +10,8 @@ pub mod discovery;
 pub mod env;
 pub mod exec;
 pub mod revoke;
+pub mod schedule;
+pub mod watch;
 
 pub use broker::{BrokerClient, BrokerTls, ClientError};
 pub use discovery::{Discovery, DiscoveryError, ProcessEnv, Source};
