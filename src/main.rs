@@ -278,7 +278,7 @@ struct WatchArgs {
     /// Renew after this share of a credential's lifetime (with jitter).
     #[arg(long, value_name = "SHARE", default_value_t = 0.66, requires = "watch")]
     renew_at: f64,
-    /// On a changed value: signal:NAME (e.g. signal:HUP), restart or none [default: restart].
+    /// On a changed value: signal:NAME (e.g. signal:HUP), restart or none [default: signal:HUP with --out-dir, else restart].
     #[arg(long, value_name = "ACTION", requires = "watch")]
     on_change: Option<String>,
     /// When a grant expires without a replacement: exit (stop the command, exit 6) or keep.
@@ -287,6 +287,9 @@ struct WatchArgs {
     /// How long a command stopped for a restart or an expiry may take before SIGKILL.
     #[arg(long, value_name = "DUR", default_value = "10s", requires = "watch")]
     stop_grace: String,
+    /// Also write each credential as files in DIR (atomically, 0600), removed at exit.
+    #[arg(long, value_name = "DIR", requires = "watch")]
+    out_dir: Option<PathBuf>,
 }
 
 impl WatchArgs {
@@ -310,6 +313,7 @@ impl WatchArgs {
             on_change,
             on_expiry: client::watch::OnExpiry::parse(&self.on_expiry)?,
             stop_grace: duration::parse(&self.stop_grace).map_err(|e| format!("--stop-grace: {e}"))?,
+            out_dir: self.out_dir,
         }))
     }
 }

@@ -9,6 +9,7 @@ pub mod credential_process;
 pub mod discovery;
 pub mod env;
 pub mod exec;
+pub mod files;
 pub mod revoke;
 pub mod schedule;
 pub mod watch;

@@ -6,6 +6,7 @@
 //! replacement ends the run (`--on-expiry exit`) or is left to the child.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -16,6 +17,7 @@ use super::broker::BrokerClient;
 use super::commands::{ClientOptions, CommandError};
 use super::discovery::ProcessEnv;
 use super::env::ChildEnv;
+use super::files;
 use super::revoke::{Lease, OnExit};
 use super::schedule::{renew_after, retry_after, unit_random};
 
@@ -79,13 +81,15 @@ impl OnExpiry {
 pub struct Watch {
     /// `--renew-at`: the share of a lifetime after which to renew.
     pub renew_at: f64,
-    /// `--on-change`, or its default (`restart`: a running process's
-    /// environment cannot change).
+    /// `--on-change`, or its default: `signal:HUP` with `--out-dir`,
+    /// else `restart` (a running process's environment cannot change).
     pub on_change: Option<OnChange>,
     /// `--on-expiry`.
     pub on_expiry: OnExpiry,
     /// `--stop-grace`: how long a stopped child may take before SIGKILL.
     pub stop_grace: Duration,
+    /// `--out-dir`: also write the credentials as files here.
+    pub out_dir: Option<PathBuf>,
 }
 
 /// One grant as currently held.
@@ -141,7 +145,8 @@ pub struct Renewal<'a> {
 /// Runs COMMAND and keeps its grants renewed until it exits; returns its
 /// exit code. `issued` are the first answers, in grant order; `leases`
 /// and `token` are kept current, so the revoke at exit ends every lease
-/// still held, with the newest token.
+/// still held, with the newest token. Files written to `--out-dir` are
+/// removed at the end, whatever ended it.
 pub async fn run(
     renewal: &Renewal<'_>,
     watch: &Watch,
@@ -150,12 +155,33 @@ pub async fn run(
     leases: &mut Vec<Lease>,
     token: &mut String,
 ) -> Result<u8, CommandError> {
+    let mut written = BTreeMap::new();
+    let outcome = supply(renewal, watch, issued, command, leases, token, &mut written).await;
+    if let Some(dir) = &watch.out_dir {
+        files::remove(dir, &written);
+    }
+    outcome
+}
+
+async fn supply(
+    renewal: &Renewal<'_>,
+    watch: &Watch,
+    issued: Vec<(String, Map<String, Value>)>,
+    command: &[String],
+    leases: &mut Vec<Lease>,
+    token: &mut String,
+    written: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<u8, CommandError> {
     let mut held: Vec<Held> = issued
         .into_iter()
         .map(|(grant, body)| Held::new(&grant, body, watch.renew_at))
         .collect();
-    let on_change = watch.on_change.unwrap_or(OnChange::Restart);
+    let on_change = watch.on_change.unwrap_or(match watch.out_dir {
+        Some(_) => OnChange::Signal(Signal::SIGHUP),
+        None => OnChange::Restart,
+    });
     let mut env = render(&held, renewal.renames)?;
+    write_files(watch, &held, &env, written)?;
     let mut child = Child::spawn(command, &env)?;
     let mut signals = Signals::new()?;
     loop {
@@ -197,6 +223,8 @@ pub async fn run(
             continue;
         }
         env = fresh;
+        // The files are in place before the child is told to read them.
+        write_files(watch, &held, &env, written)?;
         match on_change {
             OnChange::Signal(signal) => {
                 say(
@@ -293,6 +321,24 @@ fn render(held: &[Held], renames: &BTreeMap<String, String>) -> Result<ChildEnv,
         env.add(&h.grant, &h.body, renames)?;
     }
     Ok(env)
+}
+
+/// Writes the files of `--out-dir`, if asked, changing only those whose
+/// contents changed; `written` is what is on disk.
+fn write_files(
+    watch: &Watch,
+    held: &[Held],
+    env: &ChildEnv,
+    written: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<(), CommandError> {
+    let Some(dir) = &watch.out_dir else {
+        return Ok(());
+    };
+    let issued: Vec<(&str, &Map<String, Value>)> = held.iter().map(|h| (h.grant.as_str(), &h.body)).collect();
+    let fresh = files::render(&issued, env);
+    files::write(dir, &fresh, written).map_err(|e| CommandError::Other(format!("--out-dir {}: {e}", dir.display())))?;
+    *written = fresh;
+    Ok(())
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -301,3 +301,62 @@ async fn with_the_broker_back_before_expiry_renewal_resumes() {
     assert!(!stderr.contains("expired"), "{stderr}");
     assert_eq!(count_lines(&s.dir.path().join("hups")), 0, "the same value: no signal");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_dir_files_are_never_torn_and_the_child_is_signalled_once_they_are_in_place() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = setup("3s").await;
+    let big_a = format!("big-a-{}", "A".repeat(40_000));
+    let big_b = format!("big-b-{}", "B".repeat(40_000));
+    // On SIGHUP the child notes the start of the value it reads then.
+    let script =
+        "trap 'head -c 8 creds/PROD_API_STRIPE >> hups; echo >> hups' HUP; touch started; while :; do sleep 0.1; done";
+    let watched = Watched::start(
+        &s.broker.url,
+        s.dir.path(),
+        &["--out-dir", "creds", "--renew-at", "0.5"],
+        script,
+    );
+    wait_for_file(&s.dir.path().join("started"), 0).await;
+    let file = s.dir.path().join("creds/PROD_API_STRIPE");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "value-1");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let known = ["value-1".to_string(), big_a.clone(), big_b.clone()];
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, file) = (stop.clone(), file.clone());
+        std::thread::spawn(move || {
+            let (mut reads, mut torn) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match std::fs::read_to_string(&file) {
+                    Ok(text) if known.contains(&text) => reads += 1,
+                    Ok(text) => torn.push(text.len()),
+                    Err(e) => torn.push(usize::MAX - e.raw_os_error().unwrap_or(0) as usize),
+                }
+            }
+            (reads, torn)
+        })
+    };
+    let hups = s.dir.path().join("hups");
+    rotate(&s.admin, &big_a).await;
+    wait_for_file(&hups, 1).await;
+    rotate(&s.admin, &big_b).await;
+    wait_for_file(&hups, 2).await;
+    let renewed = watched.lines("grant api-secrets: renewed");
+    watched.wait_for("grant api-secrets: renewed", renewed + 2).await;
+    stop.store(true, Ordering::Relaxed);
+    let (reads, torn) = reader.join().unwrap();
+    assert!(reads > 0);
+    assert!(torn.is_empty(), "a reader saw a partial or missing file: {torn:?}");
+    assert_eq!(
+        std::fs::read_to_string(&hups).unwrap(),
+        "big-a-AA\nbig-b-BB\n",
+        "one SIGHUP per change (the default with --out-dir), sent once the new file is in place"
+    );
+
+    let (code, stderr) = watched.stop().await;
+    assert_eq!(code, 143, "{stderr}");
+    assert!(!file.exists(), "no credential left on disk after exit");
+}
