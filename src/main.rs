@@ -290,6 +290,9 @@ struct WatchArgs {
     /// Also write each credential as files in DIR (atomically, 0600), removed at exit.
     #[arg(long, value_name = "DIR", requires = "watch")]
     out_dir: Option<PathBuf>,
+    /// How long a lease (a postgres role) replaced by a renewal stays usable before it is revoked.
+    #[arg(long, value_name = "DUR", default_value = "30s", requires = "watch")]
+    overlap: String,
 }
 
 impl WatchArgs {
@@ -314,6 +317,7 @@ impl WatchArgs {
             on_expiry: client::watch::OnExpiry::parse(&self.on_expiry)?,
             stop_grace: duration::parse(&self.stop_grace).map_err(|e| format!("--stop-grace: {e}"))?,
             out_dir: self.out_dir,
+            overlap: duration::parse(&self.overlap).map_err(|e| format!("--overlap: {e}"))?,
         }))
     }
 }

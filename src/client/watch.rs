@@ -18,7 +18,7 @@ use super::commands::{ClientOptions, CommandError};
 use super::discovery::ProcessEnv;
 use super::env::ChildEnv;
 use super::files;
-use super::revoke::{Lease, OnExit};
+use super::revoke::{self, Lease, OnExit};
 use super::schedule::{renew_after, retry_after, unit_random};
 
 /// What to do when a renewal changed what the child sees.
@@ -90,6 +90,10 @@ pub struct Watch {
     pub stop_grace: Duration,
     /// `--out-dir`: also write the credentials as files here.
     pub out_dir: Option<PathBuf>,
+    /// `--overlap`: how long a lease (a `postgres` role) replaced by a
+    /// renewal stays usable, so COMMAND can reconnect as the new role
+    /// without a gap, before it is revoked.
+    pub overlap: Duration,
 }
 
 /// One grant as currently held.
@@ -184,17 +188,38 @@ async fn supply(
     write_files(watch, &held, &env, written)?;
     let mut child = Child::spawn(command, &env)?;
     let mut signals = Signals::new()?;
+    // Leases replaced by a renewal, and when each is revoked.
+    let mut retiring: Vec<(Instant, Lease)> = Vec::new();
     loop {
-        let wake = held.iter().filter_map(|h| h.next).min();
+        let wake = held
+            .iter()
+            .filter_map(|h| h.next)
+            .chain(retiring.iter().map(|(at, _)| *at))
+            .min();
         tokio::select! {
             status = child.wait() => return status,
             signal = signals.recv() => { child.signal(signal); continue; }
             () = sleep_until(wake) => {}
         }
+        retire_due(renewal, &mut retiring, leases, token).await;
         let mut renewed = false;
         for h in held.iter_mut().filter(|h| h.next.is_some_and(|n| n <= Instant::now())) {
             match renew(renewal, h, token).await {
                 Ok(body) => {
+                    // The new lease exists now; the old one stays usable a while.
+                    if let Some(old) = Lease::of(&h.grant, &h.body) {
+                        let at = (Instant::now() + watch.overlap).min(h.expires.unwrap_or_else(Instant::now));
+                        say(
+                            renewal.options,
+                            &format!(
+                                "lease {} (grant {}) replaced; revoked in {:.0}s",
+                                old.id,
+                                old.grant,
+                                at.saturating_duration_since(Instant::now()).as_secs_f64()
+                            ),
+                        );
+                        retiring.push((at, old));
+                    }
                     let expires = body.get("expires_at").and_then(Value::as_str).unwrap_or("?");
                     say(
                         renewal.options,
@@ -243,6 +268,30 @@ async fn supply(
             OnChange::Nothing => say(renewal.options, "values changed (--on-change none)"),
         }
     }
+}
+
+/// Revokes the replaced leases whose overlap is over, through the same
+/// path as the revoke at exit (one stderr line each), and forgets them.
+async fn retire_due(renewal: &Renewal<'_>, retiring: &mut Vec<(Instant, Lease)>, leases: &mut Vec<Lease>, token: &str) {
+    let now = Instant::now();
+    let due: Vec<Lease> = retiring
+        .iter()
+        .filter(|(at, _)| *at <= now)
+        .map(|(_, l)| l.clone())
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    retiring.retain(|(at, _)| *at > now);
+    revoke::revoke_all(
+        renewal.client,
+        &renewal.options.discovery,
+        token,
+        &due,
+        renewal.on_exit.timeout,
+    )
+    .await;
+    leases.retain(|l| !due.iter().any(|d| d.id == l.id));
 }
 
 /// Asks for `held`'s grant again, with a token found afresh (a projected

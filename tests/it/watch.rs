@@ -98,6 +98,10 @@ struct Watched {
 
 impl Watched {
     fn start(broker_url: &str, dir: &Path, args: &[&str], script: &str) -> Watched {
+        Watched::start_grant(broker_url, dir, "api-secrets", args, script)
+    }
+
+    fn start_grant(broker_url: &str, dir: &Path, grant: &str, args: &[&str], script: &str) -> Watched {
         let mut command = stint(dir);
         command
             .args([
@@ -109,7 +113,7 @@ impl Watched {
                 "--token-file",
                 "token",
                 "--grant",
-                "api-secrets",
+                grant,
             ])
             .args(args)
             .args(["--", "sh", "-c", script]);
@@ -359,4 +363,77 @@ async fn out_dir_files_are_never_torn_and_the_child_is_signalled_once_they_are_i
     let (code, stderr) = watched.stop().await;
     assert_eq!(code, 143, "{stderr}");
     assert!(!file.exists(), "no credential left on disk after exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_postgres_role_overlaps_the_old_one_which_is_revoked_after_the_grace() {
+    use crate::leases::{broker_on, fixture, role_exists, token};
+    let f = fixture().await;
+    let issuer = TestIssuer::start().await;
+    let (_, port) = crate::store::postgres_host_port();
+    let broker = broker_on("sqlite://audit.db", &issuer, &f, port, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("token"),
+        token(&issuer, "acme/api", "repo:acme/api:ref:refs/heads/main"),
+    )
+    .unwrap();
+    // The child notes the role it starts with, and the one the files hold on SIGHUP.
+    let script = "printf '%s\\n' \"$PGUSER\" >> users; trap 'cat creds/PGUSER >> users; echo >> users' HUP; while :; do sleep 0.1; done";
+    let watched = Watched::start_grant(
+        &broker.url,
+        dir.path(),
+        "app-db",
+        &[
+            "--ttl",
+            "20s",
+            "--renew-at",
+            "0.2",
+            "--overlap",
+            "4s",
+            "--out-dir",
+            "creds",
+        ],
+        script,
+    );
+    let users = dir.path().join("users");
+    wait_for_file(&users, 2).await;
+    let text = std::fs::read_to_string(&users).unwrap();
+    let (old, new) = {
+        let mut lines = text.lines();
+        (lines.next().unwrap().to_string(), lines.next().unwrap().to_string())
+    };
+    assert_ne!(old, new, "a new role after the renewal");
+    // When the child is told, both roles exist: it reconnects without a gap.
+    assert!(role_exists(&new).await, "the new role exists before the old one goes");
+    assert!(
+        role_exists(&old).await,
+        "the old role outlives the renewal by --overlap"
+    );
+
+    // Then the old lease is revoked through the revoke path, while the run goes on.
+    watched.wait_for("(grant app-db) revoked", 1).await;
+    assert!(
+        !role_exists(&old).await,
+        "the replaced role is dropped after the overlap"
+    );
+    assert!(role_exists(&new).await, "the current role stays");
+    assert!(
+        watched.lines("(grant app-db) replaced; revoked in") >= 1,
+        "{}",
+        watched.all()
+    );
+
+    let (code, stderr) = watched.stop().await;
+    assert_eq!(code, 143, "{stderr}");
+    let current = std::fs::read_to_string(&users)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(
+        !role_exists(&current).await,
+        "revoke on exit ends the lease held last: {stderr}"
+    );
 }
