@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::broker::BrokerClient;
+use super::child::{Child, Signals};
 use super::commands::{ClientOptions, CommandError};
 use super::discovery::ProcessEnv;
 use super::env::ChildEnv;
@@ -204,7 +205,19 @@ async fn supply(
         retire_due(renewal, &mut retiring, leases, token).await;
         let mut renewed = false;
         for h in held.iter_mut().filter(|h| h.next.is_some_and(|n| n <= Instant::now())) {
-            match renew(renewal, h, token).await {
+            // A renewal may take up to the client's timeout: signals to
+            // stint still reach the child meanwhile.
+            let answer = {
+                let asked = renew(renewal, h, token);
+                tokio::pin!(asked);
+                loop {
+                    tokio::select! {
+                        answer = &mut asked => break answer,
+                        signal = signals.recv() => child.signal(signal),
+                    }
+                }
+            };
+            match answer {
                 Ok(body) => {
                     // The new lease exists now; the old one stays usable a while.
                     if let Some(old) = Lease::of(&h.grant, &h.body) {
@@ -332,16 +345,18 @@ fn failed(renewal: &Renewal<'_>, watch: &Watch, held: &mut Held, error: String) 
         );
         held.expiry_told = true;
     }
-    let wait = retry_after(held.failures, unit_random(), left.filter(|l| !l.is_zero()));
+    let valid = left.filter(|l| !l.is_zero());
+    let wait = retry_after(held.failures, unit_random(), valid);
+    // One line per new error, not per try: a long outage stays readable.
     if error != held.last_error || held.failures == 1 {
-        say_always(&format!(
-            "stint: renewing grant {} failed: {error}; retrying in {:.1}s{}",
+        let still = valid
+            .map(|l| format!(" (the current credential is valid {:.0}s more)", l.as_secs_f64()))
+            .unwrap_or_default();
+        eprintln!(
+            "stint: renewing grant {} failed: {error}; retrying in {:.1}s{still}",
             held.grant,
-            wait.as_secs_f64(),
-            left.filter(|l| !l.is_zero())
-                .map(|l| format!(" (the current credential is valid {:.0}s more)", l.as_secs_f64()))
-                .unwrap_or_default()
-        ));
+            wait.as_secs_f64()
+        );
     } else {
         say(
             renewal.options,
@@ -351,10 +366,6 @@ fn failed(renewal: &Renewal<'_>, watch: &Watch, held: &mut Held, error: String) 
     held.last_error = error;
     held.next = Some(now + wait);
     None
-}
-
-fn say_always(line: &str) {
-    eprintln!("{line}");
 }
 
 fn say(options: &ClientOptions, message: &str) {
@@ -394,76 +405,6 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The running COMMAND.
-struct Child {
-    process: tokio::process::Child,
-}
-
-impl Child {
-    fn spawn(command: &[String], env: &ChildEnv) -> Result<Child, CommandError> {
-        let (program, args) = command
-            .split_first()
-            .ok_or_else(|| CommandError::Usage("no command given after --".into()))?;
-        let process = tokio::process::Command::new(program)
-            .args(args)
-            .envs(&env.vars)
-            .spawn()
-            .map_err(|e| CommandError::Other(format!("cannot run `{program}`: {e}")))?;
-        Ok(Child { process })
-    }
-
-    async fn wait(&mut self) -> Result<u8, CommandError> {
-        let status = self
-            .process
-            .wait()
-            .await
-            .map_err(|e| CommandError::Other(e.to_string()))?;
-        Ok(super::exec::exit_code(status))
-    }
-
-    fn signal(&self, signal: Signal) {
-        if let Some(pid) = self.process.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
-        }
-    }
-
-    /// SIGTERM, then SIGKILL after `grace`; the exit code if it had one.
-    async fn stop(&mut self, grace: Duration) -> Option<u8> {
-        self.signal(Signal::SIGTERM);
-        match tokio::time::timeout(grace, self.process.wait()).await {
-            Ok(status) => status.ok().map(super::exec::exit_code),
-            Err(_) => {
-                let _ = self.process.kill().await;
-                None
-            }
-        }
-    }
-}
-
-/// SIGTERM and SIGINT to stint, passed on to the child.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Signals, CommandError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let open = |kind| signal(kind).map_err(|e| CommandError::Other(e.to_string()));
-        Ok(Signals {
-            term: open(SignalKind::terminate())?,
-            int: open(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn recv(&mut self) -> Signal {
-        tokio::select! {
-            _ = self.term.recv() => Signal::SIGTERM,
-            _ = self.int.recv() => Signal::SIGINT,
-        }
     }
 }
 

@@ -437,3 +437,19 @@ async fn a_renewed_postgres_role_overlaps_the_old_one_which_is_revoked_after_the
         "revoke on exit ends the lease held last: {stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_renewal_reads_the_token_afresh() {
+    let s = setup("3s").await;
+    let watched = Watched::start(&s.broker.url, s.dir.path(), &["--renew-at", "0.5"], COUNT_HUPS);
+    watched.wait_for("grant api-secrets: renewed", 1).await;
+    // A projected token rotated by the kubelet: here, one the policy refuses.
+    let mut claims = s.issuer.github();
+    claims.insert("repository".into(), serde_json::json!("acme/other"));
+    std::fs::write(s.dir.path().join("token"), s.issuer.sign(&claims)).unwrap();
+    watched
+        .wait_for("renewing grant api-secrets failed: broker refused", 1)
+        .await;
+    let (_, stderr) = watched.stop().await;
+    assert!(stderr.contains("403"), "{stderr}");
+}
