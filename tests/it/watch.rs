@@ -453,3 +453,25 @@ async fn each_renewal_reads_the_token_afresh() {
     let (_, stderr) = watched.stop().await;
     assert!(stderr.contains("403"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_expiry_keep_leaves_the_command_running_past_the_expiry() {
+    let s = setup("2s").await;
+    let watched = Watched::start(
+        &s.broker.url,
+        s.dir.path(),
+        &["--renew-at", "0.5", "--on-expiry", "keep"],
+        COUNT_HUPS,
+    );
+    wait_for_file(&s.dir.path().join("started"), 0).await;
+    s.broker.server.shutdown().await;
+    watched
+        .wait_for(
+            "grant api-secrets expired without a replacement; the command keeps running",
+            1,
+        )
+        .await;
+    let (code, stderr) = watched.stop().await;
+    assert_eq!(code, 143, "still running until stopped: {stderr}");
+    assert!(!stderr.contains("stopping the command"), "{stderr}");
+}
