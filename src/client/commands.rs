@@ -132,6 +132,7 @@ pub async fn exec(
                     on_exit,
                 };
                 mask(&env)?;
+                announce(options, &env, command);
                 watch::run(&renewal, watch, issued, command, &mut leases, &mut token).await
             }
             None => run_child(options, &env, command).await,
@@ -182,6 +183,19 @@ async fn issue_all(
     Ok((env, issued))
 }
 
+/// `-v`: the program and the names (never the values) of its variables.
+fn announce(options: &ClientOptions, env: &ChildEnv, command: &[String]) {
+    let names: Vec<&str> = env.vars.keys().map(String::as_str).collect();
+    say(
+        options,
+        &format!(
+            "running {} with {}",
+            command.first().map_or("", String::as_str),
+            names.join(", ")
+        ),
+    );
+}
+
 /// GitHub Actions hides masked values in every later log line.
 fn mask(env: &ChildEnv) -> Result<(), CommandError> {
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
@@ -193,15 +207,7 @@ fn mask(env: &ChildEnv) -> Result<(), CommandError> {
 /// Runs the child with `env`; returns its exit code.
 async fn run_child(options: &ClientOptions, env: &ChildEnv, command: &[String]) -> Result<u8, CommandError> {
     mask(env)?;
-    let names: Vec<&str> = env.vars.keys().map(String::as_str).collect();
-    say(
-        options,
-        &format!(
-            "running {} with {}",
-            command.first().map_or("", String::as_str),
-            names.join(", ")
-        ),
-    );
+    announce(options, env, command);
     exec::run(command, env).await.map_err(CommandError::Other)
 }
 
