@@ -24,6 +24,8 @@ impl Child {
         let process = tokio::process::Command::new(program)
             .args(args)
             .envs(&env.vars)
+            // Never left running behind a stint that returned early.
+            .kill_on_drop(true)
             .spawn()
             .map_err(|e| CommandError::Other(format!("cannot run `{program}`: {e}")))?;
         Ok(Child { process })

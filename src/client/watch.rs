@@ -255,14 +255,24 @@ async fn supply(
         if !renewed {
             continue;
         }
-        let fresh = render(&held, renewal.renames)?;
+        // What cannot be handed over ends the run, and COMMAND with it.
+        let fresh = match render(&held, renewal.renames) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                child.stop(watch.stop_grace).await;
+                return Err(e);
+            }
+        };
         if fresh.vars == env.vars {
             say(renewal.options, "values unchanged: the child is left alone");
             continue;
         }
         env = fresh;
         // The files are in place before the child is told to read them.
-        write_files(watch, &held, &env, written)?;
+        if let Err(e) = write_files(watch, &held, &env, written) {
+            child.stop(watch.stop_grace).await;
+            return Err(e);
+        }
         match on_change {
             OnChange::Signal(signal) => {
                 say(
