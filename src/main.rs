@@ -79,6 +79,8 @@ enum Command {
         /// How long the revokes at exit may take in all; a lease not revoked by then is left to the broker's reaper.
         #[arg(long, value_name = "DUR", default_value = "10s")]
         revoke_timeout: String,
+        #[command(flatten)]
+        watch: WatchArgs,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -267,6 +269,59 @@ struct ClientArgs {
     verbose: bool,
 }
 
+/// `stint exec --watch` and its settings.
+#[derive(clap::Args)]
+struct WatchArgs {
+    /// Keep renewing the grants while the command runs, and act when their values change.
+    #[arg(long)]
+    watch: bool,
+    /// Renew after this share of a credential's lifetime (with jitter).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.66, requires = "watch")]
+    renew_at: f64,
+    /// On a changed value: signal:NAME (e.g. signal:HUP), restart or none [default: signal:HUP with --out-dir, else restart].
+    #[arg(long, value_name = "ACTION", requires = "watch")]
+    on_change: Option<String>,
+    /// When a grant expires without a replacement: exit (stop the command, exit 6) or keep.
+    #[arg(long, value_name = "ACTION", default_value = "exit", requires = "watch")]
+    on_expiry: String,
+    /// How long a command stopped for a restart or an expiry may take before SIGKILL.
+    #[arg(long, value_name = "DUR", default_value = "10s", requires = "watch")]
+    stop_grace: String,
+    /// Also write each credential as files in DIR (atomically, 0600), removed at exit.
+    #[arg(long, value_name = "DIR", requires = "watch")]
+    out_dir: Option<PathBuf>,
+    /// How long a lease (a postgres role) replaced by a renewal stays usable before it is revoked.
+    #[arg(long, value_name = "DUR", default_value = "30s", requires = "watch")]
+    overlap: String,
+}
+
+impl WatchArgs {
+    fn settings(self) -> Result<Option<client::watch::Watch>, String> {
+        if !self.watch {
+            return Ok(None);
+        }
+        if !(self.renew_at > 0.0 && self.renew_at < 1.0) {
+            return Err(format!(
+                "--renew-at {}: a share of the lifetime, between 0 and 1",
+                self.renew_at
+            ));
+        }
+        let on_change = self
+            .on_change
+            .as_deref()
+            .map(client::watch::OnChange::parse)
+            .transpose()?;
+        Ok(Some(client::watch::Watch {
+            renew_at: self.renew_at,
+            on_change,
+            on_expiry: client::watch::OnExpiry::parse(&self.on_expiry)?,
+            stop_grace: duration::parse(&self.stop_grace).map_err(|e| format!("--stop-grace: {e}"))?,
+            out_dir: self.out_dir,
+            overlap: duration::parse(&self.overlap).map_err(|e| format!("--overlap: {e}"))?,
+        }))
+    }
+}
+
 impl ClientArgs {
     fn options(self) -> ClientOptions {
         ClientOptions {
@@ -452,13 +507,25 @@ async fn main() -> ExitCode {
             ttl,
             keep,
             revoke_timeout,
+            watch,
             command,
-        } => match duration::parse(&revoke_timeout) {
-            Ok(timeout) => {
+        } => match (duration::parse(&revoke_timeout), watch.settings()) {
+            (Ok(timeout), Ok(watch)) => {
                 let on_exit = client::revoke::OnExit { keep, timeout };
-                client::commands::exec(&client.options(), &grants, &env, ttl.as_deref(), &command, on_exit).await
+                let options = client.options();
+                client::commands::exec(
+                    &options,
+                    &grants,
+                    &env,
+                    ttl.as_deref(),
+                    &command,
+                    on_exit,
+                    watch.as_ref(),
+                )
+                .await
             }
-            Err(e) => Err(CommandError::Usage(format!("--revoke-timeout: {e}"))),
+            (Err(e), _) => Err(CommandError::Usage(format!("--revoke-timeout: {e}"))),
+            (_, Err(e)) => Err(CommandError::Usage(e)),
         },
         Command::CredentialProcess { client, grant, ttl } => {
             client::commands::credential_process(&client.options(), &grant, ttl.as_deref())

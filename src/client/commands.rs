@@ -9,6 +9,7 @@ use super::broker::{BrokerClient, BrokerTls, ClientError};
 use super::discovery::{Discovery, DiscoveryError, ProcessEnv};
 use super::env::ChildEnv;
 use super::revoke::{self, Lease, OnExit};
+use super::watch::{self, Renewal, Watch};
 use super::{credential_process, exec};
 
 /// Options every client command takes.
@@ -39,6 +40,10 @@ pub enum CommandError {
     /// Anything else (exit 1).
     #[error("{0}")]
     Other(String),
+    /// Under `--watch`, this grant expired without a replacement and
+    /// `--on-expiry exit` (exit 6).
+    #[error("grant `{0}` expired without a replacement: the broker could not renew it (--on-expiry exit)")]
+    Expired(String),
 }
 
 impl From<ClientError> for CommandError {
@@ -55,6 +60,7 @@ impl CommandError {
             CommandError::NoToken(_) => 3,
             CommandError::Broker(e) => e.as_ref().exit_code(),
             CommandError::Other(_) => 1,
+            CommandError::Expired(_) => 6,
         }
     }
 }
@@ -96,7 +102,8 @@ fn describe(grant: &str, body: &Map<String, Value>) -> String {
 
 /// `stint exec`: returns the child's exit code. Once the child has exited
 /// (or a later step failed), every lease issued is revoked unless
-/// `on_exit.keep`; what the revokes do never changes the exit code.
+/// `on_exit.keep`; what the revokes do never changes the exit code. With
+/// `watch`, the grants are renewed while the child runs.
 pub async fn exec(
     options: &ClientOptions,
     grants: &[String],
@@ -104,6 +111,7 @@ pub async fn exec(
     ttl: Option<&str>,
     command: &[String],
     on_exit: OnExit,
+    watch: Option<&Watch>,
 ) -> Result<u8, CommandError> {
     if command.is_empty() {
         return Err(CommandError::Usage(
@@ -111,10 +119,24 @@ pub async fn exec(
         ));
     }
     let renames = exec::renames(env_pairs).map_err(CommandError::Usage)?;
-    let (client, token) = connect(options).await?;
+    let (client, mut token) = connect(options).await?;
     let mut leases = Vec::new();
     let outcome = match issue_all(options, &client, &token, grants, &renames, ttl, &mut leases).await {
-        Ok(env) => run_child(options, &env, command).await,
+        Ok((env, issued)) => match watch {
+            Some(watch) => {
+                let renewal = Renewal {
+                    client: &client,
+                    options,
+                    renames: &renames,
+                    request: request_options(ttl),
+                    on_exit,
+                };
+                mask(&env)?;
+                announce(options, &env, command);
+                watch::run(&renewal, watch, issued, command, &mut leases, &mut token).await
+            }
+            None => run_child(options, &env, command).await,
+        },
         Err(e) => Err(e),
     };
     if on_exit.keep {
@@ -143,28 +165,26 @@ async fn issue_all(
     renames: &std::collections::BTreeMap<String, String>,
     ttl: Option<&str>,
     leases: &mut Vec<Lease>,
-) -> Result<ChildEnv, CommandError> {
+) -> Result<(ChildEnv, Vec<(String, Map<String, Value>)>), CommandError> {
     let mut env = ChildEnv::default();
+    let mut issued = Vec::new();
     for grant in grants {
         let body = client.issue(grant, token, request_options(ttl)).await?;
         leases.extend(Lease::of(grant, &body));
         say(options, &describe(grant, &body));
         env.add(grant, &body, renames)?;
+        issued.push((grant.clone(), body));
     }
     if let Some((secret, _)) = renames.iter().find(|(_, var)| !env.vars.contains_key(*var)) {
         return Err(CommandError::Usage(format!(
             "--env names `{secret}`, which none of the grants returned"
         )));
     }
-    Ok(env)
+    Ok((env, issued))
 }
 
-/// Runs the child with `env`; returns its exit code.
-async fn run_child(options: &ClientOptions, env: &ChildEnv, command: &[String]) -> Result<u8, CommandError> {
-    // GitHub Actions hides masked values in every later log line.
-    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
-        exec::mask_for_github(&env.secrets, &mut std::io::stdout()).map_err(|e| CommandError::Other(e.to_string()))?;
-    }
+/// `-v`: the program and the names (never the values) of its variables.
+fn announce(options: &ClientOptions, env: &ChildEnv, command: &[String]) {
     let names: Vec<&str> = env.vars.keys().map(String::as_str).collect();
     say(
         options,
@@ -174,6 +194,20 @@ async fn run_child(options: &ClientOptions, env: &ChildEnv, command: &[String]) 
             names.join(", ")
         ),
     );
+}
+
+/// GitHub Actions hides masked values in every later log line.
+fn mask(env: &ChildEnv) -> Result<(), CommandError> {
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        exec::mask_for_github(&env.secrets, &mut std::io::stdout()).map_err(|e| CommandError::Other(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Runs the child with `env`; returns its exit code.
+async fn run_child(options: &ClientOptions, env: &ChildEnv, command: &[String]) -> Result<u8, CommandError> {
+    mask(env)?;
+    announce(options, env, command);
     exec::run(command, env).await.map_err(CommandError::Other)
 }
 

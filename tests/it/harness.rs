@@ -101,6 +101,29 @@ impl TestBroker {
         extra_yaml: &str,
         options: StartOptions,
     ) -> TestBroker {
+        TestBroker::start_at(
+            "127.0.0.1:0",
+            store,
+            audit_yaml,
+            issuers_yaml,
+            grants_yaml,
+            extra_yaml,
+            options,
+        )
+        .await
+    }
+
+    /// As [`TestBroker::start_on`], listening on `listen` (a broker
+    /// started again where a client knows it).
+    pub async fn start_at(
+        listen: &str,
+        store: &str,
+        audit_yaml: &str,
+        issuers_yaml: &str,
+        grants_yaml: &str,
+        extra_yaml: &str,
+        options: StartOptions,
+    ) -> TestBroker {
         let dir = tempfile::tempdir().expect("tempdir");
         // Brokers sharing a store share an audit key: a test may name one.
         let key_line = if audit_yaml.contains("key_file:") {
@@ -109,7 +132,7 @@ impl TestBroker {
             "  key_file: audit.key\n"
         };
         let text = format!(
-            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit:\n  store: \"{store}\"\n{key_line}  checkpoint_every: 3\n{audit_yaml}\
+            "listen: {listen}\nadmin_listen: 127.0.0.1:0\naudit:\n  store: \"{store}\"\n{key_line}  checkpoint_every: 3\n{audit_yaml}\
              signing:\n  key_file: signing.key\nissuers:\n{issuers_yaml}\ngrants:\n{grants_yaml}\n{extra_yaml}\n"
         );
         let config = Config::parse(&text, "test.yaml", dir.path(), &|_| None)

@@ -37,3 +37,4 @@ mod secrets;
 mod store;
 mod telemetry;
 mod tls;
+mod watch;
