@@ -45,6 +45,12 @@ enum Command {
         #[arg(long, short, env = "STINT_CONFIG", default_value = "stint.yaml")]
         config: PathBuf,
     },
+    /// Keep grants issued and renewed for an app beside it (see docs/agent.md).
+    Agent {
+        /// The agent's YAML config.
+        #[arg(long, short, env = "STINT_AGENT_CONFIG")]
+        config: PathBuf,
+    },
     /// Run the broker with a built-in dev issuer, SQLite audit and sample grants.
     Dev {
         /// Folder for dev keys and the audit log.
@@ -527,6 +533,7 @@ async fn main() -> ExitCode {
             (Err(e), _) => Err(CommandError::Usage(format!("--revoke-timeout: {e}"))),
             (_, Err(e)) => Err(CommandError::Usage(e)),
         },
+        Command::Agent { config } => return ExitCode::from(stint::agent::run(&config).await),
         Command::CredentialProcess { client, grant, ttl } => {
             client::commands::credential_process(&client.options(), &grant, ttl.as_deref())
                 .await
@@ -614,6 +621,7 @@ async fn run(command: Command, json_logs: bool) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Exec { .. }
+        | Command::Agent { .. }
         | Command::CredentialProcess { .. }
         | Command::Token { command: None, .. }
         | Command::Policy(_) => {

@@ -96,7 +96,9 @@ impl Env for ProcessEnv {
     }
 }
 
-fn read_token_file(path: &Path) -> Result<String, DiscoveryError> {
+/// A token file's trimmed contents (a projected Kubernetes token is
+/// rotated in place: read it for each request, never once).
+pub fn read_token_file(path: &Path) -> Result<String, DiscoveryError> {
     let text = std::fs::read_to_string(path).map_err(|e| DiscoveryError::Failed {
         source_name: format!("token file {}", path.display()),
         message: e.to_string(),

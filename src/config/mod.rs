@@ -471,7 +471,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<(
 
 /// The key and message of a YAML error, without the path the YAML parser
 /// already put into its own message, and with the line when it has one.
-fn yaml_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> (String, String) {
+pub(crate) fn yaml_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> (String, String) {
     let mut key = e.path().to_string();
     let inner = e.into_inner();
     let mut message = inner.to_string();

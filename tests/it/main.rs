@@ -10,6 +10,7 @@ mod process;
 mod tcp_fault;
 
 mod admin;
+mod agent;
 mod attacks;
 mod audit;
 mod availability;

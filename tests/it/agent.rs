@@ -1,0 +1,139 @@
+//! `stint agent` as a sidecar runs it: the real binary with a config file,
+//! the broker on a real port, a `token` grant of a few seconds so renewals
+//! happen within the test.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::client::stint;
+use crate::harness::TestBroker;
+use crate::issuer::TestIssuer;
+
+const GRANT: &str = r#"
+  feed:
+    kind: token
+    ttl: 3s
+    audience: feed-api
+    allow:
+      - issuer: ci
+        claims: { repository: acme/api }
+"#;
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn config(broker: &str, port: u16) -> String {
+    format!("broker: {broker}\ntoken_file: token\nhealth_listen: 127.0.0.1:{port}\ngrants:\n  feed:\n    files: out\n")
+}
+
+/// The files in `dir` with their contents and modes.
+fn files(dir: &Path) -> BTreeMap<String, (String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().to_string(), (text, mode))
+        })
+        .collect()
+}
+
+async fn status(url: &str) -> Option<u16> {
+    reqwest::get(url).await.ok().map(|r| r.status().as_u16())
+}
+
+/// Polls `check` every 100ms for up to `limit`.
+async fn until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < end {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn agent_fetches_writes_renews_and_is_ready_only_once_fetched() {
+    let issuer = TestIssuer::start().await;
+    let broker = TestBroker::start(&issuer, "github", GRANT).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(dir.path().join("agent.yaml"), config(&broker.url, port)).unwrap();
+    let mut agent = stint(dir.path())
+        .args(["agent", "--config", "agent.yaml"])
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // No token yet: alive, not ready, nothing written.
+    assert!(
+        until(Duration::from_secs(30), async || status(&format!("{base}/healthz"))
+            .await
+            == Some(200))
+        .await
+    );
+    assert_eq!(status(&format!("{base}/readyz")).await, Some(503));
+    assert!(files(&dir.path().join("out")).is_empty());
+
+    // The token appears (as a kubelet projects it): the agent picks it up.
+    std::fs::write(dir.path().join("token"), issuer.sign(&issuer.github())).unwrap();
+    assert!(
+        until(Duration::from_secs(60), async || status(&format!("{base}/readyz"))
+            .await
+            == Some(200))
+        .await
+    );
+    let first = files(&dir.path().join("out"));
+    assert!(!first.is_empty());
+    for (name, (text, mode)) in &first {
+        assert_eq!(*mode, 0o600, "{name}");
+        assert!(!text.is_empty(), "{name}");
+    }
+
+    // A 3s credential is renewed: the files change before long.
+    assert!(
+        until(Duration::from_secs(30), async || {
+            let now = files(&dir.path().join("out"));
+            !now.is_empty() && now != first
+        })
+        .await,
+        "never renewed"
+    );
+
+    // SIGTERM: exit 0, and no credential is left on the shared volume.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), agent.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    assert!(files(&dir.path().join("out")).is_empty());
+}
+
+#[tokio::test]
+async fn agent_refuses_an_unknown_key_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config("http://127.0.0.1:1", free_port()).replace("files: out", "file: out");
+    std::fs::write(dir.path().join("agent.yaml"), text).unwrap();
+    let run = stint(dir.path()).args(["agent", "--config", "agent.yaml"]).output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the agent ran")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("agent.yaml: grants.feed.file: unknown field `file`"),
+        "{stderr}"
+    );
+}
