@@ -28,7 +28,30 @@ struct RawAgent {
     #[serde(default)]
     ca_file: Option<PathBuf>,
     health_listen: SocketAddr,
+    #[serde(default)]
+    aws_endpoint: Option<RawAwsEndpoint>,
     grants: BTreeMap<String, RawGrant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAwsEndpoint {
+    listen: SocketAddr,
+    grant: String,
+    authorization_token_file: PathBuf,
+}
+
+/// The AWS container credentials endpoint.
+#[derive(Debug, Clone)]
+pub struct AwsEndpoint {
+    /// A loopback address (anything else would hand the credentials to
+    /// the network).
+    pub listen: SocketAddr,
+    /// The `aws` grant it serves (one of `grants`).
+    pub grant: String,
+    /// The file holding the token the SDK must send (created 0600 if
+    /// missing or empty): the app's `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`.
+    pub authorization_token_file: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +77,8 @@ pub struct AgentConfig {
     pub ca_file: Option<PathBuf>,
     /// Where `/healthz` and `/readyz` are served.
     pub health_listen: SocketAddr,
+    /// The AWS container credentials endpoint, if any.
+    pub aws_endpoint: Option<AwsEndpoint>,
     /// The grants to keep, by name.
     pub grants: Vec<GrantTarget>,
 }
@@ -120,7 +145,34 @@ impl AgentConfig {
                 renew_at,
             });
         }
+        let aws_endpoint = match raw.aws_endpoint {
+            None => None,
+            Some(raw_endpoint) => {
+                if !raw_endpoint.listen.ip().is_loopback() {
+                    return Err(err(
+                        "aws_endpoint.listen",
+                        format!(
+                            "{} is not a loopback address: the endpoint hands out credentials, write e.g. 127.0.0.1:{}",
+                            raw_endpoint.listen,
+                            raw_endpoint.listen.port()
+                        ),
+                    ));
+                }
+                if !grants.iter().any(|g| g.name == raw_endpoint.grant) {
+                    return Err(err(
+                        "aws_endpoint.grant",
+                        format!("`{}` is not one of `grants`: add it there", raw_endpoint.grant),
+                    ));
+                }
+                Some(AwsEndpoint {
+                    listen: raw_endpoint.listen,
+                    grant: raw_endpoint.grant,
+                    authorization_token_file: base.join(raw_endpoint.authorization_token_file),
+                })
+            }
+        };
         Ok(AgentConfig {
+            aws_endpoint,
             broker: raw.broker,
             token_file: base.join(raw.token_file),
             ca_file: raw.ca_file.map(|p| base.join(p)),
@@ -152,6 +204,17 @@ mod tests {
             config.map(|c| c.grants.first().and_then(|g| g.files.clone())),
             Ok(Some("/etc/stint/out".into()))
         );
+    }
+
+    #[test]
+    fn the_aws_endpoint_listens_on_loopback_only() {
+        let with = |listen: &str| {
+            format!("{GOOD}aws_endpoint:\n  listen: {listen}\n  grant: api\n  authorization_token_file: t\n")
+        };
+        assert!(parse(&with("127.0.0.1:9911")).is_ok());
+        assert!(parse(&with("\"[::1]:9911\"")).is_ok());
+        let wide = parse(&with("0.0.0.0:9911")).map(|_| ()).map_err(|e| e.key);
+        assert_eq!(wide, Err("aws_endpoint.listen".to_string()));
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Keeper {
     /// The files last written, shared so they can be removed at shutdown
     /// after this loop is stopped.
     pub written: Written,
+    /// Where the newest answer goes for the AWS endpoint, if it serves
+    /// this grant.
+    pub latest: Option<super::endpoint::Latest>,
 }
 
 /// File name → contents last written for one grant.
@@ -49,6 +52,9 @@ impl Keeper {
             match self.fetch().await.and_then(|body| self.hand_over(&body).map(|()| body)) {
                 Ok(body) => {
                     failures = 0;
+                    if let Some(latest) = &self.latest {
+                        *latest.write().unwrap_or_else(|p| p.into_inner()) = Some(body.clone());
+                    }
                     self.status.mark_fetched(self.index);
                     let lifetime = lifetime_left(&body).unwrap_or(Duration::from_secs(300));
                     expires = Some(tokio::time::Instant::now() + lifetime);
@@ -73,6 +79,9 @@ impl Keeper {
                         // Expired with no replacement: take the dead one away
                         // rather than leave the app a credential that fails.
                         self.remove_files();
+                        if let Some(latest) = &self.latest {
+                            *latest.write().unwrap_or_else(|p| p.into_inner()) = None;
+                        }
                         expires = None;
                     }
                     tokio::time::sleep(wait.max(Duration::from_millis(100))).await;

@@ -1,9 +1,11 @@
 //! `stint agent`: a long-running process (a Kubernetes sidecar, or any
 //! host) that keeps a set of grants issued and renewed and hands each to
-//! where the config says: files in a shared volume. `/healthz` and
+//! where the config says: files in a shared volume, the AWS container
+//! credentials endpoint. `/healthz` and
 //! `/readyz` say whether it runs and whether every grant has been fetched.
 
 pub mod config;
+pub mod endpoint;
 pub mod health;
 pub mod keeper;
 
@@ -46,12 +48,36 @@ pub async fn run(path: &std::path::Path) -> u8 {
         }
     };
     tokio::spawn(health::serve(listener, status.clone()));
+    let latest = endpoint::Latest::default();
+    if let Some(aws) = &config.aws_endpoint {
+        let token = match endpoint::authorization_token(&aws.authorization_token_file) {
+            Ok(token) => token,
+            Err(e) => {
+                eprintln!(
+                    "stint agent: aws_endpoint.authorization_token_file {}: {e}",
+                    aws.authorization_token_file.display()
+                );
+                return EXIT_CONFIG;
+            }
+        };
+        match tokio::net::TcpListener::bind(aws.listen).await {
+            Ok(listener) => {
+                tokio::spawn(endpoint::serve(listener, token, latest.clone()));
+            }
+            Err(e) => {
+                eprintln!("stint agent: cannot listen on {}: {e}", aws.listen);
+                return EXIT_LISTEN;
+            }
+        }
+    }
     let mut keepers = Vec::new();
     let mut outputs = Vec::new();
     for (index, grant) in config.grants.iter().cloned().enumerate() {
         let written = keeper::Written::default();
         outputs.push((grant.files.clone(), written.clone()));
+        let serves_aws = config.aws_endpoint.as_ref().is_some_and(|a| a.grant == grant.name);
         let keeper = keeper::Keeper {
+            latest: serves_aws.then(|| latest.clone()),
             written,
             client: client.clone(),
             token_file: config.token_file.clone(),

@@ -137,3 +137,95 @@ async fn agent_refuses_an_unknown_key_naming_file_and_key() {
         "{stderr}"
     );
 }
+
+const AWS_GRANT: &str = r#"
+  app-aws:
+    kind: aws
+    role_arn: arn:aws:iam::123456789012:role/app
+    ttl: 15m
+    allow:
+      - issuer: ci
+        claims: { repository: acme/api }
+"#;
+
+const CALLER: &str = r#"
+import os, boto3
+sts = boto3.client("sts", region_name="us-east-1", endpoint_url=os.environ["MOTO_URL"])
+print(sts.get_caller_identity()["Arn"])
+"#;
+
+#[tokio::test]
+async fn boto3_gets_credentials_from_the_agents_aws_endpoint_and_others_get_401() {
+    let moto = crate::moto::Moto::start().await;
+    let issuer = TestIssuer::start().await;
+    let broker = TestBroker::start_at(
+        "127.0.0.1:0",
+        "sqlite://audit.db",
+        "",
+        &crate::harness::issuer_yaml("ci", &issuer, "github", ""),
+        AWS_GRANT,
+        &crate::moto::Moto::aws_yaml(&moto.url, ""),
+        stint::server::StartOptions {
+            aws_credentials: Some(crate::moto::stint_identity()),
+            ..stint::server::StartOptions::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), issuer.sign(&issuer.github())).unwrap();
+    let (health, aws) = (free_port(), free_port());
+    let text = format!(
+        "broker: {}\ntoken_file: token\nhealth_listen: 127.0.0.1:{health}\naws_endpoint:\n  listen: 127.0.0.1:{aws}\n  grant: app-aws\n  authorization_token_file: aws-token\ngrants:\n  app-aws: {{}}\n",
+        broker.url
+    );
+    std::fs::write(dir.path().join("agent.yaml"), text).unwrap();
+    let _agent = stint(dir.path())
+        .args(["agent", "--config", "agent.yaml"])
+        .spawn()
+        .unwrap();
+    let ready = format!("http://127.0.0.1:{health}/readyz");
+    assert!(until(Duration::from_secs(60), async || status(&ready).await == Some(200)).await);
+
+    // The authorization token is in a 0600 file the app can be pointed at.
+    use std::os::unix::fs::PermissionsExt;
+    let token_path = dir.path().join("aws-token");
+    let mode = std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let token = std::fs::read_to_string(&token_path).unwrap();
+
+    // Any AWS SDK (here boto3, in another process) uses the endpoint alone.
+    let python = format!("{}/.cache/stint-venv/bin/python", std::env::var("HOME").unwrap());
+    let out = tokio::process::Command::new(python)
+        .args(["-c", CALLER])
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("MOTO_URL", &moto.url)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://127.0.0.1:{aws}/creds"),
+        )
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token.trim())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("assumed-role/app/"), "{stdout}");
+
+    // Without the token, or with a wrong one: 401 and no credential.
+    let url = format!("http://127.0.0.1:{aws}/creds");
+    let http = reqwest::Client::new();
+    let none = http.get(&url).send().await.unwrap();
+    assert_eq!(none.status().as_u16(), 401);
+    assert!(!none.text().await.unwrap().contains("AccessKeyId"));
+    let wrong = http.get(&url).header("authorization", "x").send().await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let right = http
+        .get(&url)
+        .header("authorization", token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status().as_u16(), 200);
+}
