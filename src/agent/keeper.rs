@@ -55,7 +55,7 @@ impl Keeper {
                     if let Some(latest) = &self.latest {
                         *latest.write().unwrap_or_else(|p| p.into_inner()) = Some(body.clone());
                     }
-                    self.status.mark_fetched(self.index);
+                    self.status.mark_fetched(self.index, expires_at(&body));
                     let lifetime = lifetime_left(&body).unwrap_or(Duration::from_secs(300));
                     expires = Some(tokio::time::Instant::now() + lifetime);
                     let wait = renew_after(lifetime, self.grant.renew_at, unit_random() * 2.0 - 1.0);
@@ -68,6 +68,7 @@ impl Keeper {
                 }
                 Err(message) => {
                     failures = failures.saturating_add(1);
+                    self.status.mark_failed(self.index);
                     let left = expires.map(|at| at.saturating_duration_since(tokio::time::Instant::now()));
                     let wait = retry_after(failures, unit_random(), left.or(Some(FIRST_FETCH_RETRY_CAP)));
                     eprintln!(
@@ -79,6 +80,7 @@ impl Keeper {
                         // Expired with no replacement: take the dead one away
                         // rather than leave the app a credential that fails.
                         self.remove_files();
+                        self.status.mark_expired(self.index);
                         if let Some(latest) = &self.latest {
                             *latest.write().unwrap_or_else(|p| p.into_inner()) = None;
                         }
@@ -130,6 +132,12 @@ pub fn remove_files(dir: Option<&Path>, written: &Written) {
         files::remove(dir, &written);
     }
     written.clear();
+}
+
+fn expires_at(body: &Map<String, Value>) -> Option<i64> {
+    let text = body.get("expires_at").and_then(Value::as_str)?;
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(at.unix_timestamp())
 }
 
 fn lifetime_left(body: &Map<String, Value>) -> Option<Duration> {

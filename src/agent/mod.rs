@@ -1,8 +1,8 @@
 //! `stint agent`: a long-running process (a Kubernetes sidecar, or any
 //! host) that keeps a set of grants issued and renewed and hands each to
 //! where the config says: files in a shared volume, the AWS container
-//! credentials endpoint. `/healthz` and
-//! `/readyz` say whether it runs and whether every grant has been fetched.
+//! credentials endpoint. `/healthz` and `/readyz` say whether it runs and
+//! whether every grant has been fetched; `/metrics` how renewals go.
 
 pub mod config;
 pub mod endpoint;
@@ -39,7 +39,7 @@ pub async fn run(path: &std::path::Path) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let status = health::Status::new(config.grants.len());
+    let status = health::Status::new(&config.grants.iter().map(|g| g.name.clone()).collect::<Vec<_>>());
     let listener = match tokio::net::TcpListener::bind(config.health_listen).await {
         Ok(listener) => listener,
         Err(e) => {

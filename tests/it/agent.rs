@@ -1,6 +1,6 @@
 //! `stint agent` as a sidecar runs it: the real binary with a config file,
 //! the broker on a real port, a `token` grant of a few seconds so renewals
-//! happen within the test.
+//! happen within the test. `/metrics` is checked along the way.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -107,6 +107,27 @@ async fn agent_fetches_writes_renews_and_is_ready_only_once_fetched() {
         })
         .await,
         "never renewed"
+    );
+
+    // Metrics: the renewals, the failures while the token was missing,
+    // and the time left of the current credential, per grant.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{grant=\"feed\"}} ")))
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    assert!(value("stint_agent_issued_total").is_some_and(|n| n >= 2), "{metrics}");
+    assert!(value("stint_agent_failures_total").is_some_and(|n| n >= 1), "{metrics}");
+    assert!(
+        value("stint_agent_seconds_to_expiry").is_some_and(|n| (0..=3).contains(&n)),
+        "{metrics}"
     );
 
     // SIGTERM: exit 0, and no credential is left on the shared volume.
