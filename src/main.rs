@@ -50,6 +50,15 @@ enum Command {
         /// The agent's YAML config.
         #[arg(long, short, env = "STINT_AGENT_CONFIG")]
         config: PathBuf,
+        /// Fetch every grant once, write it out, keep it in state_dir and exit (an init container).
+        #[arg(long, conflicts_with = "check")]
+        once: bool,
+        /// How long --once may try before it exits 3.
+        #[arg(long, value_name = "DUR", default_value = "2m", requires = "once")]
+        timeout: String,
+        /// Validate the config and exit.
+        #[arg(long)]
+        check: bool,
     },
     /// Run the broker with a built-in dev issuer, SQLite audit and sample grants.
     Dev {
@@ -533,7 +542,25 @@ async fn main() -> ExitCode {
             (Err(e), _) => Err(CommandError::Usage(format!("--revoke-timeout: {e}"))),
             (_, Err(e)) => Err(CommandError::Usage(e)),
         },
-        Command::Agent { config } => return ExitCode::from(stint::agent::run(&config).await),
+        Command::Agent {
+            config,
+            once,
+            timeout,
+            check,
+        } => {
+            let mode = match (once, check) {
+                (_, true) => stint::agent::Mode::Check,
+                (true, _) => match stint::duration::parse(&timeout) {
+                    Ok(timeout) => stint::agent::Mode::Once(timeout),
+                    Err(e) => {
+                        eprintln!("stint agent: --timeout: {e}");
+                        return ExitCode::from(stint::agent::EXIT_CONFIG);
+                    }
+                },
+                _ => stint::agent::Mode::Keep,
+            };
+            return ExitCode::from(stint::agent::run(&config, mode).await);
+        }
         Command::CredentialProcess { client, grant, ttl } => {
             client::commands::credential_process(&client.options(), &grant, ttl.as_deref())
                 .await

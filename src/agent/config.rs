@@ -30,6 +30,10 @@ struct RawAgent {
     health_listen: SocketAddr,
     #[serde(default)]
     aws_endpoint: Option<RawAwsEndpoint>,
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    overlap: Option<String>,
     grants: BTreeMap<String, RawGrant>,
 }
 
@@ -79,6 +83,14 @@ pub struct AgentConfig {
     pub health_listen: SocketAddr,
     /// The AWS container credentials endpoint, if any.
     pub aws_endpoint: Option<AwsEndpoint>,
+    /// Where the agent keeps what it holds (one 0600 file per grant), so
+    /// that an agent started after `--once` (the init container) or after
+    /// a restart takes the credentials over rather than issuing again.
+    pub state_dir: Option<PathBuf>,
+    /// How long a lease (a `postgres` role) replaced by a renewal stays
+    /// usable, so the app can reconnect with the new one, before it is
+    /// revoked.
+    pub overlap: std::time::Duration,
     /// The grants to keep, by name.
     pub grants: Vec<GrantTarget>,
 }
@@ -126,6 +138,12 @@ impl AgentConfig {
         }
         let mut grants = Vec::new();
         for (name, grant) in raw.grants {
+            if !crate::config::is_valid_name(&name) {
+                return Err(err(
+                    &format!("grants.{name}"),
+                    "not a grant name the broker can have: use 1-64 of A-Z a-z 0-9 - _ .".into(),
+                ));
+            }
             let renew_at = grant.renew_at.unwrap_or(0.66);
             if !(renew_at > 0.0 && renew_at < 1.0) {
                 return Err(err(
@@ -171,8 +189,27 @@ impl AgentConfig {
                 })
             }
         };
+        let overlap = match &raw.overlap {
+            None => std::time::Duration::from_secs(30),
+            Some(text) => crate::duration::parse(text).map_err(|e| err("overlap", e.to_string()))?,
+        };
+        if let Some(dir) = &raw.state_dir
+            && grants
+                .iter()
+                .any(|g| g.files.as_deref() == Some(base.join(dir).as_path()))
+        {
+            return Err(err(
+                "state_dir",
+                format!(
+                    "{} is also a grant's `files` directory: the state must not be where the app reads, give it a directory of its own",
+                    dir.display()
+                ),
+            ));
+        }
         Ok(AgentConfig {
             aws_endpoint,
+            state_dir: raw.state_dir.map(|p| base.join(p)),
+            overlap,
             broker: raw.broker,
             token_file: base.join(raw.token_file),
             ca_file: raw.ca_file.map(|p| base.join(p)),

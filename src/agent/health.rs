@@ -54,6 +54,15 @@ impl Status {
         }
     }
 
+    /// Grant number `index` was taken over from the state directory
+    /// (issued before, so not counted as issued again).
+    pub fn mark_taken_over(&self, index: usize, expires_at: Option<i64>) {
+        if let Some(grant) = self.grants.get(index) {
+            grant.fetched.store(true, Ordering::Relaxed);
+            grant.expires_at.store(expires_at.unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+
     /// A request for grant number `index` failed.
     pub fn mark_failed(&self, index: usize) {
         if let Some(grant) = self.grants.get(index) {

@@ -1,6 +1,8 @@
 //! One grant kept issued: asked for with a freshly read token, written
 //! out, renewed after its share of the lifetime, retried with backoff
-//! (the schedule `exec --watch` uses) while the current one is valid.
+//! (the schedule `exec --watch` uses) while the current one is valid. A
+//! replaced lease (a `postgres` role) stays usable for `overlap`, so the
+//! app reconnects with the new one, and is then revoked.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,11 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::config::GrantTarget;
 use super::health::Status;
+use super::state;
 use crate::client::discovery::read_token_file;
 use crate::client::env::ChildEnv;
+use crate::client::revoke::Lease;
 use crate::client::schedule::{renew_after, retry_after, unit_random};
 use crate::client::{BrokerClient, files};
 
@@ -38,58 +44,237 @@ pub struct Keeper {
     /// Where the newest answer goes for the AWS endpoint, if it serves
     /// this grant.
     pub latest: Option<super::endpoint::Latest>,
+    /// Where the current answer is kept for an agent that takes over.
+    pub state_dir: Option<PathBuf>,
+    /// How long a replaced lease stays usable before it is revoked.
+    pub overlap: Duration,
+    /// Notified on SIGHUP: renew now rather than at the renewal point.
+    pub renew_now: Arc<Notify>,
 }
 
 /// File name → contents last written for one grant.
 pub type Written = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
 
+/// The credential held now.
+struct Held {
+    body: Map<String, Value>,
+    /// When to ask for the next one.
+    renew_at: Instant,
+    /// When this one stops working.
+    expires: Instant,
+}
+
 impl Keeper {
     /// Runs forever (the task is aborted at shutdown).
     pub async fn run(self) {
-        let mut expires: Option<tokio::time::Instant> = None;
+        let mut held = self.take_over();
+        let mut failures = 0u32;
+        loop {
+            if let Some(h) = &held {
+                let wait = h.renew_at.saturating_duration_since(Instant::now());
+                eprintln!(
+                    "stint agent: grant {}: renewing in {}s",
+                    self.grant.name,
+                    wait.as_secs()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.renew_now.notified() => {
+                        eprintln!("stint agent: grant {}: renewing now (SIGHUP)", self.grant.name);
+                    }
+                }
+            }
+            let body = loop {
+                match self.fetch().await.and_then(|body| self.hand_over(&body).map(|()| body)) {
+                    Ok(body) => break body,
+                    Err(message) => {
+                        failures = failures.saturating_add(1);
+                        self.status.mark_failed(self.index);
+                        let left = held
+                            .as_ref()
+                            .map(|h| h.expires.saturating_duration_since(Instant::now()));
+                        let wait = retry_after(failures, unit_random(), left.or(Some(FIRST_FETCH_RETRY_CAP)));
+                        eprintln!(
+                            "stint agent: grant {}: {message}; retry {failures} in {}ms",
+                            self.grant.name,
+                            wait.as_millis()
+                        );
+                        if left == Some(Duration::ZERO) {
+                            // Expired with no replacement: take the dead one
+                            // away rather than leave the app a credential
+                            // that fails.
+                            eprintln!(
+                                "stint agent: grant {}: expired with no replacement; its files are removed until one is issued",
+                                self.grant.name
+                            );
+                            self.forget();
+                            held = None;
+                        }
+                        tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+                    }
+                }
+            };
+            failures = 0;
+            if let Some(old) = held.take() {
+                self.retire(&old);
+            }
+            let h = self.keep(body, crate::clock::now());
+            self.status.mark_fetched(self.index, expires_at(&h.body));
+            held = Some(h);
+        }
+    }
+
+    /// `stint agent --once`: makes sure the grant is held and written (a
+    /// kept credential is taken over, else one is issued), retrying until
+    /// `deadline`.
+    pub async fn first(&self, deadline: Instant) -> Result<(), String> {
+        if self.take_over().is_some() {
+            return Ok(());
+        }
         let mut failures = 0u32;
         loop {
             match self.fetch().await.and_then(|body| self.hand_over(&body).map(|()| body)) {
                 Ok(body) => {
-                    failures = 0;
-                    if let Some(latest) = &self.latest {
-                        *latest.write().unwrap_or_else(|p| p.into_inner()) = Some(body.clone());
-                    }
-                    self.status.mark_fetched(self.index, expires_at(&body));
-                    let lifetime = lifetime_left(&body).unwrap_or(Duration::from_secs(300));
-                    expires = Some(tokio::time::Instant::now() + lifetime);
-                    let wait = renew_after(lifetime, self.grant.renew_at, unit_random() * 2.0 - 1.0);
-                    eprintln!(
-                        "stint agent: grant {}: issued, renewing in {}s",
-                        self.grant.name,
-                        wait.as_secs()
-                    );
-                    tokio::time::sleep(wait).await;
+                    self.keep(body, crate::clock::now());
+                    return Ok(());
                 }
                 Err(message) => {
                     failures = failures.saturating_add(1);
-                    self.status.mark_failed(self.index);
-                    let left = expires.map(|at| at.saturating_duration_since(tokio::time::Instant::now()));
-                    let wait = retry_after(failures, unit_random(), left.or(Some(FIRST_FETCH_RETRY_CAP)));
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(message);
+                    }
+                    let wait = retry_after(failures, unit_random(), Some(left));
                     eprintln!(
                         "stint agent: grant {}: {message}; retry {failures} in {}ms",
                         self.grant.name,
                         wait.as_millis()
                     );
-                    if left == Some(Duration::ZERO) {
-                        // Expired with no replacement: take the dead one away
-                        // rather than leave the app a credential that fails.
-                        self.remove_files();
-                        self.status.mark_expired(self.index);
-                        if let Some(latest) = &self.latest {
-                            *latest.write().unwrap_or_else(|p| p.into_inner()) = None;
-                        }
-                        expires = None;
-                    }
-                    tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
+    }
+
+    /// Takes over the credential kept in `state_dir`, if one is there and
+    /// still valid: written out again, served, renewed at the point its
+    /// own lifetime gives.
+    fn take_over(&self) -> Option<Held> {
+        let dir = self.state_dir.as_deref()?;
+        let now = crate::clock::now();
+        let saved = state::load(dir, &self.grant.name, now)?;
+        if let Err(e) = self.hand_over(&saved.body) {
+            eprintln!("stint agent: grant {}: {e}; issuing afresh", self.grant.name);
+            return None;
+        }
+        let held = self.held(saved.body, saved.received_at, now)?;
+        self.serve(&held.body);
+        self.status.mark_taken_over(self.index, expires_at(&held.body));
+        eprintln!(
+            "stint agent: grant {}: taken over from {}",
+            self.grant.name,
+            dir.display()
+        );
+        Some(held)
+    }
+
+    /// Makes `body` (received at `received_at`) the one held: served, kept
+    /// in `state_dir`.
+    fn keep(&self, body: Map<String, Value>, received_at: i64) -> Held {
+        if let Some(dir) = &self.state_dir
+            && let Err(e) = state::save(dir, &self.grant.name, received_at, &body)
+        {
+            // Only a later take-over is lost: the credential still works.
+            eprintln!(
+                "stint agent: grant {}: cannot keep it in {}: {e}",
+                self.grant.name,
+                dir.display()
+            );
+        }
+        self.serve(&body);
+        let expires = body
+            .get("expires_at")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        eprintln!("stint agent: grant {}: issued, expires {expires}", self.grant.name);
+        let now = crate::clock::now();
+        self.held(body.clone(), received_at, now).unwrap_or(Held {
+            body,
+            renew_at: Instant::now() + Duration::from_secs(300),
+            expires: Instant::now() + Duration::from_secs(300),
+        })
+    }
+
+    /// When to renew and when it expires, from the answer's `expires_at`
+    /// and when it was received (`None` if the answer has no expiry or it
+    /// has passed).
+    fn held(&self, body: Map<String, Value>, received_at: i64, now: i64) -> Option<Held> {
+        let expires_at = expires_at(&body)?;
+        let lifetime = Duration::from_secs(u64::try_from(expires_at - received_at).ok()?);
+        let after = renew_after(lifetime, self.grant.renew_at, unit_random() * 2.0 - 1.0);
+        let since = Duration::from_secs(u64::try_from(now - received_at).unwrap_or(0));
+        let left = Duration::from_secs(u64::try_from(expires_at - now).ok().filter(|s| *s > 0)?);
+        Some(Held {
+            body,
+            renew_at: Instant::now() + after.saturating_sub(since),
+            expires: Instant::now() + left,
+        })
+    }
+
+    fn serve(&self, body: &Map<String, Value>) {
+        if let Some(latest) = &self.latest {
+            *latest.write().unwrap_or_else(|p| p.into_inner()) = Some(body.clone());
+        }
+    }
+
+    /// The held credential expired with no replacement: its files, its
+    /// kept state and what the AWS endpoint serves are removed.
+    fn forget(&self) {
+        self.remove_files();
+        if let Some(dir) = &self.state_dir {
+            state::remove(dir, &self.grant.name);
+        }
+        self.status.mark_expired(self.index);
+        if let Some(latest) = &self.latest {
+            *latest.write().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// A replaced lease is revoked once `overlap` has passed (or at its
+    /// expiry, if that comes first), in a task of its own so renewals go
+    /// on meanwhile. One not revoked is ended by the broker's reaper.
+    fn retire(&self, old: &Held) {
+        let Some(lease) = Lease::of(&self.grant.name, &old.body) else {
+            return;
+        };
+        let until = (Instant::now() + self.overlap).min(old.expires);
+        eprintln!(
+            "stint agent: lease {} (grant {}) replaced; revoked in {}s",
+            lease.id,
+            lease.grant,
+            until.saturating_duration_since(Instant::now()).as_secs()
+        );
+        let client = self.client.clone();
+        let token_file = self.token_file.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until).await;
+            let line = match read_token_file(&token_file) {
+                Err(e) => format!("no OIDC token to revoke with: {e}"),
+                Ok(token) => match client.revoke(&lease.id, &token).await {
+                    Ok(_) => String::new(),
+                    Err(e) => e.to_string(),
+                },
+            };
+            if line.is_empty() {
+                eprintln!("stint agent: lease {} (grant {}) revoked", lease.id, lease.grant);
+            } else {
+                eprintln!(
+                    "stint agent: lease {} (grant {}) not revoked: {line}; the broker's reaper ends it at {}",
+                    lease.id, lease.grant, lease.expires_at
+                );
+            }
+        });
     }
 
     async fn fetch(&self) -> Result<Map<String, Value>, String> {
@@ -138,11 +323,4 @@ fn expires_at(body: &Map<String, Value>) -> Option<i64> {
     let text = body.get("expires_at").and_then(Value::as_str)?;
     let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     Some(at.unix_timestamp())
-}
-
-fn lifetime_left(body: &Map<String, Value>) -> Option<Duration> {
-    let text = body.get("expires_at").and_then(Value::as_str)?;
-    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    let left = (at - time::OffsetDateTime::now_utc()).as_seconds_f64();
-    Some(Duration::from_secs_f64(left.max(0.0)))
 }

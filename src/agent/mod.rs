@@ -8,8 +8,10 @@ pub mod config;
 pub mod endpoint;
 pub mod health;
 pub mod keeper;
+pub mod state;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::client::{BrokerClient, BrokerTls};
 use config::AgentConfig;
@@ -18,9 +20,23 @@ use config::AgentConfig;
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit code when the health port cannot be opened.
 pub const EXIT_LISTEN: u8 = 1;
+/// Exit code of `--once` when a grant could not be fetched in time.
+pub const EXIT_NOT_FETCHED: u8 = 3;
 
-/// Runs the agent until SIGTERM or SIGINT (exit 0); returns the exit code.
-pub async fn run(path: &std::path::Path) -> u8 {
+/// What `stint agent` is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// Keep every grant until SIGTERM or SIGINT (the sidecar).
+    Keep,
+    /// `--once`: fetch every grant, write it out, keep it in `state_dir`
+    /// and exit (the init container), giving up after the duration.
+    Once(Duration),
+    /// `--check`: validate the config and exit.
+    Check,
+}
+
+/// Runs the agent in `mode`; returns the exit code.
+pub async fn run(path: &std::path::Path, mode: Mode) -> u8 {
     let config = match AgentConfig::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -39,7 +55,53 @@ pub async fn run(path: &std::path::Path) -> u8 {
             return EXIT_CONFIG;
         }
     };
+    if let Mode::Check = mode {
+        println!("{}: ok ({} grant(s))", path.display(), config.grants.len());
+        return 0;
+    }
     let status = health::Status::new(&config.grants.iter().map(|g| g.name.clone()).collect::<Vec<_>>());
+    let latest = endpoint::Latest::default();
+    let renew_now = Arc::new(tokio::sync::Notify::new());
+    let keepers: Vec<keeper::Keeper> = config
+        .grants
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(index, grant)| keeper::Keeper {
+            latest: config
+                .aws_endpoint
+                .as_ref()
+                .is_some_and(|a| a.grant == grant.name)
+                .then(|| latest.clone()),
+            written: keeper::Written::default(),
+            client: client.clone(),
+            token_file: config.token_file.clone(),
+            status: status.clone(),
+            state_dir: config.state_dir.clone(),
+            overlap: config.overlap,
+            renew_now: renew_now.clone(),
+            grant,
+            index,
+        })
+        .collect();
+    // The token the SDK sends exists before the app starts: the init
+    // container (`--once`) makes it, the sidecar reads it.
+    let aws_token = match &config.aws_endpoint {
+        None => None,
+        Some(aws) => match endpoint::authorization_token(&aws.authorization_token_file) {
+            Ok(token) => Some((aws.listen, token)),
+            Err(e) => {
+                eprintln!(
+                    "stint agent: aws_endpoint.authorization_token_file {}: {e}",
+                    aws.authorization_token_file.display()
+                );
+                return EXIT_CONFIG;
+            }
+        },
+    };
+    if let Mode::Once(timeout) = mode {
+        return once(&keepers, timeout).await;
+    }
     let listener = match tokio::net::TcpListener::bind(config.health_listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -48,54 +110,66 @@ pub async fn run(path: &std::path::Path) -> u8 {
         }
     };
     tokio::spawn(health::serve(listener, status.clone()));
-    let latest = endpoint::Latest::default();
-    if let Some(aws) = &config.aws_endpoint {
-        let token = match endpoint::authorization_token(&aws.authorization_token_file) {
-            Ok(token) => token,
-            Err(e) => {
-                eprintln!(
-                    "stint agent: aws_endpoint.authorization_token_file {}: {e}",
-                    aws.authorization_token_file.display()
-                );
-                return EXIT_CONFIG;
-            }
-        };
-        match tokio::net::TcpListener::bind(aws.listen).await {
+    if let Some((listen, token)) = aws_token {
+        match tokio::net::TcpListener::bind(listen).await {
             Ok(listener) => {
                 tokio::spawn(endpoint::serve(listener, token, latest.clone()));
             }
             Err(e) => {
-                eprintln!("stint agent: cannot listen on {}: {e}", aws.listen);
+                eprintln!("stint agent: cannot listen on {listen}: {e}");
                 return EXIT_LISTEN;
             }
         }
     }
-    let mut keepers = Vec::new();
-    let mut outputs = Vec::new();
-    for (index, grant) in config.grants.iter().cloned().enumerate() {
-        let written = keeper::Written::default();
-        outputs.push((grant.files.clone(), written.clone()));
-        let serves_aws = config.aws_endpoint.as_ref().is_some_and(|a| a.grant == grant.name);
-        let keeper = keeper::Keeper {
-            latest: serves_aws.then(|| latest.clone()),
-            written,
-            client: client.clone(),
-            token_file: config.token_file.clone(),
-            grant,
-            status: status.clone(),
-            index,
-        };
-        keepers.push(tokio::spawn(keeper.run()));
-    }
-    eprintln!("stint agent: keeping {} grant(s)", config.grants.len());
+    let outputs: Vec<_> = keepers
+        .iter()
+        .map(|k| (k.grant.files.clone(), k.written.clone(), k.grant.name.clone()))
+        .collect();
+    eprintln!("stint agent: keeping {} grant(s)", keepers.len());
+    let tasks: Vec<_> = keepers.into_iter().map(|k| tokio::spawn(k.run())).collect();
+    tokio::spawn(renew_on_hangup(renew_now));
     shutdown().await;
-    for keeper in &keepers {
-        keeper.abort();
+    for task in &tasks {
+        task.abort();
     }
-    for (dir, written) in &outputs {
+    // Nothing is left behind: the files on the shared volume and the kept
+    // state go (the leases end at their ttl, or by the reaper).
+    for (dir, written, grant) in &outputs {
         keeper::remove_files(dir.as_deref(), written);
+        if let Some(state_dir) = &config.state_dir {
+            state::remove(state_dir, grant);
+        }
     }
     0
+}
+
+/// `--once`: every grant fetched in parallel, each within `timeout`.
+async fn once(keepers: &[keeper::Keeper], timeout: Duration) -> u8 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let results = futures_util::future::join_all(keepers.iter().map(|k| k.first(deadline))).await;
+    let mut code = 0;
+    for (k, result) in keepers.iter().zip(results) {
+        if let Err(e) = result {
+            eprintln!(
+                "stint agent: grant {}: not fetched within --timeout {}: {e}",
+                k.grant.name,
+                crate::duration::format(timeout)
+            );
+            code = EXIT_NOT_FETCHED;
+        }
+    }
+    code
+}
+
+/// SIGHUP renews every grant now (a forced renewal, e.g. after a role's
+/// policy changed).
+async fn renew_on_hangup(renew_now: Arc<tokio::sync::Notify>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        renew_now.notify_waiters();
+    }
 }
 
 async fn shutdown() {

@@ -773,13 +773,17 @@ fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-pub(super) fn check_name(name: &str) -> Result<(), FieldError> {
-    let ok = !name.is_empty()
+/// Whether `name` can name an issuer or a grant: 1-64 of A-Z a-z 0-9 - _ .
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+pub(super) fn check_name(name: &str) -> Result<(), FieldError> {
+    if is_valid_name(name) {
         Ok(())
     } else {
         Err(field(

@@ -20,7 +20,7 @@ const GRANT: &str = r#"
         claims: { repository: acme/api }
 "#;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
@@ -30,7 +30,7 @@ fn config(broker: &str, port: u16) -> String {
 }
 
 /// The files in `dir` with their contents and modes.
-fn files(dir: &Path) -> BTreeMap<String, (String, u32)> {
+pub(crate) fn files(dir: &Path) -> BTreeMap<String, (String, u32)> {
     use std::os::unix::fs::PermissionsExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return BTreeMap::new();
@@ -45,12 +45,12 @@ fn files(dir: &Path) -> BTreeMap<String, (String, u32)> {
         .collect()
 }
 
-async fn status(url: &str) -> Option<u16> {
+pub(crate) async fn status(url: &str) -> Option<u16> {
     reqwest::get(url).await.ok().map(|r| r.status().as_u16())
 }
 
 /// Polls `check` every 100ms for up to `limit`.
-async fn until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < end {
         if check().await {
@@ -159,7 +159,7 @@ async fn agent_refuses_an_unknown_key_naming_file_and_key() {
     );
 }
 
-const AWS_GRANT: &str = r#"
+pub(crate) const AWS_GRANT: &str = r#"
   app-aws:
     kind: aws
     role_arn: arn:aws:iam::123456789012:role/app

@@ -11,6 +11,7 @@ mod tcp_fault;
 
 mod admin;
 mod agent;
+mod agent_lifecycle;
 mod attacks;
 mod audit;
 mod availability;
