@@ -24,8 +24,6 @@ import yaml
 from common import StrictLoader, fail, group_by_kind, port_of, selects
 
 CONFIG_RS = "src/agent/config.rs"
-# Keys main is adding to agent.yaml, which the chart renders already.
-ANTICIPATED_KEYS = {"agent": {"state_dir"}}
 STINT_COMMAND = re.compile(r"(^|[\s/])stint\s+(exec|agent|token|credential-process|serve|dev)(\s|$)")
 
 
@@ -51,9 +49,6 @@ def config_keys():
                 keys[field.group(1)] = not (default or field.group(2).startswith("Option<"))
                 default = False
         sections[section] = keys
-    for section, extra in ANTICIPATED_KEYS.items():
-        for key in extra:
-            sections[section].setdefault(key, False)
     return sections
 
 
