@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::problem::Problem;
 use super::{AppState, RequestId};
@@ -44,6 +45,7 @@ pub async fn issue(
     Extension(RequestId(request_id)): Extension<RequestId>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     grant: Result<Path<String>, PathRejection>,
+    slot: Option<Extension<super::limits::InFlightSlot>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -58,17 +60,39 @@ pub async fn issue(
         )
         .into_response();
     };
-    // An unusable header still goes through the broker so the refusal is audited.
-    let request = IssueRequest {
-        grant: &grant,
-        bearer: bearer(&headers),
-        body: &body,
-        request_id: &request_id,
-        client_addr: Some(peer),
-    };
-    match state.broker.issue(request).await {
-        Ok(issuance) => (StatusCode::OK, Json(Value::Object(issuance.body))).into_response(),
-        Err(err) => Problem::from_broker(&err, &request_id).into_response(),
+    // The flow runs to its end in a task of its own: a client that hangs up
+    // (or a request timeout) must not cancel it half-way, or a denial or an
+    // issuance could go unrecorded. Its in-flight slot goes with it.
+    let broker = state.broker.clone();
+    let flow_request_id = request_id.clone();
+    let flow = tokio::spawn(
+        async move {
+            let _slot = slot;
+            // An unusable header still goes through the broker so the refusal is audited.
+            let request = IssueRequest {
+                grant: &grant,
+                bearer: bearer(&headers),
+                body: &body,
+                request_id: &flow_request_id,
+                client_addr: Some(peer),
+            };
+            broker.issue(request).await
+        }
+        .instrument(tracing::Span::current()),
+    );
+    match flow.await {
+        Ok(Ok(issuance)) => (StatusCode::OK, Json(Value::Object(issuance.body))).into_response(),
+        Ok(Err(err)) => Problem::from_broker(&err, &request_id).into_response(),
+        Err(e) => {
+            tracing::error!(request_id = %request_id, error = %e, "the issue flow failed");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("internal error; see the broker log for request {request_id}"),
+                &request_id,
+            )
+            .into_response()
+        }
     }
 }
 

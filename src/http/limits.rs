@@ -22,6 +22,12 @@ use super::problem::Problem;
 use crate::config::LimitSettings;
 use crate::provider::aws::RateLimiter;
 
+/// One of `limits.max_in_flight` slots, held by a request until its work
+/// is done. The issue flow carries it into the task it runs in, so a flow
+/// that outlives its client's connection still counts against the limit.
+#[derive(Clone)]
+pub struct InFlightSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
 /// The limits, built once from config.
 pub struct Limits {
     in_flight: Arc<Semaphore>,
@@ -164,7 +170,7 @@ pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Ne
         Ok(request) => request,
         Err(refusal) => return refusal.into_response(&request_id, limits.body_timeout),
     };
-    let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
+    let Ok(permit) = limits.in_flight.clone().try_acquire_owned() else {
         let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -174,6 +180,8 @@ pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Ne
         problem.retry_after = Some(1);
         return problem.into_response();
     };
+    let mut request = request;
+    request.extensions_mut().insert(InFlightSlot(Arc::new(permit)));
     match tokio::time::timeout(limits.timeout, next.run(request)).await {
         Ok(response) => response,
         // A dropped request never hands out a credential: any record it

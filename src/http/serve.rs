@@ -121,7 +121,22 @@ where
     let router = TowerToHyperService::new(listener.router.clone());
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
-        hyper::service::Service::call(&router, request)
+        // Each request runs in a task of its own, started as soon as its
+        // head is read: hyper drops a request's future when its client
+        // hangs up, and a flow cut off half-way could leave a denial (or an
+        // issuance) unrecorded. So the work ends as if the client had waited.
+        let work = tokio::spawn(hyper::service::Service::call(&router, request));
+        async move {
+            match work.await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::error!(%peer, error = %e, "a request's task failed");
+                    let mut response = axum::response::Response::new(axum::body::Body::empty());
+                    *response.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    Ok(response)
+                }
+            }
+        }
     });
     let mut builder = http1::Builder::new();
     // The timer is what makes hyper's header timeout work at all. It starts
