@@ -233,6 +233,25 @@ impl Broker {
     /// Issues a credential, or says why not. Either way an audit record is
     /// written first; if that write fails, the answer is
     /// [`BrokerError::AuditUnavailable`] and any credential is dropped.
+    /// An issuance whose caller was gone when it was ready (the request
+    /// timed out): it is recorded as issued, so its credential is ended
+    /// early where the kind allows (a lease is revoked by the reaper, with
+    /// reason `undelivered`); other kinds end at their ttl.
+    pub async fn withdraw_undelivered(&self, issuance: &Issuance) {
+        let text = |k: &str| issuance.body.get(k).and_then(Value::as_str);
+        let (Some(kind), Some(id)) = (text("kind"), text("issuance_id")) else {
+            return;
+        };
+        tracing::warn!(
+            issuance_id = id,
+            kind,
+            "issued, but the caller was gone: ended early where the kind allows"
+        );
+        if let Some(provider) = self.providers.get(kind) {
+            provider.withdraw(id, crate::clock::now(), "undelivered").await;
+        }
+    }
+
     pub async fn issue(&self, request: IssueRequest<'_>) -> Result<Issuance, BrokerError> {
         let now = crate::clock::now();
         let mut record = AuditRecord {
@@ -300,7 +319,7 @@ impl Broker {
                     if let (Some(kind), Some(id)) = (&record.kind, &record.issuance_id)
                         && let Some(provider) = self.providers.get(kind.as_str())
                     {
-                        provider.withdraw(id, now).await;
+                        provider.withdraw(id, now, "audit_failed").await;
                     }
                     self.metrics.issuance(known_grant, "error", "audit_unavailable");
                     return Err(BrokerError::AuditUnavailable);

@@ -60,12 +60,15 @@ pub async fn issue(
         )
         .into_response();
     };
-    // The flow runs to its end in a task of its own: a client that hangs up
-    // (or a request timeout) must not cancel it half-way, or a denial or an
-    // issuance could go unrecorded. Its in-flight slot goes with it.
+    // The flow runs to its end in a task of its own: a request timeout must
+    // not cancel it half-way, or a denial or an issuance could go
+    // unrecorded. Its in-flight slot goes with it, so work that outlives
+    // its caller still counts against `limits.max_in_flight`.
+    // A credential ready after its caller left is withdrawn.
     let broker = state.broker.clone();
     let flow_request_id = request_id.clone();
-    let flow = tokio::spawn(
+    let (answer, flow) = tokio::sync::oneshot::channel();
+    tokio::spawn(
         async move {
             let _slot = slot;
             // An unusable header still goes through the broker so the refusal is audited.
@@ -76,7 +79,10 @@ pub async fn issue(
                 request_id: &flow_request_id,
                 client_addr: Some(peer),
             };
-            broker.issue(request).await
+            let result = broker.issue(request).await;
+            if let Err(Ok(issuance)) = answer.send(result) {
+                broker.withdraw_undelivered(&issuance).await;
+            }
         }
         .instrument(tracing::Span::current()),
     );

@@ -116,7 +116,7 @@ pub struct Lease {
     /// Active or revoked.
     pub state: LeaseState,
     /// Why it was revoked: `expired`, `revoked_by_caller`, `revoked_by_admin`,
-    /// `issuance_failed`, `audit_failed`.
+    /// `issuance_failed`, `audit_failed`, `undelivered`.
     pub revoke_reason: Option<String>,
     /// Failed revocation attempts so far.
     pub attempts: u32,

@@ -163,9 +163,9 @@ impl CredentialProvider for PostgresProvider {
         })
     }
 
-    async fn withdraw(&self, issuance_id: &str, now: i64) {
-        if let Err(e) = self.store.expire_now(issuance_id, now, "audit_failed", None).await {
-            tracing::error!(lease_id = issuance_id, error = %e, "could not mark an unaudited lease for revocation; it ends at its expiry");
+    async fn withdraw(&self, issuance_id: &str, now: i64, reason: &str) {
+        if let Err(e) = self.store.expire_now(issuance_id, now, reason, None).await {
+            tracing::error!(lease_id = issuance_id, error = %e, "could not mark a lease nobody received for revocation; it ends at its expiry");
         }
     }
 }

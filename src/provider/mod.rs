@@ -91,9 +91,11 @@ pub trait CredentialProvider: Send + Sync {
     /// Issues a credential for `grant`. Called only after policy allowed.
     async fn issue(&self, grant: &Grant<'_>, ctx: &IssueContext) -> Result<Credential, ProviderError>;
 
-    /// The credential of `issuance_id` was never handed out (its audit
-    /// record could not be written): end it early where that is possible.
-    async fn withdraw(&self, _issuance_id: &str, _now: i64) {}
+    /// The credential of `issuance_id` was never handed out (`reason`:
+    /// `audit_failed`, its audit record could not be written; `undelivered`,
+    /// the caller was gone when it was ready): end it early where that is
+    /// possible.
+    async fn withdraw(&self, _issuance_id: &str, _now: i64, _reason: &str) {}
 }
 
 /// Shortest lifetime a request may ask for: what the upstream grants at

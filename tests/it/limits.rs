@@ -95,15 +95,22 @@ async fn excess_load_is_shed_and_slow_requests_time_out() {
     assert_eq!(shed.headers.get("retry-after").unwrap(), "1");
     let slow = slow.await.unwrap();
     assert_eq!((slow.status.as_u16(), slow.code()), (503, "timeout"), "{}", slow.text);
+    // The timed-out flow still runs, and holds the one slot, until its keys
+    // arrive: then it is recorded (nothing cut off half-way) and the broker
+    // serves again.
     issuer.set_jwks_delay(Duration::ZERO);
-    assert_eq!(
-        broker
-            .issue("deploy", &issuer.sign(&issuer.github()), None)
-            .await
-            .status,
-        200,
-        "serves again"
-    );
+    let started = std::time::Instant::now();
+    loop {
+        let next = broker.issue("deploy", &rotated(&issuer), None).await;
+        if next.status == 200 {
+            break;
+        }
+        assert_eq!(next.code(), "overloaded", "{}", next.text);
+        assert!(started.elapsed() < Duration::from_secs(10), "never served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let record = broker.audit_record(&slow.request_id()).await;
+    assert_eq!(record.outcome, stint::audit::Outcome::Issued, "{record:?}");
 }
 
 #[tokio::test]
@@ -199,4 +206,57 @@ async fn oversized_headers_get_a_problem_not_a_dropped_connection() {
     )
     .await;
     assert_eq!(answer.status, 401, "{}", answer.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_ready_after_its_request_timed_out_is_recorded_then_revoked_as_undelivered() {
+    use crate::leases::{broker_on, fixture, role_exists};
+    let f = fixture().await;
+    let issuer = TestIssuer::start().await;
+    let (_, port) = crate::store::postgres_host_port();
+    let broker = broker_on(
+        "sqlite://audit.db",
+        &issuer,
+        &f,
+        port,
+        "limits: { request_timeout: 1s }\njwks: { refetch_cooldown: 0s }\n",
+    )
+    .await;
+    // The caller's key must be fetched, slowly: the request times out, its
+    // flow goes on and creates the role for nobody.
+    issuer.set_jwks(json!({"keys": [rsa_jwk(&keys().rsa_other, RSA_OTHER_KID)]}));
+    issuer.set_jwks_delay(Duration::from_millis(2500));
+    let late = broker.issue("app-db", &rotated(&issuer), None).await;
+    assert_eq!((late.status.as_u16(), late.code()), (503, "timeout"), "{}", late.text);
+
+    let records = async || {
+        broker
+            .server
+            .broker
+            .audit()
+            .query(&stint::audit::AuditQuery {
+                grant: Some("app-db".into()),
+                ..stint::audit::AuditQuery::default()
+            })
+            .await
+            .unwrap()
+    };
+    let started = std::time::Instant::now();
+    let revoked = loop {
+        let found = records().await;
+        if let Some(r) = found.iter().find(|r| r.outcome == stint::audit::Outcome::Revoked) {
+            break r.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never revoked: {found:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(revoked.reason.as_deref(), Some("undelivered"));
+    let issued = records()
+        .await
+        .into_iter()
+        .find(|r| r.outcome == stint::audit::Outcome::Issued)
+        .expect("the issuance is recorded");
+    assert_eq!(issued.request_id, late.request_id());
+    let role = revoked.detail["username"].as_str().unwrap().to_string();
+    assert!(!role_exists(&role).await, "{role} was never handed out and is gone");
 }
