@@ -12,6 +12,7 @@ pub mod broker;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod dev;
 pub mod duration;
 pub mod http;

@@ -448,6 +448,14 @@ enum AuditCommand {
         #[arg(long)]
         until: Option<String>,
     },
+    /// A read-only web console over the store, on loopback (see docs/audit.md).
+    Console {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Where to serve it: a loopback address.
+        #[arg(long, default_value = stint::console::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+    },
     /// Check the tamper-evident chain and its signed checkpoints.
     Verify {
         #[command(flatten)]
@@ -723,6 +731,7 @@ async fn run(command: Command, json_logs: bool) -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
+        Command::Audit(AuditCommand::Console { store, listen }) => stint::console::run(store.choice(), listen).await,
         Command::Audit(AuditCommand::Verify {
             store,
             export,

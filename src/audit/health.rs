@@ -209,6 +209,10 @@ impl AuditSink for WatchedSink {
     async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError> {
         self.inner.first_use(key, expires_at).await
     }
+
+    async fn summary(&self, query: &super::SummaryQuery) -> Result<super::Summary, AuditError> {
+        self.inner.summary(query).await
+    }
 }
 
 #[cfg(test)]

@@ -71,4 +71,8 @@ impl AuditSink for MirroredSink {
     async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError> {
         self.inner.first_use(key, expires_at).await
     }
+
+    async fn summary(&self, query: &super::SummaryQuery) -> Result<super::Summary, AuditError> {
+        self.inner.summary(query).await
+    }
 }

@@ -14,6 +14,7 @@ pub(crate) mod postgres;
 mod postgres_read;
 mod sqlite;
 mod sqlite_read;
+pub mod summary;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -24,6 +25,7 @@ pub use key::AuditKey;
 pub use mirror::MirroredSink;
 pub use postgres::PostgresSink;
 pub use sqlite::SqliteSink;
+pub use summary::{Bucket, Summary, SummaryQuery};
 
 /// What happened to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +171,8 @@ pub trait AuditSink: Send + Sync {
     /// Records `key` as used until `expires_at` (epoch seconds); `true` if it
     /// was not used before. Durable and shared by every broker on the store.
     async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError>;
+    /// Counts over a time range, computed by the store.
+    async fn summary(&self, query: &SummaryQuery) -> Result<Summary, AuditError>;
 }
 
 /// Appends waiting for a store's writer before new ones are refused at

@@ -476,6 +476,53 @@ impl AuditSink for PostgresSink {
             .await
     }
 
+    async fn summary(&self, query: &super::SummaryQuery) -> Result<super::Summary, AuditError> {
+        let [series, grants, reasons, subjects] = super::summary::statements(query.bucket, "$1", "$2");
+        let (since, until) = (query.since.clone(), query.until.clone());
+        self.reads
+            .run(move |client| {
+                let (series, grants, reasons, subjects) =
+                    (series.clone(), grants.clone(), reasons.clone(), subjects.clone());
+                let (since, until) = (since.clone(), until.clone());
+                Box::pin(async move {
+                    let outcome = |text: &str| super::Outcome::parse(text).unwrap_or(super::Outcome::Error);
+                    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                    let range: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&since, &until];
+                    let mut out = super::Summary::default();
+                    for row in client.query(series.as_str(), &range).await.map_err(unavailable)? {
+                        let (bucket, o, n): (String, &str, i64) = (
+                            row.try_get(0).map_err(unavailable)?,
+                            row.try_get(1).map_err(unavailable)?,
+                            row.try_get(2).map_err(unavailable)?,
+                        );
+                        out.series.push((bucket, outcome(o), count(n)));
+                    }
+                    for row in client.query(grants.as_str(), &range).await.map_err(unavailable)? {
+                        let (grant, o, n): (String, &str, i64) = (
+                            row.try_get(0).map_err(unavailable)?,
+                            row.try_get(1).map_err(unavailable)?,
+                            row.try_get(2).map_err(unavailable)?,
+                        );
+                        out.by_grant.push((grant, outcome(o), count(n)));
+                    }
+                    for row in client.query(reasons.as_str(), &range).await.map_err(unavailable)? {
+                        out.denial_reasons.push((
+                            row.try_get(0).map_err(unavailable)?,
+                            count(row.try_get(1).map_err(unavailable)?),
+                        ));
+                    }
+                    for row in client.query(subjects.as_str(), &range).await.map_err(unavailable)? {
+                        out.subjects.push((
+                            row.try_get(0).map_err(unavailable)?,
+                            count(row.try_get(1).map_err(unavailable)?),
+                        ));
+                    }
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
     async fn check(&self) -> Result<(), AuditError> {
         let keys = self.chain.clone();
         self.reads

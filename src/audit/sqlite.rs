@@ -387,6 +387,57 @@ impl AuditSink for SqliteSink {
             .await
     }
 
+    async fn summary(&self, query: &super::SummaryQuery) -> Result<super::Summary, AuditError> {
+        let [series, grants, reasons, subjects] = super::summary::statements(query.bucket, "?1", "?2");
+        let range = [query.since.clone(), query.until.clone()];
+        self.readers
+            .run(move |conn| {
+                // One read transaction: the four counts see the same log.
+                conn.execute_batch("BEGIN").map_err(unavailable)?;
+                let result = (|| {
+                    let outcome = |text: String| super::Outcome::parse(&text).unwrap_or(super::Outcome::Error);
+                    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                    let mut out = super::Summary::default();
+                    let mut stmt = conn.prepare(&series).map_err(unavailable)?;
+                    let rows = stmt
+                        .query_map(rusqlite::params_from_iter(range.iter()), |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                        })
+                        .map_err(unavailable)?;
+                    for row in rows {
+                        let (bucket, o, n) = row.map_err(unavailable)?;
+                        out.series.push((bucket, outcome(o), count(n)));
+                    }
+                    let mut stmt = conn.prepare(&grants).map_err(unavailable)?;
+                    let rows = stmt
+                        .query_map(rusqlite::params_from_iter(range.iter()), |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                        })
+                        .map_err(unavailable)?;
+                    for row in rows {
+                        let (grant, o, n) = row.map_err(unavailable)?;
+                        out.by_grant.push((grant, outcome(o), count(n)));
+                    }
+                    for (sql, into) in [(&reasons, &mut out.denial_reasons), (&subjects, &mut out.subjects)] {
+                        let mut stmt = conn.prepare(sql).map_err(unavailable)?;
+                        let rows = stmt
+                            .query_map(rusqlite::params_from_iter(range.iter()), |r| {
+                                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                            })
+                            .map_err(unavailable)?;
+                        for row in rows {
+                            let (name, n) = row.map_err(unavailable)?;
+                            into.push((name, count(n)));
+                        }
+                    }
+                    Ok(out)
+                })();
+                let _ = conn.execute_batch("COMMIT");
+                result
+            })
+            .await
+    }
+
     async fn check(&self) -> Result<(), AuditError> {
         let keys = self.keys()?;
         self.with_conn(move |conn| {

@@ -20,6 +20,7 @@ mod chain;
 mod chart;
 mod cli;
 mod client;
+mod console;
 mod exec_leases;
 mod faults;
 mod hygiene;

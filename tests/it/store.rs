@@ -289,10 +289,66 @@ macro_rules! per_backend {
     };
 }
 
+/// The console's overview: counts by hour and outcome, per grant, denials
+/// by reason, busiest subjects, all within the range and from SQL.
+async fn summaries_count_by_bucket_grant_reason_and_subject(backend: Backend) {
+    use stint::audit::{Bucket, SummaryQuery};
+    let (store, _guard) = fresh_store(backend).await;
+    let sink = open(&store).await;
+    let at = |hour: u32, n: usize, grant: &str, outcome: Outcome| {
+        let mut r = record(n, grant, outcome);
+        r.time = format!("2026-11-28T{hour:02}:{:02}:00Z", n % 60);
+        r
+    };
+    let mut records = Vec::new();
+    for n in 0..4 {
+        records.push(at(9, n, "deploy", Outcome::Issued));
+    }
+    records.push(at(9, 4, "deploy", Outcome::Denied));
+    for n in 5..8 {
+        records.push(at(10, n, "db", Outcome::Denied));
+    }
+    records.push(at(11, 8, "deploy", Outcome::Issued));
+    for r in &records {
+        sink.append(r).await.unwrap();
+    }
+    let summary = sink
+        .summary(&SummaryQuery {
+            since: "2026-11-28T09:00:00Z".into(),
+            until: "2026-11-28T11:00:00Z".into(),
+            bucket: Bucket::Hour,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        summary.series,
+        vec![
+            ("2026-11-28T09".to_string(), Outcome::Denied, 1),
+            ("2026-11-28T09".to_string(), Outcome::Issued, 4),
+            ("2026-11-28T10".to_string(), Outcome::Denied, 3),
+        ],
+        "{backend:?}"
+    );
+    assert_eq!(
+        summary.by_grant,
+        vec![
+            ("deploy".to_string(), Outcome::Issued, 4),
+            ("db".to_string(), Outcome::Denied, 3),
+            ("deploy".to_string(), Outcome::Denied, 1),
+        ],
+        "{backend:?}"
+    );
+    assert_eq!(summary.denial_reasons, vec![("claims_mismatch".to_string(), 4)]);
+    // n % 3 names the subject: 0,3,6 → 3; 1,4,7 → 3; 2,5 → 2 (8 is out of range).
+    assert_eq!(summary.subjects.iter().map(|(_, n)| n).sum::<u64>(), 8, "{summary:?}");
+    assert_eq!(summary.subjects.first().map(|(_, n)| *n), Some(3));
+}
+
 per_backend!(
     replicas_append_concurrently_into_one_gap_free_chain,
     used_tokens_are_shared_and_forgotten_after_expiry,
     queries_filter_and_page,
+    summaries_count_by_bucket_grant_reason_and_subject,
 );
 
 /// The PostgreSQL writer checks the head before each group (it reads the
