@@ -452,9 +452,9 @@ enum AuditCommand {
     Console {
         #[command(flatten)]
         store: StoreArgs,
-        /// Where to serve it: a loopback address.
-        #[arg(long, default_value = stint::console::DEFAULT_LISTEN)]
-        listen: std::net::SocketAddr,
+        /// Where to serve it (default: the config's console.listen, else 127.0.0.1:8430).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Check the tamper-evident chain and its signed checkpoints.
     Verify {

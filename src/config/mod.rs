@@ -2,10 +2,12 @@
 //! parsed once at start-up into a validated [`Config`]. Every error names the
 //! file, the key and what to do.
 
+pub mod console;
 mod grants;
 mod lint;
 mod locate;
 mod raw;
+pub use console::{ConsoleSettings, SignIn};
 pub use lint::{LintSettings, Suppression, Thresholds};
 pub use locate::{Location, Locations};
 
@@ -106,6 +108,8 @@ pub struct Config {
     pub reap_interval: Duration,
     /// `telemetry.otlp`: trace export; off when `None`.
     pub otlp: Option<crate::telemetry::OtlpSettings>,
+    /// `console:`: how `stint audit console` serves and signs people in.
+    pub console: Option<ConsoleSettings>,
 }
 
 /// `tls:` from config: where the public listener's certificate and key are
@@ -397,6 +401,11 @@ impl Config {
             client_ca_file: t.client_ca_file.as_deref().map(resolve),
         });
 
+        let console = raw
+            .console
+            .map(|c| console::settings(c, &issuer_names, &resolve))
+            .transpose()
+            .map_err(|(key, m)| err(&format!("console{key}"), m))?;
         let lint = lint::settings(raw.lint, &grants).map_err(|(key, m)| err(&format!("lint{key}"), m))?;
         let reload_watch = match raw.reload.as_ref().and_then(|r| r.watch.as_ref()) {
             None => None,
@@ -431,6 +440,7 @@ impl Config {
             databases,
             reap_interval,
             otlp,
+            console,
         })
     }
 }
@@ -754,7 +764,8 @@ pub(super) fn duration_at(sub: &str, text: &str) -> Result<Duration, FieldError>
 
 /// https, or http on a loopback host (development and tests only). Parsed
 /// as a URL, so `http://localhost:@evil.example` is seen for what it is.
-fn check_url(url: &str) -> Result<(), String> {
+/// An https:// URL, or http:// to a loopback host (a test or local IdP).
+pub fn check_url(url: &str) -> Result<(), String> {
     let refuse = || format!("`{url}` must be an https:// URL (http:// only on a loopback host)");
     let parsed = reqwest::Url::parse(url).map_err(|_| refuse())?;
     if !parsed.username().is_empty() || parsed.password().is_some() || parsed.host_str().is_none() {

@@ -29,6 +29,24 @@ pub struct RawConfig {
     pub databases: Option<UniqueMap<RawDatabase>>,
     pub leases: Option<RawLeases>,
     pub telemetry: Option<RawTelemetry>,
+    pub console: Option<RawConsole>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub tls: Option<RawTls>,
+    pub sign_in: Option<RawSignIn>,
+    pub session: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignIn {
+    pub issuer: String,
+    pub client_secret_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -473,3 +473,41 @@ fn telemetry_otlp_is_checked() {
         assert!(e.to_string().contains(says), "{otlp}: {e}");
     }
 }
+
+#[test]
+fn the_console_beyond_loopback_needs_tls_and_sign_in() {
+    let with = |console: &str| format!("{VALID}console:\n{console}");
+    let config = parse(&with(
+        "  listen: 0.0.0.0:8443\n  public_url: https://audit.example.com\n  tls: { cert_file: c.pem, key_file: k.pem }\n  sign_in: { issuer: github }\n",
+    ));
+    assert!(
+        config
+            .as_ref()
+            .is_ok_and(|c| c.console.as_ref().is_some_and(|s| s.session.as_secs() == 3600)),
+        "{:?}",
+        config.err()
+    );
+    for (console, key, words) in [
+        (
+            "  listen: 0.0.0.0:8443\n",
+            "console.listen",
+            "needs `tls` and `sign_in`",
+        ),
+        (
+            "  listen: 0.0.0.0:8443\n  tls: { cert_file: c.pem, key_file: k.pem }\n  sign_in: { issuer: nope }\n  public_url: https://a.example\n",
+            "console.sign_in.issuer",
+            "not under `issuers:`",
+        ),
+        ("  sign_in: { issuer: github }\n", "console.tls", "needs TLS"),
+        (
+            "  tls: { cert_file: c.pem, key_file: k.pem }\n  sign_in: { issuer: github }\n  public_url: http://a.example\n",
+            "console.public_url",
+            "https",
+        ),
+        ("  session: 2h\n", "console.session", "between 1s and 1h"),
+    ] {
+        let e = error_of(&with(console));
+        assert_eq!(e.key, key, "{console}: {e}");
+        assert!(e.message.contains(words), "{console}: {e}");
+    }
+}

@@ -2,7 +2,7 @@
 //! Every page is HTML rendered here (maud escapes every value), with
 //! links and forms only: no script.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::Console;
 use super::params::{Filters, encode};
+use super::signin::Person;
 use crate::audit::{AuditQuery, AuditRecord, Bucket, Outcome, SummaryQuery};
 
 const OUTCOMES: [Outcome; 4] = [Outcome::Issued, Outcome::Denied, Outcome::Error, Outcome::Revoked];
@@ -36,7 +37,7 @@ pub struct Broken {
     pub what: String,
 }
 
-fn page(console: &Console, title: &str, here: &str, body: Markup) -> Response {
+fn page(console: &Console, person: Option<&Person>, title: &str, here: &str, body: Markup) -> Response {
     let nav = [("/", "Overview"), ("/records", "Records"), ("/integrity", "Integrity")];
     let markup = html! {
         (DOCTYPE)
@@ -55,7 +56,13 @@ fn page(console: &Console, title: &str, here: &str, body: Markup) -> Response {
                             a href=(href) class=[(here == href).then_some("here")] { (name) }
                         }
                     }
-                    span.store { "read-only · " (console.store_name) }
+                    span.store {
+                        "read-only · " (console.store_name)
+                        @if let Some(person) = person {
+                            " · " (person.shown_as) " "
+                            form.inline method="post" action="/auth/logout" { button.link type="submit" { "sign out" } }
+                        }
+                    }
                 }
                 main { (body) }
             }
@@ -64,9 +71,15 @@ fn page(console: &Console, title: &str, here: &str, body: Markup) -> Response {
     Html(markup.into_string()).into_response()
 }
 
-fn problem(console: &Console, status: StatusCode, what: &str) -> Response {
+/// A page that only says `text`.
+pub(super) fn message(console: &Console, title: &str, text: &str) -> Response {
+    page(console, None, title, "", html! { h1 { (title) } p { (text) } })
+}
+
+pub(super) fn problem(console: &Console, status: StatusCode, what: &str) -> Response {
     let mut response = page(
         console,
+        None,
         "Error",
         "",
         html! { h1 { "Something is wrong" } div.notice.error { (what) } },
@@ -92,7 +105,11 @@ pub struct Range {
 }
 
 /// `/`: the log at a glance over 24 hours, 7 or 30 days.
-pub async fn overview(State(console): State<Console>, Query(range): Query<Range>) -> Response {
+pub async fn overview(
+    State(console): State<Console>,
+    person: Option<Extension<Person>>,
+    Query(range): Query<Range>,
+) -> Response {
     let (label, seconds, bucket) = match range.range.as_str() {
         "7d" => ("7d", 7 * 86_400, Bucket::Day),
         "30d" => ("30d", 30 * 86_400, Bucket::Day),
@@ -240,11 +257,15 @@ pub async fn overview(State(console): State<Console>, Query(range): Query<Range>
             },
         }
     };
-    page(&console, "Overview", "/", body)
+    page(&console, person.as_deref(), "Overview", "/", body)
 }
 
 /// `/records`: the log, newest first, filtered, paged by seq.
-pub async fn records(State(console): State<Console>, Query(filters): Query<Filters>) -> Response {
+pub async fn records(
+    State(console): State<Console>,
+    person: Option<Extension<Person>>,
+    Query(filters): Query<Filters>,
+) -> Response {
     let query = filters.query(console.key.as_deref());
     let found = match &query {
         Ok(query) => console.store.query(query).await.map_err(|e| e.to_string()),
@@ -304,7 +325,7 @@ pub async fn records(State(console): State<Console>, Query(filters): Query<Filte
             }
         }
     };
-    page(&console, "Records", "/records", body)
+    page(&console, person.as_deref(), "Records", "/records", body)
 }
 
 async fn one(console: &Console, seq: i64) -> Result<Option<AuditRecord>, String> {
@@ -314,7 +335,11 @@ async fn one(console: &Console, seq: i64) -> Result<Option<AuditRecord>, String>
 
 /// `/records/{seq}`: every field of one record, its place in the chain,
 /// and where to look next.
-pub async fn record(State(console): State<Console>, Path(seq): Path<String>) -> Response {
+pub async fn record(
+    State(console): State<Console>,
+    person: Option<Extension<Person>>,
+    Path(seq): Path<String>,
+) -> Response {
     let Ok(seq) = seq.parse::<i64>() else {
         return problem(
             &console,
@@ -378,12 +403,12 @@ pub async fn record(State(console): State<Console>, Path(seq): Path<String>) -> 
             li { a href={ "/records?subject=" (encode(record.subject.as_deref().unwrap_or(""))) } { "every record of this subject" } }
         }
     };
-    page(&console, &format!("Record {seq}"), "/records", body)
+    page(&console, person.as_deref(), &format!("Record {seq}"), "/records", body)
 }
 
 /// `/integrity`: the newest checkpoint, and the result of the last
 /// verification of the whole chain (run with the button).
-pub async fn integrity(State(console): State<Console>) -> Response {
+pub async fn integrity(State(console): State<Console>, person: Option<Extension<Person>>) -> Response {
     let checkpoints = console.store.checkpoints().await;
     let head = console
         .store
@@ -436,7 +461,7 @@ pub async fn integrity(State(console): State<Console>) -> Response {
             },
         }
     };
-    page(&console, "Integrity", "/integrity", body)
+    page(&console, person.as_deref(), "Integrity", "/integrity", body)
 }
 
 /// `POST /integrity/verify`: starts a verification (one at a time) and

@@ -21,6 +21,7 @@ mod chart;
 mod cli;
 mod client;
 mod console;
+mod console_signin;
 mod exec_leases;
 mod faults;
 mod hygiene;
