@@ -427,6 +427,12 @@ enum AuditCommand {
         /// Only this request id.
         #[arg(long)]
         request_id: Option<String>,
+        /// Only this kind of grant (token, aws, secrets, postgres).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this reason code (claims_mismatch, expired, ...).
+        #[arg(long)]
+        reason: Option<String>,
         /// Only records of the token with this `jti` (needs the audit key).
         #[arg(long)]
         jti: Option<String>,
@@ -697,6 +703,8 @@ async fn run(command: Command, json_logs: bool) -> anyhow::Result<()> {
             subject,
             outcome,
             request_id,
+            kind,
+            reason,
             jti,
             limit,
             format,
@@ -706,6 +714,8 @@ async fn run(command: Command, json_logs: bool) -> anyhow::Result<()> {
                 subject,
                 outcome,
                 request_id,
+                kind,
+                reason,
                 since: since.as_deref().map(audit_commands::parse_time).transpose()?,
                 until: until.as_deref().map(audit_commands::parse_time).transpose()?,
                 limit: Some(limit),

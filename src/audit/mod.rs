@@ -122,6 +122,11 @@ pub struct AuditQuery {
     pub outcome: Option<Outcome>,
     /// Only this request id.
     pub request_id: Option<String>,
+    /// Only this kind of grant (`token`, `aws`, ...). Not indexed: it
+    /// narrows another filter, or the walk from the newest record.
+    pub kind: Option<String>,
+    /// Only this reason code. Not indexed, like `kind`.
+    pub reason: Option<String>,
     /// Only records at or after this RFC 3339 time.
     pub since: Option<String>,
     /// Only records before this RFC 3339 time.

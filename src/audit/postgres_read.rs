@@ -34,6 +34,8 @@ pub(super) fn query_sql(q: &AuditQuery) -> (String, Vec<Param>) {
         ("subject", q.subject.clone()),
         ("grant_name", q.grant.clone()),
         ("outcome", q.outcome.map(|o| o.as_str().to_string())),
+        ("kind", q.kind.clone()),
+        ("reason", q.reason.clone()),
     ];
     let mut terms = Vec::new();
     let mut values = Vec::new();

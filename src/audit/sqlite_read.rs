@@ -107,6 +107,13 @@ pub(super) fn query_sql(q: &AuditQuery) -> (String, Vec<Value>) {
             terms.push(format!("{prefix}{column} = ?{}", values.len()));
         }
     }
+    // Never leading: no index has them, and they are rarely selective.
+    for (column, value) in [("kind", &q.kind), ("reason", &q.reason)] {
+        if let Some(value) = value {
+            values.push(Value::Text(value.clone()));
+            terms.push(format!("+{column} = ?{}", values.len()));
+        }
+    }
     let by_time = !led && (q.since.is_some() || q.until.is_some());
     let time = if led { "+time" } else { "time" };
     for (op, bound) in [(">=", &q.since), ("<", &q.until)] {

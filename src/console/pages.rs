@@ -284,6 +284,13 @@ pub async fn records(
                     @for o in OUTCOMES { option value=(o.as_str()) selected[filters.outcome == o.as_str()] { (o.as_str()) } }
                 }
             }
+            label { "kind"
+                select name="kind" {
+                    option value="" { "any" }
+                    @for k in ["token", "aws", "secrets", "postgres", "github"] { option value=(k) selected[filters.kind == k] { (k) } }
+                }
+            }
+            label { "reason" input name="reason" value=(filters.reason) placeholder="claims_mismatch"; }
             label { "subject" input name="subject" value=(filters.subject); }
             label { "request id" input name="request_id" value=(filters.request_id); }
             label { "token jti" input name="jti" value=(filters.jti); }

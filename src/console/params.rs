@@ -26,6 +26,10 @@ pub struct Filters {
     pub outcome: String,
     /// A request id (`x-request-id` of the answer).
     pub request_id: String,
+    /// A grant kind.
+    pub kind: String,
+    /// A reason code.
+    pub reason: String,
     /// A token's `jti`, matched through the audit key.
     pub jti: String,
     /// Paging: records older than this seq.
@@ -57,6 +61,8 @@ impl Filters {
             subject: text(&self.subject),
             outcome,
             request_id: text(&self.request_id),
+            kind: text(&self.kind),
+            reason: text(&self.reason),
             since: time("since", &self.since)?,
             until: time("until", &self.until)?,
             before_seq: self.before,
@@ -74,6 +80,8 @@ impl Filters {
             ("subject", &self.subject),
             ("outcome", &self.outcome),
             ("request_id", &self.request_id),
+            ("kind", &self.kind),
+            ("reason", &self.reason),
             ("jti", &self.jti),
         ];
         pairs

@@ -167,6 +167,9 @@ async fn queries_filter_and_page(backend: Backend) {
         };
         let mut r = record(n, grant, outcome);
         r.token_jti_hmac = Some(format!("jti-{}", n % 5));
+        if n % 6 == 0 {
+            r.kind = Some("aws".into());
+        }
         sink.append(&r).await.unwrap();
     }
     // Each filter, and filters together (the SQLite query names only the
@@ -180,6 +183,22 @@ async fn queries_filter_and_page(backend: Backend) {
                 ..Default::default()
             },
             vec![8, 3],
+        ),
+        // Kind and reason narrow without an index of their own.
+        (
+            AuditQuery {
+                kind: text("aws"),
+                ..Default::default()
+            },
+            vec![7, 1],
+        ),
+        (
+            AuditQuery {
+                kind: text("aws"),
+                reason: text("claims_mismatch"),
+                ..Default::default()
+            },
+            vec![1],
         ),
         (
             AuditQuery {
