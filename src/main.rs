@@ -111,6 +111,14 @@ enum Command {
         #[arg(long)]
         ttl: Option<String>,
     },
+    /// A git credential helper answering with the GitHub token `stint exec` set (see docs/github.md).
+    GitCredential {
+        /// The variable holding the token (default GH_TOKEN, then GITHUB_TOKEN).
+        #[arg(long, value_name = "VAR")]
+        env: Option<String>,
+        /// What git asks: get, store or erase.
+        operation: String,
+    },
     /// Print a token: a stint-signed token of a grant, or (`token dev`) a dev OIDC token.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Token {
@@ -646,6 +654,17 @@ async fn run(command: Command, json_logs: bool) -> anyhow::Result<()> {
             let token = dev::mint(&dir, &sub, &claims, aud.as_deref(), i64::try_from(ttl.as_secs())?)?;
             println!("{token}");
             Ok(())
+        }
+        Command::GitCredential { env, operation } => {
+            let stdin = std::io::stdin();
+            stint::client::git_credential::answer(
+                &operation,
+                env.as_deref(),
+                stdin.lock(),
+                std::io::stdout(),
+                &|name| std::env::var(name).ok(),
+            )
+            .map_err(|e| anyhow::anyhow!("stint git-credential: {e}"))
         }
         Command::Exec { .. }
         | Command::Agent { .. }

@@ -23,6 +23,7 @@ mod cli;
 mod client;
 mod exec_leases;
 mod faults;
+mod github;
 mod hygiene;
 mod identity;
 mod issue;
