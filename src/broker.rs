@@ -490,12 +490,14 @@ impl Broker {
         Ok((token, admin))
     }
 
-    /// Audits a refused lease operation (`reason`) by `token`.
+    /// Audits a refused lease operation (`reason`) by `token`; `kind` is
+    /// that of the lease the id names (`None` when it names none).
     pub async fn record_refusal(
         &self,
         request_id: &str,
         token: &VerifiedToken,
         reason: &str,
+        kind: Option<&str>,
         detail: Map<String, Value>,
     ) -> Result<(), BrokerError> {
         let record = AuditRecord {
@@ -505,7 +507,7 @@ impl Broker {
             outcome: Outcome::Denied,
             reason: Some(reason.to_string()),
             grant: None,
-            kind: Some("postgres".into()),
+            kind: kind.map(str::to_string),
             issuer: Some(token.issuer().to_string()),
             subject: Some(token.subject().to_string()),
             claims: Map::new(),

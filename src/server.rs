@@ -194,6 +194,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         }
         let mut apps = leases::GithubApps::new();
         for (name, settings) in &config.github_apps {
+            crate::config::github::check_private_key(settings)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?;
             let app = crate::provider::github::GithubApp::new(settings.clone(), secrets.clone())
                 .map_err(|e| anyhow::anyhow!("{}: github_apps.{name}: {e}", config.source_name))?;
             apps.insert(name.clone(), Arc::new(app));

@@ -1,7 +1,8 @@
 //! `github_apps:` and `kind: github` grants. What GitHub would refuse
 //! only at the first issuance (a permission name or level it does not
-//! have, a repository name it cannot have, a key that is not RSA) is
-//! refused here, at start-up, naming the key.
+//! have, a repository name it cannot have) is refused here, naming the
+//! key; a key that is not RSA is refused when `stint serve` starts
+//! ([`check_private_key`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -53,23 +54,6 @@ pub(super) fn github_app(
             "set only one of private_key_file, private_key_env and private_key_secret",
         ));
     }
-    // A key in a file or the environment is checked now; one in Secrets
-    // Manager at its first use (the config check runs without AWS).
-    let key_at = match &private_key {
-        SecretSource::File(_) => Some(".private_key_file"),
-        SecretSource::Env(_) => Some(".private_key_env"),
-        SecretSource::Secret(_) => None,
-    };
-    if let Some(key_at) = key_at {
-        let pem = match &private_key {
-            SecretSource::File(path) => {
-                std::fs::read_to_string(path).map_err(|e| field(key_at, format!("{}: {e}", path.display())))?
-            }
-            SecretSource::Env(var) => std::env::var(var).map_err(|_| field(key_at, format!("${var} is not set")))?,
-            SecretSource::Secret(_) => String::new(),
-        };
-        parse_key(&pem).map_err(|m| field(key_at, m))?;
-    }
     let api_url = raw
         .api_url
         .unwrap_or_else(|| DEFAULT_API_URL.to_string())
@@ -91,6 +75,29 @@ pub(super) fn github_app(
         installation_id: raw.installation_id,
         requests_per_hour,
     })
+}
+
+/// Reads and parses the App's private key when it is in a file or the
+/// broker's environment, so `stint serve` refuses to start with a key
+/// GitHub would refuse; the error names the key, never its content. Not
+/// part of parsing the config: `stint config check`, `policy lint` and
+/// `leases list` run where the key is not (a CI runner, an auditor's
+/// machine). A key in Secrets Manager is read at its first use.
+pub fn check_private_key(app: &AppSettings) -> Result<(), String> {
+    let at = |key: &str| format!("github_apps.{}.{key}", app.name);
+    let (key, pem) = match &app.private_key {
+        SecretSource::File(path) => (
+            at("private_key_file"),
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: {}: {e}", at("private_key_file"), path.display()))?,
+        ),
+        SecretSource::Env(var) => (
+            at("private_key_env"),
+            std::env::var(var).map_err(|_| format!("{}: ${var} is not set", at("private_key_env")))?,
+        ),
+        SecretSource::Secret(_) => return Ok(()),
+    };
+    parse_key(&pem).map(|_| ()).map_err(|m| format!("{key}: {m}"))
 }
 
 pub(super) fn github_grant(raw: &RawGrant, max_ttl: Duration, apps: &BTreeSet<&str>) -> Result<GrantKind, FieldError> {

@@ -21,7 +21,8 @@ pub async fn list(config: &Path, failing: bool, json: bool, limit: u32) -> anyho
         return Ok(if json {
             String::new()
         } else {
-            "(no leases: this store has no lease table yet; a broker with a `postgres` grant makes it)\n".to_string()
+            "(no leases: this store has no lease table yet; a broker with `databases:` or `github_apps:` makes it)\n"
+                .to_string()
         });
     };
     let leases = store.list(failing, limit).await?;
@@ -91,7 +92,7 @@ pub async fn revoke(config: &Path, id: &str, wait: Duration) -> anyhow::Result<S
         }
         if started.elapsed() >= wait {
             return Ok(format!(
-                "lease {id} ends now; no broker dropped its role within {}s: a running broker's reaper will (leases.reap_interval)",
+                "lease {id} ends now; no broker revoked it within {}s: a running broker's reaper will (leases.reap_interval)",
                 wait.as_secs()
             ));
         }

@@ -469,3 +469,107 @@ async fn under_stint_exec_git_uses_the_token_and_it_is_revoked_when_the_command_
     assert_eq!(revoked.len(), 1);
     assert_eq!(revoked[0].reason.as_deref(), Some("revoked_by_caller"));
 }
+
+/// `POST /v1/leases/{id}/revoke` with `token` as the bearer.
+async fn revoke(broker: &TestBroker, lease: &str, token: &str) -> crate::harness::Answer {
+    let answer = broker
+        .http
+        .post(format!("{}/v1/leases/{lease}/revoke", broker.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    crate::harness::answer(answer).await
+}
+
+#[tokio::test]
+async fn an_early_revocation_while_github_is_down_ends_the_lease_and_finishes_once_github_is_back() {
+    let s = setup(&grant("push", "10m", "")).await;
+    let token = caller(&s.issuer);
+    let issued = s.broker.issue("push", &token, None).await;
+    let gh = issued.body["token"].as_str().unwrap().to_string();
+    let lease = issued.body["lease_id"].as_str().unwrap().to_string();
+    s.emulator.set_down(true);
+    let answer = revoke(&s.broker, &lease, &token).await;
+    assert_eq!(
+        (answer.status.as_u16(), answer.body["state"].as_str()),
+        (202, Some("revoking")),
+        "{}",
+        answer.text
+    );
+    // The caller is told what is left to do for this kind of lease.
+    let detail = answer.body["detail"].as_str().unwrap();
+    assert!(detail.contains("GitHub token") && !detail.contains("role"), "{detail}");
+    assert!(!s.emulator.is_revoked(&gh));
+    s.emulator.set_down(false);
+    let started = std::time::Instant::now();
+    while !s.emulator.is_revoked(&gh) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never revoked once GitHub was back"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let revoked = loop {
+        if let Some(r) = records(&s.broker, "push", Outcome::Revoked).await.into_iter().next() {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(revoked.reason.as_deref(), Some("revoked_by_caller"));
+    assert_eq!(revoked.request_id, answer.request_id());
+}
+
+#[tokio::test]
+async fn another_caller_cannot_revoke_a_github_lease_and_the_refusal_is_recorded_as_github() {
+    let s = setup(&grant("push", "10m", "")).await;
+    let issued = s.broker.issue("push", &caller(&s.issuer), None).await;
+    let gh = issued.body["token"].as_str().unwrap().to_string();
+    let lease = issued.body["lease_id"].as_str().unwrap();
+    let mut other = s.issuer.github();
+    other.insert("sub".into(), json!("repo:acme/web:ref:refs/heads/main"));
+    let refused = revoke(&s.broker, lease, &s.issuer.sign(&other)).await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.code()),
+        (404, "lease_not_found"),
+        "{}",
+        refused.text
+    );
+    assert!(!s.emulator.is_revoked(&gh));
+    let record = s.broker.audit_record(&refused.request_id()).await;
+    assert_eq!(record.outcome, Outcome::Denied);
+    assert_eq!(record.kind.as_deref(), Some("github"));
+    // An id that names no lease has no kind.
+    let unknown = revoke(&s.broker, "01a2231c-0000-7000-8000-000000000000", &caller(&s.issuer)).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    let record = s.broker.audit_record(&unknown.request_id()).await;
+    assert_eq!(record.kind, None);
+}
+
+#[tokio::test]
+async fn an_app_key_that_is_not_rsa_stops_the_broker_at_start_naming_the_key() {
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "MHcCAQEEIA";
+    std::fs::write(
+        dir.path().join("app.pem"),
+        format!("-----BEGIN EC PRIVATE KEY-----\n{secret}==\n-----END EC PRIVATE KEY-----\n"),
+    )
+    .unwrap();
+    let text = format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudit: {{ store: sqlite://audit.db, key_file: audit.key }}\n\
+         signing: {{ key_file: signing.key }}\nissuers:\n{}\ngrants:\n{}\
+         github_apps:\n  deployer: {{ app_id: {APP_ID}, private_key_file: app.pem }}\n",
+        issuer_yaml("ci", &issuer, "github", ""),
+        grant("push", "10m", "")
+    );
+    // The config itself is fine: `stint config check` and `policy lint`
+    // need no key.
+    let config = stint::config::Config::parse(&text, "test.yaml", dir.path(), &|_| None).unwrap();
+    let err = stint::server::start(config).await.err().unwrap().to_string();
+    assert!(
+        err.contains("github_apps.deployer.private_key_file") && err.contains("not an RSA private key"),
+        "{err}"
+    );
+    assert!(!err.contains(secret), "{err}");
+}
