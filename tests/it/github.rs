@@ -128,6 +128,51 @@ async fn records(broker: &TestBroker, grant: &str, outcome: Outcome) -> Vec<stin
         .unwrap()
 }
 
+/// `POST /v1/leases/{id}/revoke` with `token` as the bearer.
+async fn revoke(broker: &TestBroker, lease: &str, token: &str) -> crate::harness::Answer {
+    let answer = broker
+        .http
+        .post(format!("{}/v1/leases/{lease}/revoke", broker.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    crate::harness::answer(answer).await
+}
+
+/// Waits until GitHub has `token` revoked, failing with `why` after `within`.
+async fn until_revoked(emulator: &GitHubEmulator, token: &str, within: Duration, why: &str) {
+    let started = std::time::Instant::now();
+    while !emulator.is_revoked(token) {
+        assert!(started.elapsed() < within, "{why}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// GitHub, down until now, comes back; the reaper then revokes `token`,
+/// which was not revoked while it was down.
+async fn github_comes_back_and_revokes(emulator: &GitHubEmulator, token: &str) {
+    assert!(!emulator.is_revoked(token), "revoked while GitHub was down");
+    emulator.set_down(false);
+    until_revoked(
+        emulator,
+        token,
+        Duration::from_secs(60),
+        "never revoked once GitHub was back",
+    )
+    .await;
+}
+
+/// The first `revoked` record of `grant`, once the reaper or a request wrote it.
+async fn first_revoked(broker: &TestBroker, grant: &str) -> stint::audit::AuditRecord {
+    loop {
+        if let Some(r) = records(broker, grant, Outcome::Revoked).await.into_iter().next() {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_token_reaches_exactly_the_grants_repositories_and_its_record_joins_githubs_log() {
     let s = setup(&grant("push", "10m", "")).await;
@@ -248,19 +293,9 @@ async fn at_its_ttl_the_reaper_revokes_the_token_at_github() {
     assert_eq!(issued.status, 200, "{}", issued.text);
     let token = issued.body["token"].as_str().unwrap().to_string();
     assert_eq!(reachable(&s.emulator, &token).await.0, 200);
-    let started = std::time::Instant::now();
-    while !s.emulator.is_revoked(&token) {
-        assert!(started.elapsed() < Duration::from_secs(20), "never revoked");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_revoked(&s.emulator, &token, Duration::from_secs(20), "never revoked").await;
     assert_eq!(reachable(&s.emulator, &token).await.0, 401, "the token still works");
-    let revoked = loop {
-        let found = records(&s.broker, "push", Outcome::Revoked).await;
-        if let Some(r) = found.into_iter().next() {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let revoked = first_revoked(&s.broker, "push").await;
     assert_eq!(revoked.reason.as_deref(), Some("expired"));
     assert_eq!(revoked.kind.as_deref(), Some("github"));
     assert_eq!(
@@ -277,15 +312,7 @@ async fn its_holder_revokes_it_early_and_github_refuses_it_afterwards() {
     let issued = s.broker.issue("push", &token, None).await;
     let gh = issued.body["token"].as_str().unwrap().to_string();
     let lease = issued.body["lease_id"].as_str().unwrap();
-    let answer = s
-        .broker
-        .http
-        .post(format!("{}/v1/leases/{lease}/revoke", s.broker.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    let answer = crate::harness::answer(answer).await;
+    let answer = revoke(&s.broker, lease, &token).await;
     assert_eq!(
         (answer.status.as_u16(), answer.body["state"].as_str()),
         (200, Some("revoked")),
@@ -321,16 +348,7 @@ async fn a_revocation_github_cannot_take_is_retried_until_it_can() {
         assert!(started.elapsed() < Duration::from_secs(30), "never listed as failing");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(!s.emulator.is_revoked(&gh));
-    s.emulator.set_down(false);
-    let started = std::time::Instant::now();
-    while !s.emulator.is_revoked(&gh) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "never revoked once GitHub was back"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    github_comes_back_and_revokes(&s.emulator, &gh).await;
 }
 
 #[tokio::test]
@@ -470,18 +488,6 @@ async fn under_stint_exec_git_uses_the_token_and_it_is_revoked_when_the_command_
     assert_eq!(revoked[0].reason.as_deref(), Some("revoked_by_caller"));
 }
 
-/// `POST /v1/leases/{id}/revoke` with `token` as the bearer.
-async fn revoke(broker: &TestBroker, lease: &str, token: &str) -> crate::harness::Answer {
-    let answer = broker
-        .http
-        .post(format!("{}/v1/leases/{lease}/revoke", broker.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    crate::harness::answer(answer).await
-}
-
 #[tokio::test]
 async fn an_early_revocation_while_github_is_down_ends_the_lease_and_finishes_once_github_is_back() {
     let s = setup(&grant("push", "10m", "")).await;
@@ -500,22 +506,8 @@ async fn an_early_revocation_while_github_is_down_ends_the_lease_and_finishes_on
     // The caller is told what is left to do for this kind of lease.
     let detail = answer.body["detail"].as_str().unwrap();
     assert!(detail.contains("GitHub token") && !detail.contains("role"), "{detail}");
-    assert!(!s.emulator.is_revoked(&gh));
-    s.emulator.set_down(false);
-    let started = std::time::Instant::now();
-    while !s.emulator.is_revoked(&gh) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "never revoked once GitHub was back"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let revoked = loop {
-        if let Some(r) = records(&s.broker, "push", Outcome::Revoked).await.into_iter().next() {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    github_comes_back_and_revokes(&s.emulator, &gh).await;
+    let revoked = first_revoked(&s.broker, "push").await;
     assert_eq!(revoked.reason.as_deref(), Some("revoked_by_caller"));
     assert_eq!(revoked.request_id, answer.request_id());
 }
