@@ -45,6 +45,10 @@ struct IssueOptions {
     ttl: Option<String>,
     /// `secrets` grants: the subset wanted.
     secrets: Option<Vec<String>>,
+    /// `github` grants: the repositories wanted.
+    repositories: Option<Vec<String>>,
+    /// `github` grants: the permissions wanted.
+    permissions: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A credential that has been issued and audited.
@@ -97,6 +101,7 @@ impl BrokerError {
             BrokerError::Provider(ProviderError::Refused { .. }) => "upstream_refused",
             BrokerError::Provider(ProviderError::Unavailable { .. }) => "upstream_unavailable",
             BrokerError::Provider(ProviderError::RateLimited { .. }) => "rate_limited",
+            BrokerError::Provider(ProviderError::Throttled { .. }) => "upstream_throttled",
             BrokerError::Provider(ProviderError::Denied { code, .. }) => code,
             BrokerError::Provider(ProviderError::BadRequest(_)) => "invalid_request",
             BrokerError::Provider(_) => "internal",
@@ -112,6 +117,7 @@ impl BrokerError {
                 ProviderError::Refused { .. }
                 | ProviderError::Unavailable { .. }
                 | ProviderError::RateLimited { .. }
+                | ProviderError::Throttled { .. }
                 | ProviderError::Internal(_),
             )
             | BrokerError::AuditUnavailable => Outcome::Error,
@@ -403,6 +409,17 @@ impl Broker {
                 ),
             });
         }
+        let asks_github = options.repositories.is_some() || options.permissions.is_some();
+        if asks_github && !matches!(spec.kind, GrantKind::Github(_)) {
+            return Err(BrokerError::BadRequest {
+                code: "invalid_request",
+                detail: format!(
+                    "`repositories` and `permissions` apply to github grants; `{}` is of kind {}",
+                    spec.name,
+                    spec.kind.name()
+                ),
+            });
+        }
         let ttl = resolve_ttl(spec, options.ttl.as_deref())?;
         record.ttl_seconds = Some(ttl.as_secs());
 
@@ -433,6 +450,10 @@ impl Broker {
             ttl,
             now,
             secrets: options.secrets,
+            github: asks_github.then_some(crate::provider::GithubAsk {
+                repositories: options.repositories,
+                permissions: options.permissions,
+            }),
         };
         let issuing = tracing::info_span!("provider.issue", stint.kind = spec.kind.name());
         let credential = provider.issue(&grant, &ctx).instrument(issuing).await?;
@@ -469,12 +490,14 @@ impl Broker {
         Ok((token, admin))
     }
 
-    /// Audits a refused lease operation (`reason`) by `token`.
+    /// Audits a refused lease operation (`reason`) by `token`; `kind` is
+    /// that of the lease the id names (`None` when it names none).
     pub async fn record_refusal(
         &self,
         request_id: &str,
         token: &VerifiedToken,
         reason: &str,
+        kind: Option<&str>,
         detail: Map<String, Value>,
     ) -> Result<(), BrokerError> {
         let record = AuditRecord {
@@ -484,7 +507,7 @@ impl Broker {
             outcome: Outcome::Denied,
             reason: Some(reason.to_string()),
             grant: None,
-            kind: Some("postgres".into()),
+            kind: kind.map(str::to_string),
             issuer: Some(token.issuer().to_string()),
             subject: Some(token.subject().to_string()),
             claims: Map::new(),

@@ -82,13 +82,13 @@ enum Command {
         /// A grant to fetch (repeatable).
         #[arg(long = "grant", required = true)]
         grants: Vec<String>,
-        /// Name a secret's variable: VARIABLE=secret-name (repeatable).
+        /// Name a variable: VARIABLE=secret-name (a secrets entry) or VARIABLE=grant (a github grant's token); repeatable.
         #[arg(long = "env", value_name = "VARIABLE=SECRET")]
         env: Vec<String>,
         /// Requested lifetime (at most the grant's max_ttl).
         #[arg(long)]
         ttl: Option<String>,
-        /// Leave leases (postgres roles) to their expiry instead of revoking them when the command exits.
+        /// Leave leases (postgres roles, GitHub tokens) to their expiry instead of revoking them when the command exits.
         #[arg(long)]
         keep: bool,
         /// How long the revokes at exit may take in all; a lease not revoked by then is left to the broker's reaper.
@@ -110,6 +110,14 @@ enum Command {
         /// Requested lifetime.
         #[arg(long)]
         ttl: Option<String>,
+    },
+    /// A git credential helper answering with the GitHub token `stint exec` set (see docs/github.md).
+    GitCredential {
+        /// The variable holding the token (default GH_TOKEN, then GITHUB_TOKEN).
+        #[arg(long, value_name = "VAR")]
+        env: Option<String>,
+        /// What git asks: get, store or erase.
+        operation: String,
     },
     /// Print a token: a stint-signed token of a grant, or (`token dev`) a dev OIDC token.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -156,14 +164,14 @@ enum LeasesCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// End a lease now; a running broker drops the role and audits it.
+    /// End a lease now; a running broker revokes it (drops the role, or revokes the GitHub token) and audits it.
     Revoke {
         /// The YAML config.
         #[arg(long, short, env = "STINT_CONFIG", default_value = "stint.yaml")]
         config: PathBuf,
         /// The lease id (the `lease_id` of the issuance).
         id: String,
-        /// Wait this long for a broker to drop the role.
+        /// Wait this long for a broker to revoke it.
         #[arg(long, default_value = "30s")]
         wait: String,
     },
@@ -305,7 +313,7 @@ struct WatchArgs {
     /// Also write each credential as files in DIR (atomically, 0600), removed at exit.
     #[arg(long, value_name = "DIR", requires = "watch")]
     out_dir: Option<PathBuf>,
-    /// How long a lease (a postgres role) replaced by a renewal stays usable before it is revoked.
+    /// How long a lease (a postgres role, a GitHub token) replaced by a renewal stays usable before it is revoked.
     #[arg(long, value_name = "DUR", default_value = "30s", requires = "watch")]
     overlap: String,
 }
@@ -660,6 +668,17 @@ async fn run(command: Command, json_logs: bool) -> anyhow::Result<()> {
             let token = dev::mint(&dir, &sub, &claims, aud.as_deref(), i64::try_from(ttl.as_secs())?)?;
             println!("{token}");
             Ok(())
+        }
+        Command::GitCredential { env, operation } => {
+            let stdin = std::io::stdin();
+            stint::client::git_credential::answer(
+                &operation,
+                env.as_deref(),
+                stdin.lock(),
+                std::io::stdout(),
+                &|name| std::env::var(name).ok(),
+            )
+            .map_err(|e| anyhow::anyhow!("stint git-credential: {e}"))
         }
         Command::Exec { .. }
         | Command::Agent { .. }

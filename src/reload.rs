@@ -79,6 +79,15 @@ impl Reloader {
                     grant.name, p.database
                 ));
             }
+            // So are GitHub Apps.
+            if let crate::policy::GrantKind::Github(g) = &grant.kind
+                && self.started.github_apps.get(&g.app) != next.github_apps.get(&g.app)
+            {
+                return Err(format!(
+                    "grant `{}` uses GitHub App `{}`, which is new or changed: restart to use it",
+                    grant.name, g.app
+                ));
+            }
         }
         let mut current = self.current.lock().map_err(|_| "reload state poisoned".to_string())?;
         let cache_changed = differs(&current.key_cache, &next.key_cache);
@@ -100,8 +109,9 @@ impl Reloader {
         }
         let started = &self.started;
         let mut needs_restart = Vec::new();
-        let checks: [(&'static str, bool); 11] = [
+        let checks: [(&'static str, bool); 12] = [
             ("databases", differs(&started.databases, &next.databases)),
+            ("github_apps", differs(&started.github_apps, &next.github_apps)),
             ("leases", started.reap_interval != next.reap_interval),
             ("listen", started.listen != next.listen),
             ("admin_listen", started.admin_listen != next.admin_listen),

@@ -145,10 +145,15 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         .grants()
         .any(|g| matches!(g.kind, GrantKind::Aws(_) | GrantKind::Secrets(_)));
     let needs_postgres = config.policy.grants().any(|g| matches!(g.kind, GrantKind::Postgres(_)));
+    let needs_github = config.policy.grants().any(|g| matches!(g.kind, GrantKind::Github(_)));
     let db_password_in_aws = config
         .databases
         .values()
-        .any(|d| matches!(d.password, leases::PasswordSource::Secret(_)));
+        .any(|d| matches!(d.password, leases::PasswordSource::Secret(_)))
+        || config
+            .github_apps
+            .values()
+            .any(|a| matches!(a.private_key, leases::PasswordSource::Secret(_)));
     let sdk = if needs_aws || db_password_in_aws {
         Some(
             aws::sdk_config(&config.aws, options.aws_credentials.clone())
@@ -166,7 +171,12 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     // Leases live next to the audit log, so every broker on the store shares them.
     // With databases configured the reaper runs even when no grant issues
     // roles any more: leases issued before must still end.
-    let lease_parts = if needs_postgres || !config.databases.is_empty() {
+    // GitHub tokens are leases too (the sealed token revokes them), and
+    // their apps are kept while leases issued before may still be due.
+    let uses_databases = needs_postgres || !config.databases.is_empty();
+    let uses_github = needs_github || !config.github_apps.is_empty();
+    let sealer = Arc::new(leases::Sealer::from_audit_key(&audit_key).map_err(|e| anyhow::anyhow!(e))?);
+    let lease_parts = if uses_databases || uses_github {
         let store = leases::open_store(&config.audit.store, config.audit.timeout)
             .await
             .map_err(|e| anyhow::anyhow!("{}: audit.store: {e}", config.source_name))?;
@@ -174,13 +184,32 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
             .as_ref()
             .filter(|_| db_password_in_aws)
             .map(|sdk| Arc::new(aws_sdk_secretsmanager::Client::new(sdk)));
-        providers.push(Arc::new(leases::PostgresProvider::new(
-            store.clone(),
-            config.databases.clone(),
-            secrets.clone(),
-            metrics.clone(),
-        )));
-        Some((store, secrets))
+        if uses_databases {
+            providers.push(Arc::new(leases::PostgresProvider::new(
+                store.clone(),
+                config.databases.clone(),
+                secrets.clone(),
+                metrics.clone(),
+            )));
+        }
+        let mut apps = leases::GithubApps::new();
+        for (name, settings) in &config.github_apps {
+            crate::config::github::check_private_key(settings)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?;
+            let app = crate::provider::github::GithubApp::new(settings.clone(), secrets.clone())
+                .map_err(|e| anyhow::anyhow!("{}: github_apps.{name}: {e}", config.source_name))?;
+            apps.insert(name.clone(), Arc::new(app));
+        }
+        let apps = Arc::new(apps);
+        if uses_github {
+            providers.push(Arc::new(leases::GithubProvider::new(
+                apps.clone(),
+                store.clone(),
+                sealer.clone(),
+                metrics.clone(),
+            )));
+        }
+        Some((store, secrets, apps))
     } else {
         None
     };
@@ -196,14 +225,17 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         .with_subject_limit(config.limits.per_subject),
     );
 
-    let reaper = lease_parts.map(|(store, secrets)| {
-        Arc::new(leases::Reaper::new(
-            store,
-            config.databases.clone(),
-            secrets,
-            broker.clone(),
-            metrics.clone(),
-        ))
+    let reaper = lease_parts.map(|(store, secrets, apps)| {
+        Arc::new(
+            leases::Reaper::new(
+                store,
+                config.databases.clone(),
+                secrets,
+                broker.clone(),
+                metrics.clone(),
+            )
+            .with_github(apps, sealer.clone()),
+        )
     });
     let reloader = options
         .config_path

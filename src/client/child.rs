@@ -24,6 +24,7 @@ impl Child {
         let process = tokio::process::Command::new(program)
             .args(args)
             .envs(&env.vars)
+            .envs(env.git_env())
             // Never left running behind a stint that returned early.
             .kill_on_drop(true)
             .spawn()

@@ -13,6 +13,9 @@ pub struct ChildEnv {
     pub vars: BTreeMap<String, String>,
     /// Values that must never be shown.
     pub secrets: Vec<String>,
+    /// Hosts `git` should authenticate to with a GitHub token, and the
+    /// variable holding it (see [`ChildEnv::git_config`]).
+    pub git_hosts: Vec<(String, String)>,
 }
 
 /// `prod/api/db#password` → `PROD_API_DB_PASSWORD`; `deploy-token` → `DEPLOY_TOKEN`.
@@ -126,9 +129,73 @@ impl ChildEnv {
                 let token = body.get("token").and_then(text).ok_or_else(|| bad("no `token`"))?;
                 self.set(&format!("STINT_TOKEN_{}", env_name(grant)), token, true, grant)?;
             }
+            "github" => {
+                let token = body.get("token").and_then(text).ok_or_else(|| bad("no `token`"))?;
+                // The names gh, octokit and most tools read; `--env
+                // VAR=GRANT` puts it in VAR alone (two github grants at once).
+                match renames.get(grant) {
+                    Some(var) => self.set(var, token, true, grant)?,
+                    None => {
+                        self.set("GH_TOKEN", token.clone(), true, grant)?;
+                        self.set("GITHUB_TOKEN", token, true, grant)?;
+                    }
+                }
+                if let Some(host) = body.get("git_host").and_then(text) {
+                    let var = renames.get(grant).map_or("GH_TOKEN", String::as_str).to_string();
+                    self.git_hosts.push((host, var));
+                }
+            }
             other => return Err(bad(&format!("unknown kind `{other}`: upgrade stint"))),
         }
         Ok(())
+    }
+}
+
+impl ChildEnv {
+    /// [`ChildEnv::git_config`] for this process: `git` in the child
+    /// authenticates with any GitHub token through this very binary.
+    pub fn git_env(&self) -> Vec<(String, String)> {
+        if self.git_hosts.is_empty() {
+            return Vec::new();
+        }
+        let stint = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "stint".to_string());
+        self.git_config(&stint, std::env::var("GIT_CONFIG_COUNT").ok().as_deref())
+    }
+
+    /// Environment that makes `git` in the child use the GitHub tokens:
+    /// `GIT_CONFIG_COUNT`/`KEY_n`/`VALUE_n` (git ≥ 2.31), appended to any
+    /// the caller set, so `git push` needs no other set-up. Per host: the
+    /// credential helper `stint git-credential --env VAR`, and an empty
+    /// `http.<url>.extraHeader`, which drops a header an earlier step
+    /// configured (actions/checkout persists one with the workflow's token,
+    /// which would otherwise win over any helper).
+    pub fn git_config(&self, stint: &str, inherited: Option<&str>) -> Vec<(String, String)> {
+        if self.git_hosts.is_empty() {
+            return Vec::new();
+        }
+        let mut n: usize = inherited.and_then(|c| c.trim().parse().ok()).unwrap_or(0);
+        let mut out = Vec::new();
+        let quoted = format!("'{}'", stint.replace('\'', "'\\''"));
+        for (host, var) in &self.git_hosts {
+            let url = format!("https://{host}/");
+            for (key, value) in [
+                (format!("credential.{url}.helper"), String::new()),
+                (
+                    format!("credential.{url}.helper"),
+                    format!("!{quoted} git-credential --env {var}"),
+                ),
+                (format!("credential.{url}.username"), "x-access-token".to_string()),
+                (format!("http.{url}.extraHeader"), String::new()),
+            ] {
+                out.push((format!("GIT_CONFIG_KEY_{n}"), key));
+                out.push((format!("GIT_CONFIG_VALUE_{n}"), value));
+                n += 1;
+            }
+        }
+        out.push(("GIT_CONFIG_COUNT".to_string(), n.to_string()));
+        out
     }
 }
 

@@ -44,6 +44,7 @@ pub async fn run(command: &[String], env: &ChildEnv) -> Result<u8, String> {
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .envs(&env.vars)
+        .envs(env.git_env())
         .spawn()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     let pid = child.id();

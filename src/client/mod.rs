@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod env;
 pub mod exec;
 pub mod files;
+pub mod git_credential;
 pub mod revoke;
 pub mod schedule;
 pub mod watch;

@@ -121,9 +121,16 @@ pub async fn revoke_all(
                 Ok(Ok(body)) if body.get("state").and_then(Value::as_str) == Some("revoked") => {
                     format!("stint: lease {} (grant {}) revoked", lease.id, lease.grant)
                 }
-                Ok(Ok(_)) => format!(
-                    "stint: lease {} (grant {}) ended; the broker drops its role as soon as the database answers",
-                    lease.id, lease.grant
+                // The broker's 202 says what is left to do (drop a role,
+                // revoke a GitHub token), which only it knows.
+                Ok(Ok(body)) => format!(
+                    "stint: lease {} (grant {}) ended; {}",
+                    lease.id,
+                    lease.grant,
+                    body.get("detail")
+                        .and_then(Value::as_str)
+                        .and_then(|d| d.strip_prefix("the lease ended now; "))
+                        .unwrap_or("the broker's reaper finishes its revocation")
                 ),
                 Ok(Err(e)) => not_revoked(lease, &refusal(&e)),
                 Err(_) => not_revoked(

@@ -22,14 +22,15 @@ pub(super) fn validate_grant(
     raw: RawGrant,
     issuers: &BTreeSet<&str>,
     databases: &BTreeSet<&str>,
+    github_apps: &BTreeSet<&str>,
 ) -> Result<GrantSpec, FieldError> {
     check_name(name)?;
     // The kind first: a misspelt kind would otherwise be reported as every
     // one of its keys being "for another kind".
-    if !matches!(raw.kind.as_str(), "token" | "aws" | "secrets" | "postgres") {
+    if !matches!(raw.kind.as_str(), "token" | "aws" | "secrets" | "postgres" | "github") {
         return Err(field(
             ".kind",
-            format!("`{}` is unknown: use token, aws, secrets or postgres", raw.kind),
+            format!("`{}` is unknown: use token, aws, secrets, postgres or github", raw.kind),
         ));
     }
     check_kind_keys(&raw)?;
@@ -57,10 +58,11 @@ pub(super) fn validate_grant(
         "aws" => aws(&raw, ttl, max_ttl)?,
         "secrets" => secrets(&raw)?,
         "postgres" => postgres(&raw, databases)?,
+        "github" => super::github::github_grant(&raw, max_ttl, github_apps)?,
         other => {
             return Err(field(
                 ".kind",
-                format!("`{other}` is unknown: use token, aws, secrets or postgres"),
+                format!("`{other}` is unknown: use token, aws, secrets, postgres or github"),
             ));
         }
     };
@@ -90,7 +92,7 @@ pub(super) fn validate_grant(
 
 /// Which kind each kind-specific key belongs to.
 fn check_kind_keys(raw: &RawGrant) -> Result<(), FieldError> {
-    let present: [(&str, bool, &str); 18] = [
+    let present: [(&str, bool, &str); 23] = [
         ("database", raw.database.is_some(), "postgres"),
         ("username_template", raw.username_template.is_some(), "postgres"),
         ("creation_statements", raw.creation_statements.is_some(), "postgres"),
@@ -109,6 +111,15 @@ fn check_kind_keys(raw: &RawGrant) -> Result<(), FieldError> {
         ("secrets", raw.secrets.is_some(), "secrets"),
         ("version_stage", raw.version_stage.is_some(), "secrets"),
         ("cache_ttl", raw.cache_ttl.is_some(), "secrets"),
+        ("app", raw.app.is_some(), "github"),
+        ("owner", raw.owner.is_some(), "github"),
+        ("repositories", raw.repositories.is_some(), "github"),
+        ("permissions", raw.permissions.is_some(), "github"),
+        (
+            "allow_organization_permissions",
+            raw.allow_organization_permissions.is_some(),
+            "github",
+        ),
     ];
     for (key, is_set, kind) in present {
         if is_set && raw.kind != kind {

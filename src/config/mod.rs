@@ -3,6 +3,7 @@
 //! file, the key and what to do.
 
 pub mod console;
+pub mod github;
 mod grants;
 mod lint;
 mod locate;
@@ -104,6 +105,8 @@ pub struct Config {
     pub reload_watch: Option<Duration>,
     /// `databases:`: targets of `postgres` grants, by name.
     pub databases: BTreeMap<String, crate::leases::DatabaseTarget>,
+    /// `github_apps:`: the GitHub Apps of `github` grants, by name.
+    pub github_apps: BTreeMap<String, crate::provider::github::AppSettings>,
     /// `leases.reap_interval`: how often each broker looks for leases to revoke.
     pub reap_interval: Duration,
     /// `telemetry.otlp`: trace export; off when `None`.
@@ -354,6 +357,14 @@ impl Config {
             databases.insert(name, target);
         }
         let database_names: BTreeSet<&str> = databases.keys().map(String::as_str).collect();
+        let mut github_apps = BTreeMap::new();
+        for (name, raw_app) in raw.github_apps.map(|m| m.0).unwrap_or_default() {
+            let key = format!("github_apps.{name}");
+            let app =
+                github::github_app(&name, raw_app, &resolve).map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?;
+            github_apps.insert(name, app);
+        }
+        let app_names: BTreeSet<&str> = github_apps.keys().map(String::as_str).collect();
         let reap_interval = match raw.leases.as_ref().and_then(|l| l.reap_interval.as_ref()) {
             None => Duration::from_secs(10),
             Some(text) => {
@@ -368,7 +379,7 @@ impl Config {
         for (name, grant) in raw_grants {
             let key = format!("grants.{name}");
             grants.push(
-                grants::validate_grant(&name, grant, &issuer_names, &database_names)
+                grants::validate_grant(&name, grant, &issuer_names, &database_names, &app_names)
                     .map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?,
             );
         }
@@ -438,6 +449,7 @@ impl Config {
             lint,
             reload_watch,
             databases,
+            github_apps,
             reap_interval,
             otlp,
             console,

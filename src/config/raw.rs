@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub lint: Option<RawLint>,
     pub reload: Option<RawReload>,
     pub databases: Option<UniqueMap<RawDatabase>>,
+    pub github_apps: Option<UniqueMap<RawGithubApp>>,
     pub leases: Option<RawLeases>,
     pub telemetry: Option<RawTelemetry>,
     pub console: Option<RawConsole>,
@@ -79,6 +80,18 @@ pub struct RawDatabase {
     pub drop_orphans: Option<bool>,
     pub tls: Option<String>,
     pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGithubApp {
+    pub app_id: u64,
+    pub private_key_file: Option<String>,
+    pub private_key_env: Option<String>,
+    pub private_key_secret: Option<String>,
+    pub api_url: Option<String>,
+    pub installation_id: Option<u64>,
+    pub requests_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +237,12 @@ pub struct RawGrant {
     pub username_template: Option<String>,
     pub creation_statements: Option<String>,
     pub revocation_statements: Option<String>,
+    /// kind: github
+    pub app: Option<String>,
+    pub owner: Option<String>,
+    pub repositories: Option<Vec<String>>,
+    pub permissions: Option<UniqueMap<String>>,
+    pub allow_organization_permissions: Option<bool>,
     /// kind: secrets
     pub secrets: Option<Vec<String>>,
     pub version_stage: Option<String>,

@@ -511,3 +511,114 @@ fn the_console_beyond_loopback_needs_tls_and_sign_in() {
         assert!(e.message.contains(words), "{console}: {e}");
     }
 }
+
+const GITHUB: &str = r#"
+github_apps:
+  deployer:
+    app_id: 4242
+    private_key_secret: ci/github-app#pem
+grants:
+  push:
+    kind: github
+    app: deployer
+    owner: acme
+    repositories: [infra, "{claims.repository}"]
+    permissions: { contents: write, pull_requests: write }
+    ttl: 10m
+    max_ttl: 1h
+    allow:
+      - issuer: github
+        claims: { repository_owner: acme }
+"#;
+
+fn with_github(edit: (&str, &str)) -> String {
+    let (apps, grant) = GITHUB.split_once("grants:\n").unwrap_or_default();
+    let text = VALID.replace("grants:\n", &format!("{apps}grants:\n{grant}"));
+    text.replace(edit.0, edit.1)
+}
+
+#[test]
+fn github_grants_and_apps_are_checked() {
+    let config = match parse(&with_github(("", ""))) {
+        Ok(config) => config,
+        Err(e) => unreachable!("{e}"),
+    };
+    assert_eq!(
+        config.github_apps.get("deployer").map(|a| a.api_url.as_str()),
+        Some("https://api.github.com")
+    );
+    assert!(matches!(
+        config.policy.grant("push").map(|g| &g.kind),
+        Some(GrantKind::Github(g)) if g.repositories.len() == 2 && g.permissions.len() == 2
+    ));
+    for (edit, key, words) in [
+        (("max_ttl: 1h", "max_ttl: 2h"), "grants.push.max_ttl", "at most 1h"),
+        (
+            ("contents: write", "content: write"),
+            "grants.push.permissions.content",
+            "not a GitHub App permission",
+        ),
+        (
+            ("contents: write", "contents: admin"),
+            "grants.push.permissions.contents",
+            "takes read, write",
+        ),
+        (
+            ("contents: write", "members: read"),
+            "grants.push.permissions.members",
+            "allow_organization_permissions",
+        ),
+        (
+            ("[infra, ", "[globex/infra, "),
+            "grants.push.repositories[0]",
+            "belongs to `globex`",
+        ),
+        (
+            ("[infra, ", "[infra, infra, "),
+            "grants.push.repositories[1]",
+            "listed twice",
+        ),
+        (("app: deployer", "app: nope"), "grants.push.app", "known: deployer"),
+        (
+            ("owner: acme", "owner: -acme"),
+            "grants.push.owner",
+            "not a GitHub organization",
+        ),
+        (
+            ("    private_key_secret: ci/github-app#pem\n", ""),
+            "github_apps.deployer",
+            "never the key itself",
+        ),
+        (("app_id: 4242", "app_id: 0"), "github_apps.deployer.app_id", "App ID"),
+        (
+            (
+                "    app_id: 4242\n",
+                "    app_id: 4242\n    api_url: http://ghe.example.com/api/v3\n",
+            ),
+            "github_apps.deployer.api_url",
+            "https",
+        ),
+        (
+            ("    kind: token\n", "    kind: token\n    owner: acme\n"),
+            "grants.deploy.owner",
+            "only `kind: github`",
+        ),
+    ] {
+        let e = error_of(&with_github(edit));
+        assert_eq!(e.key, key, "{edit:?}: {e}");
+        assert!(e.message.contains(words), "{edit:?}: {e}");
+    }
+}
+
+#[test]
+fn a_github_app_key_is_not_read_to_check_the_config() {
+    // `stint config check` and `policy lint` run on a CI runner that has
+    // no App key; `stint serve` reads it (tests/it/github.rs).
+    for source in [
+        "private_key_file: /nonexistent/app.pem",
+        "private_key_env: STINT_TEST_UNSET_GITHUB_APP_KEY",
+    ] {
+        let text = with_github(("private_key_secret: ci/github-app#pem", source));
+        assert!(parse(&text).is_ok(), "{source}");
+    }
+}

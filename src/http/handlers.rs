@@ -283,7 +283,13 @@ pub async fn revoke_lease(
         detail.insert("lease_id".into(), Value::String(crate::broker::printable_name(&id)));
         if let Err(err) = state
             .broker
-            .record_refusal(&request_id, &token, "lease_not_found", detail)
+            .record_refusal(
+                &request_id,
+                &token,
+                "lease_not_found",
+                lease.as_ref().map(|l| l.kind.stored()),
+                detail,
+            )
             .await
         {
             return Problem::from_broker(&err, &request_id).into_response();
@@ -309,7 +315,10 @@ pub async fn revoke_lease(
             Json(json!({
                 "lease_id": lease.id,
                 "state": "revoking",
-                "detail": "the lease ended now; its role is dropped as soon as the database answers",
+                "detail": match lease.kind {
+                    crate::leases::LeaseKind::Postgres => "the lease ended now; its role is dropped as soon as the database answers",
+                    crate::leases::LeaseKind::Github => "the lease ended now; its GitHub token is revoked as soon as GitHub answers",
+                },
             })),
         )
             .into_response(),

@@ -76,6 +76,18 @@ impl Problem {
                 problem.retry_after = Some(*retry_after);
                 return problem;
             }
+            BrokerError::Provider(ProviderError::Throttled {
+                detail, retry_after, ..
+            }) => {
+                let mut problem = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_throttled",
+                    format!("{detail}; retry in {retry_after}s"),
+                    request_id,
+                );
+                problem.retry_after = Some(*retry_after);
+                return problem;
+            }
             BrokerError::Provider(ProviderError::Denied { code, detail }) => {
                 (StatusCode::FORBIDDEN, *code, detail.clone())
             }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{Lease, LeaseState, open_store, open_store_read_only};
+use super::{Lease, LeaseKind, LeaseState, open_store, open_store_read_only};
 use crate::clock::rfc3339;
 use crate::config::Config;
 
@@ -21,7 +21,8 @@ pub async fn list(config: &Path, failing: bool, json: bool, limit: u32) -> anyho
         return Ok(if json {
             String::new()
         } else {
-            "(no leases: this store has no lease table yet; a broker with a `postgres` grant makes it)\n".to_string()
+            "(no leases: this store has no lease table yet; a broker with `databases:` or `github_apps:` makes it)\n"
+                .to_string()
         });
     };
     let leases = store.list(failing, limit).await?;
@@ -31,15 +32,18 @@ pub async fn list(config: &Path, failing: bool, json: bool, limit: u32) -> anyho
             .map(|l| serde_json::to_string(l).unwrap_or_default() + "\n")
             .collect());
     }
+    // TARGET is the database (postgres) or the GitHub App (github); NAME
+    // the role, or the token's `token_sha256`.
     let mut out = format!(
-        "{:<36}  {:<16}  {:<10}  {:<28}  {:<20}  {:<8}  {:>8}  {}\n",
-        "LEASE", "GRANT", "DATABASE", "USERNAME", "EXPIRES", "STATE", "ATTEMPTS", "LAST ERROR"
+        "{:<36}  {:<16}  {:<8}  {:<10}  {:<44}  {:<20}  {:<8}  {:>8}  {}\n",
+        "LEASE", "GRANT", "KIND", "TARGET", "NAME", "EXPIRES", "STATE", "ATTEMPTS", "LAST ERROR"
     );
     for l in &leases {
         out.push_str(&format!(
-            "{:<36}  {:<16}  {:<10}  {:<28}  {:<20}  {:<8}  {:>8}  {}\n",
+            "{:<36}  {:<16}  {:<8}  {:<10}  {:<44}  {:<20}  {:<8}  {:>8}  {}\n",
             l.id,
             l.grant,
+            l.kind.stored(),
             l.database,
             l.username,
             rfc3339(l.expires_at),
@@ -81,11 +85,14 @@ pub async fn revoke(config: &Path, id: &str, wait: Duration) -> anyhow::Result<S
         if let Some(lease) = store.get(id).await?
             && lease.state == LeaseState::Revoked
         {
-            return Ok(format!("lease {id} revoked: role {} dropped", lease.username));
+            return Ok(match lease.kind {
+                LeaseKind::Postgres => format!("lease {id} revoked: role {} dropped", lease.username),
+                LeaseKind::Github => format!("lease {id} revoked: GitHub token {} revoked", lease.username),
+            });
         }
         if started.elapsed() >= wait {
             return Ok(format!(
-                "lease {id} ends now; no broker dropped its role within {}s: a running broker's reaper will (leases.reap_interval)",
+                "lease {id} ends now; no broker revoked it within {}s: a running broker's reaper will (leases.reap_interval)",
                 wait.as_secs()
             ));
         }

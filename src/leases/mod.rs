@@ -6,9 +6,11 @@
 //! does it, once.
 
 pub mod commands;
+pub mod github;
 mod provider;
 pub mod reaper;
 mod schema;
+mod seal;
 mod store;
 mod target;
 
@@ -17,8 +19,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use github::{GithubApps, GithubProvider};
 pub use provider::PostgresProvider;
 pub use reaper::Reaper;
+pub use seal::Sealer;
 pub use store::{LeaseStore, open_store, open_store_read_only};
 pub use target::{TargetError, quote_ident};
 
@@ -28,15 +32,7 @@ pub const DEFAULT_USERNAME_TEMPLATE: &str = "stint_{grant}_{id}";
 const MAX_NAME: usize = 63;
 
 /// Where a database admin password comes from. Never the config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordSource {
-    /// A file (trailing newline removed).
-    File(PathBuf),
-    /// An environment variable of the broker.
-    Env(String),
-    /// An AWS Secrets Manager secret (`NAME` or `NAME#json_key`).
-    Secret(String),
-}
+pub use crate::provider::SecretSource as PasswordSource;
 
 /// TLS to a target database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,16 +90,48 @@ impl LeaseState {
     }
 }
 
-/// One issued role.
+/// What a lease ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseKind {
+    /// A PostgreSQL role, dropped.
+    Postgres,
+    /// A GitHub App installation token, revoked at GitHub.
+    Github,
+}
+
+impl LeaseKind {
+    /// From the stored column (NULL: a lease written before there were
+    /// other kinds, so a role).
+    pub fn parse(stored: Option<&str>) -> LeaseKind {
+        match stored {
+            Some("github") => LeaseKind::Github,
+            _ => LeaseKind::Postgres,
+        }
+    }
+
+    /// The stored spelling (also the grant kind).
+    pub fn stored(self) -> &'static str {
+        match self {
+            LeaseKind::Postgres => "postgres",
+            LeaseKind::Github => "github",
+        }
+    }
+}
+
+/// One issued credential that stint ends itself: a role, a GitHub token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lease {
     /// Same as the issuance id.
     pub id: String,
     /// Grant it was issued for.
     pub grant: String,
-    /// `databases.NAME`.
+    /// What it ends.
+    pub kind: LeaseKind,
+    /// `databases.NAME` of a role; `github_apps.NAME` of a GitHub token.
     pub database: String,
-    /// The role name.
+    /// The role name; for a GitHub token, its `token_sha256` (the form of
+    /// GitHub's audit log `hashed_token`), never the token.
     pub username: String,
     /// Issuer config name of the caller.
     pub issuer: String,
@@ -131,6 +159,10 @@ pub struct Lease {
     /// because the role may be dropped later, by the reaper, whose record
     /// must still name them.
     pub revoke_requested_by: Option<Requester>,
+    /// A GitHub token, sealed (AES-256-GCM under a key derived from the
+    /// audit key): the reaper needs the token to revoke it. Never shown.
+    #[serde(skip)]
+    pub sealed_secret: Option<String>,
 }
 
 /// A caller or admin who asked `POST /v1/leases/{id}/revoke` to end a lease.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::target::{self, TargetError};
-use super::{DatabaseTarget, Lease, LeaseState, LeaseStore, new_password, role_name};
+use super::{DatabaseTarget, Lease, LeaseKind, LeaseState, LeaseStore, new_password, role_name};
 use crate::policy::{Grant, GrantKind};
 use crate::provider::{Credential, CredentialProvider, IssueContext, ProviderError};
 use crate::template::{Context, Template};
@@ -114,6 +114,8 @@ impl CredentialProvider for PostgresProvider {
             next_attempt_at: 0,
             revoked_at: None,
             revoke_requested_by: None,
+            kind: LeaseKind::Postgres,
+            sealed_secret: None,
         };
         // The lease before the role: no role without a record of when it ends.
         self.store

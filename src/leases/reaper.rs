@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::github::{self, GithubApps};
 use super::target::{self, TargetError};
-use super::{DatabaseTarget, Lease, LeaseState, LeaseStore, Requester, literal_prefix};
+use super::{DatabaseTarget, Lease, LeaseKind, LeaseState, LeaseStore, Requester, Sealer, literal_prefix};
 use crate::audit::{AuditRecord, Outcome};
 use crate::broker::Broker;
 use crate::clock::now;
@@ -52,6 +53,9 @@ pub struct Reaper {
     secrets: Option<Arc<aws_sdk_secretsmanager::Client>>,
     broker: Arc<Broker>,
     metrics: Arc<Metrics>,
+    /// The GitHub Apps whose tokens are leases, and the sealer that opens
+    /// the kept tokens.
+    github: Option<(Arc<GithubApps>, Arc<Sealer>)>,
     /// This broker's claim name.
     owner: String,
 }
@@ -71,8 +75,15 @@ impl Reaper {
             secrets,
             broker,
             metrics,
+            github: None,
             owner: uuid::Uuid::new_v4().to_string(),
         }
+    }
+
+    /// Also ends GitHub token leases, with `apps` and `sealer`.
+    pub fn with_github(mut self, apps: Arc<GithubApps>, sealer: Arc<Sealer>) -> Reaper {
+        self.github = Some((apps, sealer));
+        self
     }
 
     /// The lease store.
@@ -127,8 +138,11 @@ impl Reaper {
 
     /// Drops the role of a lease this broker has claimed, then records it
     /// (naming who asked for an early end, if anyone did).
-    async fn revoke(&self, lease: &Lease, reason: &str) -> Result<(), TargetError> {
-        let result = self.drop_role(lease).await;
+    async fn revoke(&self, lease: &Lease, reason: &str) -> Result<(), String> {
+        let result = match lease.kind {
+            LeaseKind::Postgres => self.drop_role(lease).await.map_err(|e| e.to_string()),
+            LeaseKind::Github => self.revoke_github_token(lease).await,
+        };
         let time = now();
         match &result {
             Ok(()) => match self.store.finish(&lease.id, &self.owner, time, reason).await {
@@ -145,16 +159,25 @@ impl Reaper {
                 self.metrics.lease_revocation(false);
                 let wait = 2_i64.saturating_pow(lease.attempts.min(16)).min(MAX_BACKOFF_SECS);
                 tracing::warn!(lease_id = %lease.id, attempts = lease.attempts + 1, retry_in_s = wait, error = %e, "lease revocation failed");
-                if let Err(store) = self
-                    .store
-                    .failed(&lease.id, &self.owner, &e.to_string(), time + wait)
-                    .await
-                {
+                if let Err(store) = self.store.failed(&lease.id, &self.owner, e, time + wait).await {
                     tracing::error!(lease_id = %lease.id, error = %store, "could not record a failed revocation");
                 }
             }
         }
         result
+    }
+
+    async fn revoke_github_token(&self, lease: &Lease) -> Result<(), String> {
+        let Some((apps, sealer)) = &self.github else {
+            return Err(format!(
+                "GitHub App `{}` is no longer under `github_apps:`; restore it so its token can be revoked",
+                lease.database
+            ));
+        };
+        crate::telemetry::upstream(&self.metrics, "github", "revoke_token", async {
+            github::revoke(apps, sealer, lease).await
+        })
+        .await
     }
 
     async fn drop_role(&self, lease: &Lease) -> Result<(), TargetError> {
@@ -186,8 +209,16 @@ impl Reaper {
             );
         }
         detail.insert("lease_id".into(), Value::String(lease.id.clone()));
-        detail.insert("username".into(), Value::String(lease.username.clone()));
-        detail.insert("database".into(), Value::String(lease.database.clone()));
+        match lease.kind {
+            LeaseKind::Postgres => {
+                detail.insert("username".into(), Value::String(lease.username.clone()));
+                detail.insert("database".into(), Value::String(lease.database.clone()));
+            }
+            LeaseKind::Github => {
+                detail.insert("app".into(), Value::String(lease.database.clone()));
+                detail.insert("token_sha256".into(), Value::String(lease.username.clone()));
+            }
+        }
         let record = AuditRecord {
             seq: None,
             time: crate::clock::now_rfc3339(),
@@ -200,7 +231,7 @@ impl Reaper {
             outcome: Outcome::Revoked,
             reason: Some(reason.to_string()),
             grant: Some(lease.grant.clone()),
-            kind: Some("postgres".into()),
+            kind: Some(lease.kind.stored().into()),
             issuer: Some(lease.issuer.clone()),
             subject: Some(lease.subject.clone()),
             claims: Map::new(),

@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS leases (
     claimed_until     BIGINT NOT NULL DEFAULT 0,
     revoke_by_issuer  TEXT,
     revoke_by_subject TEXT,
-    revoke_request_id TEXT
+    revoke_request_id TEXT,
+    kind              TEXT,
+    sealed_secret     TEXT
 );
 CREATE INDEX IF NOT EXISTS leases_due ON leases (state, expires_at);
 CREATE UNIQUE INDEX IF NOT EXISTS leases_active_name ON leases (database_name, username) WHERE state = 'active';
@@ -57,11 +59,16 @@ const BASE: &[&str] = &[
 
 /// Columns added since, with their type, read after [`BASE`]: who asked
 /// for an early end, so that the reaper's record names them when it, not
-/// the request, drops the role.
+/// the request, drops the role; what kind of credential the lease ends.
 const ADDED: &[(&str, &str)] = &[
     ("revoke_by_issuer", "TEXT"),
     ("revoke_by_subject", "TEXT"),
     ("revoke_request_id", "TEXT"),
+    // What the lease ends (NULL: a postgres role, as before there were
+    // other kinds) and, for a GitHub token, the token sealed with a key
+    // derived from the audit key, since revoking it needs the token.
+    ("kind", "TEXT"),
+    ("sealed_secret", "TEXT"),
 ];
 
 /// The select list for a table that has `present` columns. A broker's own

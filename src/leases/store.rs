@@ -11,7 +11,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio_postgres::Row;
 
 use super::schema::{self, full_select_list, select_list};
-use super::{Lease, LeaseState, Requester};
+use super::{Lease, LeaseKind, LeaseState, Requester};
 use crate::audit::postgres::{Session, connect};
 use crate::audit::{AuditError, unavailable};
 
@@ -204,6 +204,8 @@ fn sqlite_lease(row: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
         next_attempt_at: row.get(12)?,
         revoked_at: row.get(13)?,
         revoke_requested_by: requester(row.get(14)?, row.get(15)?, row.get(16)?),
+        kind: LeaseKind::parse(row.get::<_, Option<String>>(17)?.as_deref()),
+        sealed_secret: row.get(18)?,
     })
 }
 
@@ -213,9 +215,21 @@ impl LeaseStore for SqliteLeases {
         let l = lease.clone();
         self.with(move |c| {
             c.execute(
-                "INSERT INTO leases (id, grant_name, database_name, username, issuer, subject, created_at, expires_at, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active')",
-                params![l.id, l.grant, l.database, l.username, l.issuer, l.subject, l.created_at, l.expires_at],
+                "INSERT INTO leases (id, grant_name, database_name, username, issuer, subject, created_at, expires_at, state,
+                                     kind, sealed_secret)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9, ?10)",
+                params![
+                    l.id,
+                    l.grant,
+                    l.database,
+                    l.username,
+                    l.issuer,
+                    l.subject,
+                    l.created_at,
+                    l.expires_at,
+                    l.kind.stored(),
+                    l.sealed_secret
+                ],
             )
             .map(|_| ())
         })
@@ -374,6 +388,8 @@ fn pg_lease(row: &Row) -> Result<Lease, AuditError> {
             row.try_get(15).map_err(unavailable)?,
             row.try_get(16).map_err(unavailable)?,
         ),
+        kind: LeaseKind::parse(row.try_get::<_, Option<&str>>(17).map_err(unavailable)?),
+        sealed_secret: row.try_get(18).map_err(unavailable)?,
     })
 }
 
@@ -385,9 +401,21 @@ impl LeaseStore for PostgresLeases {
             .run(move |c| {
                 Box::pin(async move {
                     c.execute(
-                        "INSERT INTO leases (id, grant_name, database_name, username, issuer, subject, created_at, expires_at, state)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')",
-                        &[&l.id, &l.grant, &l.database, &l.username, &l.issuer, &l.subject, &l.created_at, &l.expires_at],
+                        "INSERT INTO leases (id, grant_name, database_name, username, issuer, subject, created_at, expires_at, state,
+                                             kind, sealed_secret)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10)",
+                        &[
+                            &l.id,
+                            &l.grant,
+                            &l.database,
+                            &l.username,
+                            &l.issuer,
+                            &l.subject,
+                            &l.created_at,
+                            &l.expires_at,
+                            &l.kind.stored(),
+                            &l.sealed_secret,
+                        ],
                     )
                     .await
                     .map(|_| ())

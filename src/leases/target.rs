@@ -9,7 +9,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config as PgConfig, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{DatabaseTarget, DbTls, PasswordSource};
+use super::{DatabaseTarget, DbTls};
 
 /// Why a target database could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,40 +54,7 @@ pub(crate) async fn admin_password(
         database: target.name.clone(),
         message,
     };
-    match &target.password {
-        PasswordSource::File(path) => std::fs::read_to_string(path)
-            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-            .map_err(|e| fail(format!("{}: {e}", path.display()))),
-        PasswordSource::Env(var) => std::env::var(var).map_err(|_| fail(format!("${var} is not set"))),
-        PasswordSource::Secret(id) => {
-            let client = secrets.ok_or_else(|| fail("no AWS client".into()))?;
-            let (secret_id, json_key) = match id.rsplit_once('#') {
-                Some((id, key)) => (id, Some(key)),
-                None => (id.as_str(), None),
-            };
-            let out = client
-                .get_secret_value()
-                .secret_id(secret_id)
-                .send()
-                .await
-                .map_err(|e| {
-                    fail(format!(
-                        "GetSecretValue of `{secret_id}`: {}",
-                        crate::provider::aws::classify("GetSecretValue", &e)
-                    ))
-                })?;
-            let text = out
-                .secret_string()
-                .ok_or_else(|| fail(format!("`{secret_id}` has no string value")))?;
-            match json_key {
-                None => Ok(text.to_string()),
-                Some(key) => serde_json::from_str::<serde_json::Value>(text)
-                    .ok()
-                    .and_then(|v| v.get(key).and_then(|k| k.as_str()).map(str::to_string))
-                    .ok_or_else(|| fail(format!("`{secret_id}` has no string `{key}`"))),
-            }
-        }
-    }
+    target.password.read(secrets).await.map_err(fail)
 }
 
 /// A connection as the admin role.

@@ -150,6 +150,11 @@ pub const CHECKS: &[Check] = &[
         name: "platform-not-set",
         summary: "an issuer without `platform` whose rules or URL show a known platform's tokens",
     },
+    Check {
+        id: "S022",
+        name: "github-organization-permission",
+        summary: "a github grant with a permission beyond its repositories (organization, account or administration)",
+    },
 ];
 
 /// A check by id (`S002`) or name (`wildcard-repository`).

@@ -19,6 +19,8 @@ pub enum GrantKind {
     Secrets(SecretsGrant),
     /// A PostgreSQL role created for the caller and dropped at expiry.
     Postgres(PostgresGrant),
+    /// A GitHub App installation token, revoked at the grant's ttl.
+    Github(GithubGrant),
 }
 
 impl GrantKind {
@@ -29,6 +31,7 @@ impl GrantKind {
             GrantKind::Aws(_) => "aws",
             GrantKind::Secrets(_) => "secrets",
             GrantKind::Postgres(_) => "postgres",
+            GrantKind::Github(_) => "github",
         }
     }
 }
@@ -104,4 +107,20 @@ pub struct PostgresGrant {
     /// SQL run to revoke; `None`: stint's default (no login, end the
     /// role's sessions, reassign and drop what it owns, drop it).
     pub revocation_statements: Option<String>,
+}
+
+/// Settings of a `kind: github` grant.
+#[derive(Debug, Clone)]
+pub struct GithubGrant {
+    /// Name of the App under `github_apps:`.
+    pub app: String,
+    /// The organization or user the repositories belong to.
+    pub owner: String,
+    /// The repositories (names within `owner`, or `owner/name`), each a
+    /// template that may use the caller's claims.
+    pub repositories: Vec<Template>,
+    /// The ceiling: what a token may do at most.
+    pub permissions: std::collections::BTreeMap<String, crate::policy::github::Level>,
+    /// Whether organization-level permissions were allowed on purpose.
+    pub allow_organization_permissions: bool,
 }

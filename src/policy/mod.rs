@@ -2,6 +2,7 @@
 //! [`Decision`] out: no I/O, no async, no clock.
 
 mod explain;
+pub mod github;
 mod kinds;
 mod matcher;
 
@@ -9,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 pub use explain::{ClaimCheck, Explanation, RuleCheck};
-pub use kinds::{AwsGrant, GrantKind, PostgresGrant, SecretRef, SecretsGrant, TokenGrant};
+pub use kinds::{AwsGrant, GithubGrant, GrantKind, PostgresGrant, SecretRef, SecretsGrant, TokenGrant};
 pub use matcher::{Matcher, MatcherSpec, glob_to_regex};
 
 use crate::identity::VerifiedToken;

@@ -2,6 +2,8 @@
 //! Each kind of credential is one [`CredentialProvider`].
 
 pub mod aws;
+pub mod github;
+mod source;
 mod token;
 
 use std::time::Duration;
@@ -10,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::policy::{Grant, GrantKind};
 
+pub use source::SecretSource;
 pub use token::{RESERVED_CLAIMS, TokenProvider};
 
 /// What a provider needs besides the grant.
@@ -24,6 +27,18 @@ pub struct IssueContext {
     pub now: i64,
     /// `secrets` grants: the subset the caller asked for (all when `None`).
     pub secrets: Option<Vec<String>>,
+    /// `github` grants: the repositories and permissions the caller asked
+    /// for (all of the grant's when `None`).
+    pub github: Option<GithubAsk>,
+}
+
+/// What a caller of a `github` grant asks for in the request body.
+#[derive(Debug, Clone, Default)]
+pub struct GithubAsk {
+    /// Repository names (or `owner/name`), a subset of the grant's.
+    pub repositories: Option<Vec<String>>,
+    /// Permission → level, within the grant's.
+    pub permissions: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// An issued credential.
@@ -63,6 +78,17 @@ pub enum ProviderError {
     #[error("rate limited; retry in {retry_after}s")]
     RateLimited {
         /// Seconds until a call is allowed again.
+        retry_after: u32,
+    },
+    /// The upstream (or stint's budget for it) says to wait (503 with
+    /// Retry-After); no call is made until then.
+    #[error("{detail}: {log}")]
+    Throttled {
+        /// For the caller.
+        detail: String,
+        /// For the log.
+        log: String,
+        /// Seconds to wait.
         retry_after: u32,
     },
     /// The caller's identity cannot be used as this grant needs (403),

@@ -29,6 +29,8 @@ fn lease(id: &str) -> Lease {
         next_attempt_at: 0,
         revoked_at: None,
         revoke_requested_by: None,
+        kind: stint::leases::LeaseKind::Postgres,
+        sealed_secret: None,
     }
 }
 

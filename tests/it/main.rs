@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod github_emulator;
 mod harness;
 mod issuer;
 mod moto;
@@ -24,6 +25,7 @@ mod console;
 mod console_signin;
 mod exec_leases;
 mod faults;
+mod github;
 mod hygiene;
 mod identity;
 mod issue;

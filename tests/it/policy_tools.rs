@@ -106,7 +106,7 @@ fn every_unsafe_example_yields_exactly_its_findings() {
         );
         seen.extend(ids);
     }
-    for id in (1..=21).map(|n| format!("S{n:03}")) {
+    for id in (1..=22).map(|n| format!("S{n:03}")) {
         assert!(seen.contains(&id), "no unsafe example shows {id}");
     }
 }
@@ -616,4 +616,62 @@ async fn simulate_lists_who_would_gain_and_lose_a_grant() {
         change_of("repo:acme/web:environment:production"),
         Some(("gains".into(), 1))
     );
+}
+
+/// A github grant with an organization-level permission: refused without
+/// `allow_organization_permissions`, and with it a lint finding that is an
+/// error at high and critical.
+#[test]
+fn organization_permissions_of_a_github_grant_need_consent_and_are_linted_by_criticality() {
+    let dir = tempfile::tempdir().unwrap();
+    // No app.pem is written: lint runs where the App's key is not (a CI
+    // runner), so the key it names is never read.
+    let config = |criticality: &str, allow: &str| {
+        format!(
+            "audit: {{ store: sqlite://a.db, key_file: a.key }}\nsigning: {{ key_file: s.key }}\n\
+             issuers:\n  ci: {{ issuer: https://token.actions.githubusercontent.com, audience: stint, algorithms: [RS256] }}\n\
+             github_apps:\n  deployer: {{ app_id: 7, private_key_file: app.pem }}\n\
+             grants:\n  g:\n    kind: github\n    criticality: {criticality}\n    ttl: 10m\n    app: deployer\n    owner: acme\n\
+             \x20   repositories: [infra]\n    permissions: {{ contents: write, members: read }}\n{allow}\
+             \x20   allow:\n      - issuer: ci\n        claims: {{ repository: acme/infra, ref: refs/heads/main }}\n"
+        )
+    };
+    let run = |text: String| {
+        let file = dir.path().join("stint.yaml");
+        std::fs::write(&file, text).unwrap();
+        stint(
+            &["policy", "lint", "-c", file.to_str().unwrap(), "--format", "json"],
+            dir.path(),
+        )
+    };
+    let (code, _, err) = run(config("high", ""));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("grants.g.permissions.members") && err.contains("allow_organization_permissions: true"),
+        "{err}"
+    );
+    let severity = |out: &str| {
+        let report: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == "S022")
+            .map(|f| {
+                (
+                    f["severity"].as_str().unwrap().to_string(),
+                    f["path"].as_str().unwrap_or("").to_string(),
+                )
+            })
+    };
+    let consent = "    allow_organization_permissions: true\n";
+    let (code, out, err) = run(config("high", consent));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        severity(&out),
+        Some(("error".into(), "grants.g.permissions.members".into())),
+        "{out}"
+    );
+    let (_, out, _) = run(config("low", consent));
+    assert_eq!(severity(&out).map(|s| s.0), Some("warning".into()), "{out}");
 }

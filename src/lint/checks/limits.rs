@@ -1,5 +1,6 @@
-//! Thresholds of a grant's criticality (S012, S013, S014) and a missing
-//! criticality (S019).
+//! Thresholds of a grant's criticality (S012, S013, S014), a missing
+//! criticality (S019), and a GitHub token's reach beyond its repositories
+//! (S022).
 
 use super::Findings;
 use crate::duration;
@@ -61,6 +62,34 @@ fn grant_limits(out: &mut Findings, grant: &GrantSpec, level: Criticality, limit
             ),
             "shorten cache_ttl",
         );
+    }
+    if let GrantKind::Github(github) = &grant.kind {
+        for permission in github
+            .permissions
+            .keys()
+            .filter(|p| crate::policy::github::is_organization_level(p))
+        {
+            // Allowed on purpose (config refuses it otherwise), but a token
+            // that can change members, teams or settings of a production
+            // organization is a finding that must be accepted in writing.
+            let severity = if level.is_production() {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            out.push(
+                "S022",
+                severity,
+                Some(grant),
+                None,
+                format!("grants.{name}.permissions.{permission}"),
+                format!(
+                    "`{permission}` reaches beyond the grant's repositories (criticality `{}`): a leaked token could change the organization or account itself",
+                    level.name()
+                ),
+                "drop it, or move it to a grant of its own with the narrowest rule; accept it with lint.ignore and a reason if it is needed",
+            );
+        }
     }
     if limits.single_use_token && !grant.single_use_token {
         out.push(

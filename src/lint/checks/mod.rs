@@ -136,7 +136,7 @@ impl RuleAt<'_> {
     fn outsider_severity(&self) -> Severity {
         let credentials = matches!(
             self.grant.kind,
-            GrantKind::Aws(_) | GrantKind::Secrets(_) | GrantKind::Postgres(_)
+            GrantKind::Aws(_) | GrantKind::Secrets(_) | GrantKind::Postgres(_) | GrantKind::Github(_)
         );
         if credentials || self.level.is_production() {
             Severity::Error
