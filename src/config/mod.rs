@@ -6,6 +6,7 @@ mod grants;
 mod lint;
 mod locate;
 mod raw;
+mod ship;
 pub use lint::{LintSettings, Suppression, Thresholds};
 pub use locate::{Location, Locations};
 
@@ -58,6 +59,8 @@ pub struct AuditSettings {
     pub timeout: Duration,
     /// Also write every record as a JSON line here: `stdout` or `file:PATH`.
     pub mirror: Option<String>,
+    /// `audit.ship`: SIEM sinks the log is shipped to, by name.
+    pub ship: Vec<crate::ship::SinkSettings>,
 }
 
 /// Settings of the key that signs stint-issued tokens.
@@ -276,7 +279,15 @@ impl Config {
         {
             return Err(err("audit.mirror", format!("`{mirror}`: use stdout or file:PATH")));
         }
+        let mut ship = Vec::new();
+        for (name, raw_sink) in audit.ship.map(|m| m.0).unwrap_or_default() {
+            let key = format!("audit.ship.{name}");
+            ship.push(
+                ship::sink_settings(&name, raw_sink, &resolve).map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?,
+            );
+        }
         let audit = AuditSettings {
+            ship,
             mirror: audit.mirror.clone(),
             group_commit,
             timeout,
@@ -448,6 +459,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<(
             group_commit: None,
             timeout: None,
             mirror: None,
+            ship: None,
         };
         let signing = || raw::RawSigning {
             issuer: None,
@@ -754,7 +766,7 @@ pub(super) fn duration_at(sub: &str, text: &str) -> Result<Duration, FieldError>
 
 /// https, or http on a loopback host (development and tests only). Parsed
 /// as a URL, so `http://localhost:@evil.example` is seen for what it is.
-fn check_url(url: &str) -> Result<(), String> {
+pub(super) fn check_url(url: &str) -> Result<(), String> {
     let refuse = || format!("`{url}` must be an https:// URL (http:// only on a loopback host)");
     let parsed = reqwest::Url::parse(url).map_err(|_| refuse())?;
     if !parsed.username().is_empty() || parsed.password().is_some() || parsed.host_str().is_none() {
