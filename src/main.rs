@@ -484,6 +484,9 @@ enum AuditCommand {
         /// Ship what is there now and exit (for cron); exit 1 if a sink did not take it.
         #[arg(long)]
         once: bool,
+        /// Only print where each sink stands (position, lag, holder); ship nothing.
+        #[arg(long, conflicts_with = "once")]
+        status: bool,
     },
 }
 
@@ -763,8 +766,18 @@ async fn run(command: Command, json_logs: bool) -> anyhow::Result<()> {
             println!("{}", audit_commands::pubkey(&store.choice())?);
             Ok(())
         }
-        Command::Audit(AuditCommand::Ship { config, sink, once }) => {
-            for line in stint::ship::commands::ship(&config, sink.as_deref(), once).await? {
+        Command::Audit(AuditCommand::Ship {
+            config,
+            sink,
+            once,
+            status,
+        }) => {
+            let lines = if status {
+                stint::ship::commands::status(&config, sink.as_deref()).await?
+            } else {
+                stint::ship::commands::ship(&config, sink.as_deref(), once).await?
+            };
+            for line in lines {
                 println!("{line}");
             }
             Ok(())

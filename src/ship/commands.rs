@@ -46,6 +46,41 @@ fn line(name: &str, summary: &Summary) -> String {
     }
 }
 
+/// `--status`: where each chosen sink stands, read from the store.
+pub async fn status(config_path: &Path, sink: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let config = Config::load(config_path)?;
+    let sinks = chosen(&config, sink)?;
+    let reader = crate::audit::open_existing(&config.audit.store).await?;
+    let head = reader
+        .query(&crate::audit::AuditQuery {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await?
+        .first()
+        .and_then(|r| r.seq)
+        .unwrap_or(0);
+    let positions = super::position::open(&config.audit.store, config.audit.timeout).await?;
+    let mut lines = Vec::new();
+    for settings in sinks {
+        let line = match positions.standing(&settings.name).await? {
+            None => format!("{}: never shipped; the log ends at seq {head}", settings.name),
+            Some(standing) => format!(
+                "{}: at seq {} of {head} ({} behind), last checkpoint {}, moved {}; {} {}",
+                settings.name,
+                standing.position.seq,
+                (head - standing.position.seq).max(0),
+                standing.position.checkpoint_seq,
+                standing.updated_at,
+                if standing.claimed { "held by" } else { "last held by" },
+                standing.owner
+            ),
+        };
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
 /// Runs the shipping loop for the chosen sinks: until SIGTERM or SIGINT,
 /// or with `once` until each has sent what is there. Returns the lines to
 /// print; an error when a sink could not be shipped.

@@ -401,6 +401,21 @@ async fn ship_once_from_cron_sends_each_record_once_and_fails_loudly() {
     let (records, _) = seqs(&receiver.lines());
     assert_eq!(assert_in_order_without_gaps(&records), (head, 0));
 
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_stint"))
+        .args(["audit", "ship", "--status", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        said.starts_with(&format!(
+            "siem: at seq {head} of {head} (0 behind), last checkpoint {head}, moved "
+        )),
+        "{said}"
+    );
+    assert!(said.contains("; last held by "), "--once gave its claim up: {said}");
+
     let again = ship().await.unwrap();
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).starts_with("siem: shipped 0 records and 0 checkpoints"));
