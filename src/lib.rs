@@ -29,5 +29,6 @@ pub mod provider;
 pub mod redact;
 pub mod reload;
 pub mod server;
+pub mod ship;
 pub mod telemetry;
 pub mod template;

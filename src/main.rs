@@ -495,6 +495,21 @@ enum AuditCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Ship the log to the config's audit.ship sinks (what the broker does), in a process of its own.
+    Ship {
+        /// The YAML config (its audit.store and audit.ship).
+        #[arg(long, short, env = "STINT_CONFIG", default_value = "stint.yaml")]
+        config: PathBuf,
+        /// Only this sink (default: every one, in_broker or not).
+        #[arg(long)]
+        sink: Option<String>,
+        /// Ship what is there now and exit (for cron); exit 1 if a sink did not take it.
+        #[arg(long)]
+        once: bool,
+        /// Only print where each sink stands (position, lag, holder); ship nothing.
+        #[arg(long, conflicts_with = "once")]
+        status: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -530,8 +545,10 @@ async fn main() -> ExitCode {
     let json_logs = matches!(cli.log_format, LogFormat::Json);
     // `serve` installs logging after reading its config (which may ask for
     // trace export); `dev` logs without export; other commands stay quiet.
-    if matches!(cli.command, Command::Dev { .. })
-        && let Err(e) = stint::telemetry::Telemetry::init(json_logs, None)
+    if matches!(
+        cli.command,
+        Command::Dev { .. } | Command::Audit(AuditCommand::Ship { .. })
+    ) && let Err(e) = stint::telemetry::Telemetry::init(json_logs, None)
     {
         eprintln!("stint: {e}");
         return ExitCode::FAILURE;
@@ -785,6 +802,22 @@ async fn run(command: Command, json_logs: bool) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Pubkey { store }) => {
             println!("{}", audit_commands::pubkey(&store.choice())?);
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Ship {
+            config,
+            sink,
+            once,
+            status,
+        }) => {
+            let lines = if status {
+                stint::ship::commands::status(&config, sink.as_deref()).await?
+            } else {
+                stint::ship::commands::ship(&config, sink.as_deref(), once).await?
+            };
+            for line in lines {
+                println!("{line}");
+            }
             Ok(())
         }
     }

@@ -53,6 +53,17 @@ struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkFailureLabels {
+    sink: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabels {
     issuer: String,
 }
@@ -76,6 +87,10 @@ pub struct Metrics {
     audit_latency: Histogram,
     connections_open: Family<ListenerLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
+    ship_lag: Family<SinkLabels, Gauge>,
+    ship_failures: Family<SinkFailureLabels, Counter>,
+    ship_records: Family<SinkLabels, Counter>,
+    ship_checkpoints: Family<SinkLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -190,7 +205,35 @@ impl Metrics {
             "Connections closed at once because the listener had limits.max_connections open",
             connections_refused.clone(),
         );
+        let ship_lag = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "audit_ship_lag_records",
+            "Records in the audit store that a sink (audit.ship) has not acknowledged yet",
+            ship_lag.clone(),
+        );
+        let ship_failures = Family::<SinkFailureLabels, Counter>::default();
+        registry.register(
+            "audit_ship_failures",
+            "Failed shipping rounds by sink and reason: unavailable (down, timeout, 5xx), rejected (4xx such as 401), too_large (413), chain (a record does not continue the chain), store",
+            ship_failures.clone(),
+        );
+        let ship_records = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "audit_ship_records",
+            "Audit records a sink acknowledged (a batch sent again after a restart counts again)",
+            ship_records.clone(),
+        );
+        let ship_checkpoints = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "audit_ship_checkpoints",
+            "Signed checkpoints a sink acknowledged",
+            ship_checkpoints.clone(),
+        );
         Metrics {
+            ship_lag,
+            ship_failures,
+            ship_records,
+            ship_checkpoints,
             registry,
             issuances,
             requests,
@@ -311,6 +354,30 @@ impl Metrics {
         self.connections_refused
             .get_or_create(&ListenerLabels { listener })
             .inc();
+    }
+
+    /// Sets how many records `sink` has not acknowledged yet.
+    pub fn ship_lag(&self, sink: &str, records: i64) {
+        self.ship_lag
+            .get_or_create(&SinkLabels { sink: sink.to_string() })
+            .set(records.max(0));
+    }
+
+    /// Counts one failed shipping round of `sink`.
+    pub fn ship_failure(&self, sink: &str, reason: &'static str) {
+        self.ship_failures
+            .get_or_create(&SinkFailureLabels {
+                sink: sink.to_string(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts what `sink` acknowledged in one batch.
+    pub fn ship_delivered(&self, sink: &str, records: u64, checkpoints: u64) {
+        let labels = SinkLabels { sink: sink.to_string() };
+        self.ship_records.get_or_create(&labels).inc_by(records);
+        self.ship_checkpoints.get_or_create(&labels).inc_by(checkpoints);
     }
 
     /// The Prometheus text exposition.

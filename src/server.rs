@@ -100,6 +100,11 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         AuditKey::load_or_create(&config.audit.key_file)
             .map_err(|e| anyhow::anyhow!("{}: audit.key_file: {e}", config.source_name))
     };
+    let metrics = Arc::new(Metrics::new());
+    // A sink whose token or CA file cannot be used stops the start here,
+    // before the store or any key is created.
+    let shippers = crate::ship::in_broker(&config.audit.ship, &config.audit.store, config.audit.timeout, &metrics)
+        .map_err(|(key, m)| anyhow::anyhow!("{}: {key}: {m}", config.source_name))?;
     let audit_key = load_key()?;
     let signer = CheckpointSigner::from_audit_key(&audit_key).map_err(|e| anyhow::anyhow!(e))?;
     let checkpoint_jwk = signer.public_jwk();
@@ -120,7 +125,6 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     }
     // Outermost, so what /readyz sees is what the broker waited for.
     let audit_health = Arc::new(audit::WriteHealth::default());
-    let metrics = Arc::new(Metrics::new());
     audit_sink = Arc::new(audit::WatchedSink::new(
         audit_sink,
         audit_health.clone(),
@@ -255,6 +259,11 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         leases: reaper.clone(),
     };
     let (stop, stopped) = watch::channel(false);
+    // Each sink ships from a task of its own with its own store
+    // connections: a sink that is down or hangs never touches a request.
+    for shipper in shippers {
+        tokio::spawn(shipper.run(stop.subscribe()));
+    }
     if let Some(reaper) = &reaper {
         reaper.clone().spawn(config.reap_interval, stop.subscribe());
     }

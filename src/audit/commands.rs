@@ -106,12 +106,12 @@ pub async fn export(
     let records = seq_range(all_records(sink.as_ref()).await?, since, until);
     let (first, last) = (records.first().and_then(|r| r.seq), records.last().and_then(|r| r.seq));
     for record in &records {
-        writeln!(out, "{}", serde_json::to_string(record)?)?;
+        writeln!(out, "{}", super::record_line(record))?;
     }
     // Only the checkpoints inside the exported slice, so it verifies offline.
     for checkpoint in checkpoints {
         if first.is_some_and(|f| checkpoint.seq >= f) && last.is_some_and(|l| checkpoint.seq <= l) {
-            writeln!(out, "{}", serde_json::json!({ "checkpoint": checkpoint }))?;
+            writeln!(out, "{}", super::checkpoint_line(&checkpoint))?;
         }
     }
     Ok(records.len() as u64)
@@ -127,6 +127,36 @@ fn seq_range(records: Vec<AuditRecord>, since: Option<&str>, until: Option<&str>
         (Some(start), Some(end)) if start <= end => records.into_iter().skip(start).take(end - start + 1).collect(),
         _ => Vec::new(),
     }
+}
+
+/// An export as the chain reads it: records in `seq` order, and a record
+/// or checkpoint that occurs more than once (a SIEM's copy, shipped
+/// at-least-once) counted once. Two different records with one `seq` are
+/// refused: that is an edit, not a repeat. Returns how many lines repeated.
+fn in_chain_order(
+    mut records: Vec<AuditRecord>,
+    mut checkpoints: Vec<Checkpoint>,
+) -> Result<(Vec<AuditRecord>, Vec<Checkpoint>, usize), chain::ChainError> {
+    let before = records.len() + checkpoints.len();
+    // Stable: a file already in order keeps its order.
+    records.sort_by_key(|r| r.seq);
+    let mut kept: Vec<AuditRecord> = Vec::with_capacity(records.len());
+    for record in records {
+        match kept.last() {
+            Some(last) if last.seq == record.seq && *last == record => continue,
+            Some(last) if last.seq == record.seq => {
+                return Err(chain::ChainError {
+                    seq: record.seq.unwrap_or(0),
+                    what: "the export holds two different records with this seq (one was changed)".into(),
+                });
+            }
+            _ => kept.push(record),
+        }
+    }
+    checkpoints.sort_by(|a, b| (a.seq, &a.time, &a.signature).cmp(&(b.seq, &b.time, &b.signature)));
+    checkpoints.dedup();
+    let repeats = before - kept.len() - checkpoints.len();
+    Ok((kept, checkpoints, repeats))
 }
 
 /// Reads an export back.
@@ -169,6 +199,7 @@ pub async fn verify_range(
     until: Option<&str>,
     slice: bool,
 ) -> anyhow::Result<String> {
+    let mut repeats = 0;
     let (records, checkpoints, key, public) = match export {
         Some(path) => {
             let pubkey =
@@ -181,6 +212,8 @@ pub async fn verify_range(
             let public = chain::parse_public_key(&text)
                 .ok_or_else(|| anyhow::anyhow!("--pubkey is neither an Ed25519 JWK nor a base64url key"))?;
             let (records, checkpoints) = read_export(path)?;
+            let (records, checkpoints, repeated) = in_chain_order(records, checkpoints)?;
+            repeats = repeated;
             (records, checkpoints, None, public)
         }
         None => {
@@ -209,8 +242,12 @@ pub async fn verify_range(
         (None, false) => "; no checkpoint: nothing could be verified against the public key".to_string(),
         _ => String::new(),
     };
+    let repeated = match repeats {
+        0 => String::new(),
+        n => format!("; {n} repeated lines (same seq and content) counted once"),
+    };
     Ok(format!(
-        "ok: {} records (seq {}..{}), {} checkpoints{}, {}{}{}",
+        "ok: {} records (seq {}..{}), {} checkpoints{}, {}{}{}{}",
         verified.records,
         verified.first_seq,
         verified.last_seq,
@@ -225,6 +262,7 @@ pub async fn verify_range(
             "hash chain and signatures checked offline"
         },
         tail,
+        repeated,
         if partial {
             "; a slice of the chain: run without --since/--until to also check the tail"
         } else {

@@ -203,6 +203,9 @@ impl AuditSink for WatchedSink {
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
         self.inner.checkpoints().await
     }
+    async fn checkpoints_between(&self, after: i64, upto: i64) -> Result<Vec<Checkpoint>, AuditError> {
+        self.inner.checkpoints_between(after, upto).await
+    }
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
         self.inner.checkpoint().await
     }

@@ -111,6 +111,18 @@ pub struct AuditRecord {
     pub record_mac: Option<String>,
 }
 
+/// One record as a line of `stint audit export` (and of the `stint`
+/// format a shipper sends): the record's JSON in field order.
+pub fn record_line(record: &AuditRecord) -> String {
+    // Serializing strings, maps and integers cannot fail.
+    serde_json::to_string(record).unwrap_or_default()
+}
+
+/// One checkpoint as its export line, `{"checkpoint": {...}}`.
+pub fn checkpoint_line(checkpoint: &Checkpoint) -> String {
+    serde_json::json!({ "checkpoint": checkpoint }).to_string()
+}
+
 /// Filters for reading the log back, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -171,6 +183,12 @@ pub trait AuditSink: Send + Sync {
     async fn chain(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>, AuditError>;
     /// Every checkpoint, ascending.
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError>;
+    /// The checkpoints with `after < seq <= upto`, ascending (a shipper's
+    /// next ones, without reading every checkpoint of a long log).
+    async fn checkpoints_between(&self, after: i64, upto: i64) -> Result<Vec<Checkpoint>, AuditError> {
+        let all = self.checkpoints().await?;
+        Ok(all.into_iter().filter(|c| c.seq > after && c.seq <= upto).collect())
+    }
     /// Signs the chain head now if it moved since the last checkpoint.
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError>;
     /// Records `key` as used until `expires_at` (epoch seconds); `true` if it

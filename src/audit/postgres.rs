@@ -561,13 +561,18 @@ impl AuditSink for PostgresSink {
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
+        self.checkpoints_between(i64::MIN, i64::MAX).await
+    }
+
+    async fn checkpoints_between(&self, after: i64, upto: i64) -> Result<Vec<Checkpoint>, AuditError> {
         self.reads
-            .run(|client| {
+            .run(move |client| {
                 Box::pin(async move {
                     let rows = client
                         .query(
-                            "SELECT seq, record_hash, time, signature, kid FROM audit_checkpoints ORDER BY seq",
-                            &[],
+                            "SELECT seq, record_hash, time, signature, kid FROM audit_checkpoints
+                             WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+                            &[&after, &upto],
                         )
                         .await
                         .map_err(unavailable)?;

@@ -462,13 +462,20 @@ impl AuditSink for SqliteSink {
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
+        self.checkpoints_between(i64::MIN, i64::MAX).await
+    }
+
+    async fn checkpoints_between(&self, after: i64, upto: i64) -> Result<Vec<Checkpoint>, AuditError> {
         self.readers
-            .run(|conn| {
+            .run(move |conn| {
                 let mut stmt = conn
-                    .prepare("SELECT seq, record_hash, time, signature, kid FROM audit_checkpoints ORDER BY seq")
+                    .prepare_cached(
+                        "SELECT seq, record_hash, time, signature, kid FROM audit_checkpoints
+                         WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+                    )
                     .map_err(unavailable)?;
                 let rows = stmt
-                    .query_map([], |r| {
+                    .query_map(params![after, upto], |r| {
                         Ok(Checkpoint {
                             seq: r.get(0)?,
                             record_hash: r.get(1)?,

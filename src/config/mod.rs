@@ -8,6 +8,7 @@ mod grants;
 mod lint;
 mod locate;
 mod raw;
+mod ship;
 pub use console::{ConsoleSettings, SignIn};
 pub use lint::{LintSettings, Suppression, Thresholds};
 pub use locate::{Location, Locations};
@@ -61,6 +62,8 @@ pub struct AuditSettings {
     pub timeout: Duration,
     /// Also write every record as a JSON line here: `stdout` or `file:PATH`.
     pub mirror: Option<String>,
+    /// `audit.ship`: SIEM sinks the log is shipped to, by name.
+    pub ship: Vec<crate::ship::SinkSettings>,
 }
 
 /// Settings of the key that signs stint-issued tokens.
@@ -283,7 +286,15 @@ impl Config {
         {
             return Err(err("audit.mirror", format!("`{mirror}`: use stdout or file:PATH")));
         }
+        let mut ship = Vec::new();
+        for (name, raw_sink) in audit.ship.map(|m| m.0).unwrap_or_default() {
+            let key = format!("audit.ship.{name}");
+            ship.push(
+                ship::sink_settings(&name, raw_sink, &resolve).map_err(|(sub, m)| err(&format!("{key}{sub}"), m))?,
+            );
+        }
         let audit = AuditSettings {
+            ship,
             mirror: audit.mirror.clone(),
             group_commit,
             timeout,
@@ -470,6 +481,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec<(
             group_commit: None,
             timeout: None,
             mirror: None,
+            ship: None,
         };
         let signing = || raw::RawSigning {
             issuer: None,

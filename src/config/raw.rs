@@ -187,6 +187,28 @@ pub struct RawAudit {
     pub group_commit: Option<bool>,
     pub timeout: Option<String>,
     pub mirror: Option<String>,
+    pub ship: Option<UniqueMap<RawShipSink>>,
+}
+
+/// One `audit.ship.NAME` sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShipSink {
+    pub sink: String,
+    pub url: String,
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
+    pub header: Option<String>,
+    pub scheme: Option<String>,
+    pub ca_file: Option<String>,
+    pub format: Option<String>,
+    pub batch_size: Option<u32>,
+    pub timeout: Option<String>,
+    pub max_backoff: Option<String>,
+    pub index: Option<String>,
+    pub sourcetype: Option<String>,
+    pub facility: Option<String>,
+    pub in_broker: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

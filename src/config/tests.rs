@@ -622,3 +622,136 @@ fn a_github_app_key_is_not_read_to_check_the_config() {
         assert!(parse(&text).is_ok(), "{source}");
     }
 }
+
+fn with_sink(sink: &str) -> String {
+    VALID.replace(
+        "  key_file: ./audit.key\n",
+        &format!("  key_file: ./audit.key\n  ship:\n    siem:\n{sink}"),
+    )
+}
+
+#[test]
+fn ship_sinks_parse_with_defaults_and_resolve_their_files() {
+    let text = with_sink(
+        "      sink: splunk_hec\n      url: https://splunk.acme.example:8088\n      token_file: hec.token\n      ca_file: ca.pem\n",
+    );
+    let config = parse(&text).map_err(|e| e.to_string());
+    let Ok(config) = config else { unreachable!("{config:?}") };
+    let Some(sink) = config.audit.ship.first() else {
+        unreachable!()
+    };
+    assert_eq!(sink.name, "siem");
+    assert_eq!(sink.kind, crate::ship::SinkKind::SplunkHec);
+    assert_eq!(
+        sink.token,
+        Some(crate::ship::Secret::File(PathBuf::from("/etc/stint/hec.token")))
+    );
+    assert_eq!(sink.ca_file, Some(PathBuf::from("/etc/stint/ca.pem")));
+    assert_eq!(
+        (sink.batch_size, sink.timeout, sink.format),
+        (100, Duration::from_secs(10), crate::ship::Format::Stint)
+    );
+    assert!(sink.in_broker);
+    let syslog = parse(&with_sink(
+        "      sink: syslog\n      url: tls://[::1]:6514\n      facility: local4\n      format: ocsf\n",
+    ))
+    .map_err(|e| e.to_string());
+    let Ok(syslog) = syslog else { unreachable!("{syslog:?}") };
+    assert_eq!(syslog.audit.ship.first().map(|s| s.facility), Some(20));
+}
+
+#[test]
+fn ship_sink_errors_name_the_key_and_the_fix() {
+    let https = "      sink: http\n      url: https://siem.acme.example/in\n";
+    for (sink, key, says) in [
+        (
+            "      sink: kafka\n      url: https://x.example\n",
+            "audit.ship.siem.sink",
+            "use http, splunk_hec or syslog",
+        ),
+        (
+            "      sink: http\n      url: http://siem.acme.example/in\n",
+            "audit.ship.siem.url",
+            "must be an https:// URL",
+        ),
+        (
+            "      sink: syslog\n      url: udp://logs:514\n",
+            "audit.ship.siem.url",
+            "tcp://HOST:PORT or tls://HOST:PORT",
+        ),
+        (
+            "      sink: syslog\n      url: tcp://logs\n",
+            "audit.ship.siem.url",
+            "tcp://HOST:PORT",
+        ),
+        (
+            "      sink: splunk_hec\n      url: https://splunk:8088\n",
+            "audit.ship.siem",
+            "set token_file or token_env",
+        ),
+        (
+            &format!("{https}      token_file: a\n      token_env: B\n"),
+            "audit.ship.siem",
+            "only one of token_file and token_env",
+        ),
+        (
+            "      sink: syslog\n      url: tcp://127.0.0.1:514\n      token_env: T\n",
+            "audit.ship.siem",
+            "syslog sends no token",
+        ),
+        (
+            "      sink: syslog\n      url: tcp://127.0.0.1:514\n      ca_file: ca.pem\n",
+            "audit.ship.siem.ca_file",
+            "only with an https:// url",
+        ),
+        (
+            &format!("{https}      index: main\n"),
+            "audit.ship.siem.index",
+            "only for sink: splunk_hec",
+        ),
+        (
+            &format!("{https}      scheme: Bearer\n"),
+            "audit.ship.siem.scheme",
+            "needs token_file or token_env",
+        ),
+        (
+            &format!("{https}      header: \"bad header\"\n"),
+            "audit.ship.siem.header",
+            "not an HTTP header name",
+        ),
+        (
+            &format!("{https}      format: cef\n"),
+            "audit.ship.siem.format",
+            "use stint or ocsf",
+        ),
+        (
+            &format!("{https}      batch_size: 0\n"),
+            "audit.ship.siem.batch_size",
+            "must be 1-10000",
+        ),
+        (
+            &format!("{https}      timeout: 0s\n"),
+            "audit.ship.siem.timeout",
+            "between 1s and 5m",
+        ),
+        (
+            &format!("{https}      max_backoff: 2h\n"),
+            "audit.ship.siem.max_backoff",
+            "between 1s and 1h",
+        ),
+        (
+            "      sink: syslog\n      url: tcp://127.0.0.1:514\n      facility: kern\n",
+            "audit.ship.siem.facility",
+            "use one of auth, authpriv",
+        ),
+        (
+            &format!("{https}      tokn_file: a\n"),
+            "audit.ship.siem.tokn_file",
+            "unknown field `tokn_file`",
+        ),
+    ] {
+        let e = error_of(&with_sink(sink));
+        assert_eq!((e.source_name.as_str(), e.key.as_str()), ("stint.yaml", key), "{e}");
+        assert!(e.message.contains(says), "{e}");
+    }
+}

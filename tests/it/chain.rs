@@ -190,6 +190,45 @@ async fn exports_verify_offline_with_the_public_key_alone() {
     assert!(err.contains("checkpoint signature does not verify"), "{err}");
 }
 
+/// A SIEM's copy comes back in any order and, delivered at-least-once,
+/// with repeats: it still verifies, each repeat counted once. A repeated
+/// `seq` whose content differs is an edit, not a repeat.
+#[tokio::test]
+async fn an_export_out_of_order_and_with_repeats_verifies_and_a_changed_repeat_does_not() {
+    let (issuer, broker) = logged_broker().await;
+    write_records(&issuer, &broker, 7).await;
+    broker.server.broker.audit().checkpoint().await.unwrap();
+    let choice = choice(&broker, &copy_log(&broker, "log.db"));
+    let mut export = Vec::new();
+    commands::export(&choice, None, None, &mut export).await.unwrap();
+    let pubkey = commands::pubkey(&choice).unwrap();
+    let lines: Vec<&str> = std::str::from_utf8(&export).unwrap().lines().collect();
+    let mut shuffled: Vec<&str> = lines.iter().rev().copied().collect();
+    shuffled.extend([lines[2], lines[3], lines[7]]);
+    let path = broker.dir.path().join("siem.jsonl");
+    std::fs::write(&path, shuffled.join("\n")).unwrap();
+    let ok = commands::verify(&StoreChoice::default(), Some(&path), Some(&pubkey))
+        .await
+        .unwrap();
+    assert!(ok.starts_with("ok: 7 records (seq 1..7), 3 checkpoints"), "{ok}");
+    assert!(
+        ok.contains("; 3 repeated lines (same seq and content) counted once"),
+        "{ok}"
+    );
+
+    let changed = lines[3].replacen("\"request_id\":\"", "\"request_id\":\"x", 1);
+    shuffled.push(&changed);
+    std::fs::write(&path, shuffled.join("\n")).unwrap();
+    let err = commands::verify(&StoreChoice::default(), Some(&path), Some(&pubkey))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "audit chain broken at seq 4: the export holds two different records with this seq (one was changed)"
+    );
+}
+
 #[tokio::test]
 async fn cli_verify_and_export_on_the_live_log() {
     let (issuer, broker) = logged_broker().await;

@@ -8,6 +8,7 @@ mod harness;
 mod issuer;
 mod moto;
 mod process;
+mod receivers;
 mod tcp_fault;
 
 mod admin;
@@ -40,6 +41,8 @@ mod policy_tools;
 mod reload;
 mod replicas;
 mod secrets;
+mod ship;
+mod ship_outages;
 mod store;
 mod telemetry;
 mod tls;
