@@ -299,6 +299,7 @@ pub async fn records(
                 a.button.quiet href="/records" { "Clear" }
                 a href={ "/export?format=jsonl&" (link) } { "Export JSON lines" }
                 a href={ "/export?format=csv&" (link) } { "Export CSV" }
+                a href={ "/export?format=ocsf&" (link) } { "Export OCSF" }
             }
         }
         @match &found {
@@ -512,7 +513,8 @@ pub struct ExportParams {
 /// Most records in one export; a larger one is cut, and says so.
 const EXPORT_LIMIT: usize = 100_000;
 
-/// `/export`: the current filter as JSON lines or CSV, newest first.
+/// `/export`: the current filter as JSON lines, CSV or OCSF events (JSON
+/// lines, each keeping the record's export line in `raw_data`), newest first.
 pub async fn export(State(console): State<Console>, Query(params): Query<ExportParams>) -> Response {
     let mut query = match params.filters.query(console.key.as_deref()) {
         Ok(query) => query,
@@ -536,6 +538,14 @@ pub async fn export(State(console): State<Console>, Query(params): Query<ExportP
     records.truncate(EXPORT_LIMIT);
     let (body, kind, name) = match params.format.as_str() {
         "csv" => (csv(&records), "text/csv; charset=utf-8", "stint-audit.csv"),
+        "ocsf" => (
+            records
+                .iter()
+                .map(|r| crate::ship::ocsf::record(r).to_string() + "\n")
+                .collect(),
+            "application/x-ndjson",
+            "stint-audit-ocsf.jsonl",
+        ),
         "jsonl" | "" => (
             records
                 .iter()
@@ -548,7 +558,7 @@ pub async fn export(State(console): State<Console>, Query(params): Query<ExportP
             return problem(
                 &console,
                 StatusCode::BAD_REQUEST,
-                &format!("format `{other}` is not jsonl or csv"),
+                &format!("format `{other}` is not jsonl, csv or ocsf"),
             );
         }
     };

@@ -40,6 +40,11 @@ pub fn event(event: &Event<'_>) -> Value {
     }
 }
 
+/// One record as OCSF JSON (the console's OCSF export).
+pub fn record(record: &AuditRecord) -> Value {
+    authentication(record, crate::audit::record_line(record))
+}
+
 /// Milliseconds since the epoch of an RFC 3339 time (OCSF `timestamp_t`).
 pub(super) fn epoch_millis(time: &str) -> Option<i64> {
     let at = OffsetDateTime::parse(time, &Rfc3339).ok()?;

@@ -123,6 +123,23 @@ async fn an_auditor_filters_opens_a_record_and_verifies_the_chain_in_a_browser()
         .unwrap();
     assert_eq!(rebound.status(), 421);
 
+    // The denied records as OCSF, for a SIEM that normalises on it.
+    let ocsf = http
+        .get(format!("{base}/export?format=ocsf&outcome=denied"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<serde_json::Value> = ocsf.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 5, "{ocsf}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["class_uid"] == 3002 && e["metadata"]["sequence"].is_i64() && e["raw_data"].is_string()),
+        "{ocsf}"
+    );
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     let seen = browse(&python, &chromium, &base, &shots, "look").await;
     assert_eq!(seen["cards"]["issued"], 5, "{seen}");
