@@ -29,7 +29,9 @@
 //! (default 32). Needs moto_server (STINT_MOTO_SERVER, or the venv
 //! scripts/test makes) and PostgreSQL (STINT_TEST_POSTGRES).
 //! STINT_BENCH_ONLY=auditor runs the ceiling and phase 5 only (no moto or
-//! PostgreSQL needed).
+//! PostgreSQL needed). STINT_BENCH_ONLY=logging runs the ceiling and the
+//! `token` path with logging as shipped (an access line per request, text
+//! and JSON) against `STINT_LOG=warn`: what the access log costs.
 
 use std::io::Write as _;
 use std::net::TcpListener as StdListener;
@@ -294,6 +296,12 @@ struct Broker {
 
 impl Broker {
     async fn start(store: &str, issuer: &Issuer, aws_url: &str) -> Broker {
+        Broker::start_logging(store, issuer, aws_url, &[("STINT_LOG", "warn")]).await
+    }
+
+    /// As [`Broker::start`], with `log` as the broker's logging
+    /// environment (`STINT_LOG`, `STINT_LOG_FORMAT`).
+    async fn start_logging(store: &str, issuer: &Issuer, aws_url: &str, log: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, admin) = (free_port(), free_port());
         let config = format!(
@@ -317,7 +325,7 @@ impl Broker {
             .env("AWS_ACCESS_KEY_ID", "AKIABENCH")
             .env("AWS_SECRET_ACCESS_KEY", "bench")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("STINT_LOG", "warn")
+            .envs(log.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.path().join("stint.log")).expect("log"),
@@ -556,6 +564,11 @@ async fn main() {
     rows.push(ceiling_max.clone());
     rows.push(ceiling_half);
     drop(verify);
+    if std::env::var("STINT_BENCH_ONLY").is_ok_and(|v| v == "logging") {
+        logging_phase(&issuer, &tokens, &mut rows, &mut notes).await;
+        report(&rows, &notes, &ceiling_max);
+        return;
+    }
     if only_auditor {
         // No aws grant is asked for: the endpoint is never called.
         auditor_phase(&issuer, "http://127.0.0.1:9", &mut rows, &mut notes).await;
@@ -676,4 +689,41 @@ fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
     let _ = std::fs::File::create(&file).and_then(|mut f| f.write_all(text.as_bytes()));
     let _ = std::fs::write(dir.join("latest.json"), &text);
     println!("written to {}", file.display());
+}
+
+/// What the access log costs: the `token` path on SQLite with no log
+/// line per request (`STINT_LOG=warn`, as every other phase runs), then
+/// as shipped (`info`, text), then as the container image runs it (JSON).
+async fn logging_phase(
+    issuer: &Issuer,
+    tokens: &Arc<Vec<String>>,
+    rows: &mut Vec<Figures>,
+    notes: &mut Vec<(String, Value)>,
+) {
+    let mut quiet_cpu = 0.0;
+    for (label, log) in [
+        ("stint tok, STINT_LOG=warn", vec![("STINT_LOG", "warn")]),
+        ("stint tok, access log (text)", vec![]),
+        ("stint tok, access log (json)", vec![("STINT_LOG_FORMAT", "json")]),
+    ] {
+        let broker = Broker::start_logging("sqlite://audit.db", issuer, "http://127.0.0.1:9", &log).await;
+        let figures = load(
+            label,
+            broker.process.0.id(),
+            &format!("{}/v1/issue/tok", broker.url),
+            tokens.clone(),
+            None,
+            None,
+        )
+        .await;
+        if log.first().is_some_and(|(k, v)| *k == "STINT_LOG" && *v == "warn") {
+            quiet_cpu = figures.server_cpu_us;
+        } else {
+            notes.push((
+                format!("access_log_cpu_us_per_request ({label})"),
+                json!(figures.server_cpu_us - quiet_cpu),
+            ));
+        }
+        rows.push(figures);
+    }
 }

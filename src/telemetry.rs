@@ -83,8 +83,20 @@ impl Telemetry {
         let provider = otlp.map(tracer_provider).transpose()?;
         let filter = tracing_subscriber::EnvFilter::try_from_env("STINT_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-        let logs = if json { logs.json().boxed() } else { logs.boxed() };
+        // Colour only for a person at a terminal: escape codes in a file or
+        // a log pipeline are noise, and cost bytes per line.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+        // The per-request span exists for tracing; log lines do not show it
+        // (the access line and every line about a request carry its
+        // `request_id`), so the log layer never formats its ten fields.
+        let not_request_span =
+            tracing_subscriber::filter::filter_fn(|meta| !(meta.is_span() && meta.name() == "request"));
+        let logs = if json {
+            logs.json().with_filter(not_request_span).boxed()
+        } else {
+            logs.with_filter(not_request_span).boxed()
+        };
         // Only stint's own spans are exported. The exporter's HTTP client
         // and the SDK log through `tracing` too; exporting those would feed
         // the exporter its own work. The SDK's warnings (export failed,
