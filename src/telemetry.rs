@@ -86,7 +86,9 @@ impl Telemetry {
         // Colour only for a person at a terminal: escape codes in a file or
         // a log pipeline are noise, and cost bytes per line.
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+        let logs = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi);
         // The per-request span exists for tracing; log lines do not show it
         // (the access line and every line about a request carry its
         // `request_id`), so the log layer never formats its ten fields.

@@ -283,92 +283,141 @@ pub fn verify_range(
     public_key: &[u8],
     partial: bool,
 ) -> Result<Verified, ChainError> {
-    let first_seq = records.first().and_then(|r| r.seq).unwrap_or(1);
-    let mut previous: Option<(i64, String)> = match (partial, records.first()) {
-        (true, Some(first)) if first_seq > 1 => Some((first_seq - 1, first.prev_hash.clone().unwrap_or_default())),
-        _ => None,
-    };
-    let mut hashes = std::collections::BTreeMap::new();
-    for record in records {
-        let seq = record.seq.unwrap_or(0);
-        let expected_seq = previous.as_ref().map_or(1, |(s, _)| s + 1);
-        if seq != expected_seq {
-            let what = if seq > expected_seq {
-                format!("records {expected_seq}..{} are missing (deleted?)", seq - 1)
-            } else {
-                format!("out of order: expected seq {expected_seq}")
-            };
-            return Err(ChainError { seq, what });
+    let mut walk = ChainWalk::new(checkpoints, key, partial);
+    walk.feed(records)?;
+    walk.finish(checkpoints, public_key)
+}
+
+/// A verification fed page by page, so a long log is checked without
+/// holding it in memory: it keeps the last link, and the hashes of only
+/// the records a checkpoint signs.
+pub struct ChainWalk<'k> {
+    key: Option<&'k AuditKey>,
+    partial: bool,
+    first_seq: Option<i64>,
+    previous: Option<(i64, String)>,
+    signed: std::collections::BTreeSet<i64>,
+    hashes: std::collections::BTreeMap<i64, String>,
+    records: u64,
+}
+
+impl<'k> ChainWalk<'k> {
+    /// A walk that will be judged against `checkpoints` (read before the
+    /// records, so none is ahead of them); `key` checks MACs too.
+    pub fn new(checkpoints: &[Checkpoint], key: Option<&'k AuditKey>, partial: bool) -> ChainWalk<'k> {
+        ChainWalk {
+            key,
+            partial,
+            first_seq: None,
+            previous: None,
+            signed: checkpoints.iter().map(|c| c.seq).collect(),
+            hashes: std::collections::BTreeMap::new(),
+            records: 0,
         }
-        let expected_prev = previous.as_ref().map_or(GENESIS.to_string(), |(_, h)| h.clone());
-        if record.prev_hash.as_deref() != Some(expected_prev.as_str()) {
-            return Err(ChainError {
-                seq,
-                what: "prev_hash does not match the previous record (a record was removed, inserted or reordered)"
-                    .into(),
-            });
-        }
-        let hash = record_hash(record);
-        if record.record_hash.as_deref() != Some(hash.as_str()) {
-            return Err(ChainError {
-                seq,
-                what: "its content does not match its record_hash (the record was changed)".into(),
-            });
-        }
-        if let Some(key) = key
-            && !mac_matches(key, &hash, record.record_mac.as_deref())
-        {
-            return Err(ChainError {
-                seq,
-                what: "its MAC is wrong (forged without the audit key)".into(),
-            });
-        }
-        hashes.insert(seq, hash.clone());
-        previous = Some((seq, hash));
     }
-    let last_seq = previous.as_ref().map_or(0, |(s, _)| *s);
-    let verifier = UnparsedPublicKey::new(&signature::ED25519, public_key);
-    let mut last_checkpoint = None;
-    for checkpoint in checkpoints {
-        let signature = URL_SAFE_NO_PAD.decode(&checkpoint.signature).unwrap_or_default();
-        let message = checkpoint_message(checkpoint.seq, &checkpoint.record_hash, &checkpoint.time);
-        if verifier.verify(&message, &signature).is_err() {
-            return Err(ChainError {
-                seq: checkpoint.seq,
-                what: "checkpoint signature does not verify with the audit public key".into(),
-            });
-        }
-        match hashes.get(&checkpoint.seq) {
-            Some(hash) if *hash == checkpoint.record_hash => {}
-            Some(_) => {
+
+    /// Records checked so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The next records, ascending, continuing the ones fed before.
+    pub fn feed(&mut self, records: &[AuditRecord]) -> Result<(), ChainError> {
+        for record in records {
+            let seq = record.seq.unwrap_or(0);
+            if self.first_seq.is_none() {
+                self.first_seq = Some(seq);
+                if self.partial && seq > 1 {
+                    self.previous = Some((seq - 1, record.prev_hash.clone().unwrap_or_default()));
+                }
+            }
+            let expected_seq = self.previous.as_ref().map_or(1, |(s, _)| s + 1);
+            if seq != expected_seq {
+                let what = if seq > expected_seq {
+                    format!("records {expected_seq}..{} are missing (deleted?)", seq - 1)
+                } else {
+                    format!("out of order: expected seq {expected_seq}")
+                };
+                return Err(ChainError { seq, what });
+            }
+            let expected_prev = self.previous.as_ref().map_or(GENESIS.to_string(), |(_, h)| h.clone());
+            if record.prev_hash.as_deref() != Some(expected_prev.as_str()) {
                 return Err(ChainError {
-                    seq: checkpoint.seq,
-                    what: "the signed checkpoint names a different record_hash (records up to here were changed)"
+                    seq,
+                    what: "prev_hash does not match the previous record (a record was removed, inserted or reordered)"
                         .into(),
                 });
             }
-            None if partial => continue, // outside the slice
-            None if checkpoint.seq > last_seq => {
+            let hash = record_hash(record);
+            if record.record_hash.as_deref() != Some(hash.as_str()) {
                 return Err(ChainError {
-                    seq: checkpoint.seq,
-                    what: format!(
-                        "a signed checkpoint covers seq {} but the log ends at {last_seq} (the tail was truncated)",
-                        checkpoint.seq
-                    ),
+                    seq,
+                    what: "its content does not match its record_hash (the record was changed)".into(),
                 });
             }
-            None => {} // before the verified range
+            if let Some(key) = self.key
+                && !mac_matches(key, &hash, record.record_mac.as_deref())
+            {
+                return Err(ChainError {
+                    seq,
+                    what: "its MAC is wrong (forged without the audit key)".into(),
+                });
+            }
+            if self.signed.contains(&seq) {
+                self.hashes.insert(seq, hash.clone());
+            }
+            self.previous = Some((seq, hash));
+            self.records += 1;
         }
-        last_checkpoint = Some(last_checkpoint.map_or(checkpoint.seq, |c: i64| c.max(checkpoint.seq)));
+        Ok(())
     }
-    Ok(Verified {
-        first_seq,
-        records: records.len() as u64,
-        last_seq,
-        checkpoints: checkpoints.len() as u64,
-        last_checkpoint,
-        macs_checked: key.is_some(),
-    })
+
+    /// Judges the checkpoints against what was fed.
+    pub fn finish(self, checkpoints: &[Checkpoint], public_key: &[u8]) -> Result<Verified, ChainError> {
+        let last_seq = self.previous.as_ref().map_or(0, |(s, _)| *s);
+        let verifier = UnparsedPublicKey::new(&signature::ED25519, public_key);
+        let mut last_checkpoint = None;
+        for checkpoint in checkpoints {
+            let signature = URL_SAFE_NO_PAD.decode(&checkpoint.signature).unwrap_or_default();
+            let message = checkpoint_message(checkpoint.seq, &checkpoint.record_hash, &checkpoint.time);
+            if verifier.verify(&message, &signature).is_err() {
+                return Err(ChainError {
+                    seq: checkpoint.seq,
+                    what: "checkpoint signature does not verify with the audit public key".into(),
+                });
+            }
+            match self.hashes.get(&checkpoint.seq) {
+                Some(hash) if *hash == checkpoint.record_hash => {}
+                Some(_) => {
+                    return Err(ChainError {
+                        seq: checkpoint.seq,
+                        what: "the signed checkpoint names a different record_hash (records up to here were changed)"
+                            .into(),
+                    });
+                }
+                None if self.partial => continue, // outside the slice
+                None if checkpoint.seq > last_seq => {
+                    return Err(ChainError {
+                        seq: checkpoint.seq,
+                        what: format!(
+                            "a signed checkpoint covers seq {} but the log ends at {last_seq} (the tail was truncated)",
+                            checkpoint.seq
+                        ),
+                    });
+                }
+                None => {} // before the verified range
+            }
+            last_checkpoint = Some(last_checkpoint.map_or(checkpoint.seq, |c: i64| c.max(checkpoint.seq)));
+        }
+        Ok(Verified {
+            first_seq: self.first_seq.unwrap_or(1),
+            records: self.records,
+            last_seq,
+            checkpoints: checkpoints.len() as u64,
+            last_checkpoint,
+            macs_checked: self.key.is_some(),
+        })
+    }
 }
 
 /// Decodes a JWK or bare base64url Ed25519 public key.

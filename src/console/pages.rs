@@ -22,8 +22,8 @@ pub enum Verification {
     /// None asked for since the console started.
     #[default]
     NotRun,
-    /// Running since (RFC 3339).
-    Running(String),
+    /// Running since (RFC 3339), with the records checked so far.
+    Running(String, std::sync::Arc<std::sync::atomic::AtomicU64>),
     /// Done at (RFC 3339): `Ok(report)` or the first broken link.
     Done(String, Result<String, Broken>),
 }
@@ -426,7 +426,7 @@ pub async fn integrity(State(console): State<Console>, person: Option<Extension<
         })
         .await;
     let state = console.verification.lock().map(|v| v.clone()).unwrap_or_default();
-    let running = matches!(state, Verification::Running(_));
+    let running = matches!(state, Verification::Running(..));
     let body = html! {
         h1 { "Integrity" }
         @if running {
@@ -449,15 +449,23 @@ pub async fn integrity(State(console): State<Console>, person: Option<Extension<
                     },
                     Err(e) => tr { td { "checkpoints" } td.bad { (e.to_string()) } },
                 }
-                tr { td { "audit key" } td { (if console.key.is_some() { "given: each record's MAC is checked" } else { "not given: the hash chain and checkpoint signatures are checked" }) } }
+                tr { td { "audit key" } td { (if console.key.is_some() { "given: the chain, each record's MAC and the checkpoint signatures are checked" } else { "not given" }) } }
             }
         }
-        form method="post" action="/integrity/verify" {
-            button type="submit" disabled[running] { "Verify the whole chain" }
+        @if console.key.is_some() {
+            form method="post" action="/integrity/verify" {
+                button type="submit" disabled[running] { "Verify the whole chain" }
+            }
+        } @else {
+            div.notice { "Verifying needs the audit key (its checkpoint key is derived from it): start the console with "
+                code { "--config" } " or " code { "--audit-key-file" } ", or verify an export offline with "
+                code { "stint audit verify --export FILE --pubkey KEY" } "." }
         }
         @match &state {
             Verification::NotRun => p.muted { "Not verified since the console started." },
-            Verification::Running(since) => div.notice { "Verifying… (started " (since) ")" },
+            Verification::Running(since, checked) => div.notice {
+                "Verifying… " (checked.load(std::sync::atomic::Ordering::Relaxed)) " records checked (started " (since) ")"
+            },
             Verification::Done(at, Ok(report)) => div.notice { span.ok { "Intact. " } (report) br; span.muted { "checked at " (at) } },
             Verification::Done(at, Err(broken)) => div.notice.bad {
                 span.bad { "Broken. " }
@@ -479,15 +487,24 @@ pub async fn verify(State(console): State<Console>) -> Response {
         let Ok(mut state) = console.verification.lock() else {
             return Redirect::to("/integrity").into_response();
         };
-        if matches!(*state, Verification::Running(_)) {
+        if matches!(*state, Verification::Running(..)) {
             return Redirect::to("/integrity").into_response();
         }
-        *state = Verification::Running(crate::clock::now_rfc3339());
+        *state = Verification::Running(crate::clock::now_rfc3339(), std::sync::Arc::default());
     }
+    let checked = match console.verification.lock().map(|s| s.clone()) {
+        Ok(Verification::Running(_, checked)) => checked,
+        _ => std::sync::Arc::default(),
+    };
     let choice = console.choice.clone();
     let slot = console.verification.clone();
     tokio::spawn(async move {
-        let result = crate::audit::commands::verify(&choice, None, None).await;
+        // Page by page: a long log never sits in memory, and the page
+        // shows how far it got.
+        let result = crate::audit::commands::verify_store(&choice, &move |n| {
+            checked.store(n, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await;
         let outcome = result.map_err(|e| Broken {
             seq: e.downcast_ref::<crate::audit::chain::ChainError>().map(|c| c.seq),
             what: e
