@@ -483,3 +483,56 @@ async fn the_postgres_store_verifies_the_server_certificate() {
         .expect("verify-ca refused");
     assert!(unsupported.to_string().contains("use verify-full"), "{unsupported}");
 }
+
+/// The whole store is verified a page at a time, reporting progress, and a
+/// changed record past the first page is still found.
+#[tokio::test]
+async fn a_store_is_verified_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("audit.key");
+    let key = AuditKey::load_or_create(&key_file).unwrap();
+    let store = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let sink = stint::audit::open(
+        &store,
+        ChainKeys {
+            signer: CheckpointSigner::from_audit_key(&key).unwrap(),
+            key,
+            checkpoint_every: 500,
+            group_commit: true,
+            store_timeout: std::time::Duration::from_secs(10),
+        },
+    )
+    .await
+    .unwrap();
+    let mut appends = Vec::new();
+    for n in 0..2500 {
+        let sink = sink.clone();
+        appends.push(tokio::spawn(async move {
+            sink.append(&record(n, "deploy", Outcome::Issued)).await.unwrap()
+        }));
+    }
+    for a in appends {
+        a.await.unwrap();
+    }
+    let choice = stint::audit::commands::StoreChoice {
+        store: Some(store.clone()),
+        audit_key_file: Some(key_file),
+        ..Default::default()
+    };
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let heard = seen.clone();
+    let report = stint::audit::commands::verify_store(&choice, &move |n| heard.lock().unwrap().push(n))
+        .await
+        .unwrap();
+    assert!(report.starts_with("ok: 2500 records (seq 1..2500)"), "{report}");
+    assert_eq!(*seen.lock().unwrap(), vec![1000, 2000, 2500]);
+
+    let db = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    db.execute("UPDATE audit_records SET subject = 'someone-else' WHERE seq = 1700", [])
+        .unwrap();
+    let broken = stint::audit::commands::verify_store(&choice, &|_| {})
+        .await
+        .unwrap_err();
+    let chain_error = broken.downcast_ref::<chain::ChainError>().expect("a chain error");
+    assert_eq!(chain_error.seq, 1700, "{broken}");
+}
