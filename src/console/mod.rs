@@ -51,6 +51,9 @@ pub struct Console {
     pub verification: Arc<Mutex<pages::Verification>>,
     /// Sign-in, when the console serves beyond loopback.
     pub sign_in: Option<Arc<signin::SignIn>>,
+    /// The config's policy (with `--config`): each record's decision is
+    /// explained under it.
+    pub policy: Option<Arc<crate::policy::Policy>>,
     /// The `Host` values it answers to.
     pub hosts: Arc<Vec<String>>,
 }
@@ -111,6 +114,7 @@ pub async fn run(choice: StoreChoice, listen: Option<SocketAddr>) -> anyhow::Res
         leases,
         verification: Arc::default(),
         sign_in,
+        policy: config.as_ref().map(|c| Arc::new(c.policy.clone())),
         hosts: Arc::new(hosts),
     };
     let scheme = if tls.is_some() { "https" } else { "http" };

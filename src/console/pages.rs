@@ -389,6 +389,34 @@ pub async fn record(
             dt { "record hash" } dd.mono { (record.record_hash.as_deref().unwrap_or("—")) }
         }
         h2 { "Why" }
+        @if let Some(explanation) = explanation(&console, &record) {
+            p.muted { "Explained under the current config, from the claims the record kept:" }
+            table {
+                thead { tr { th { "rule" } th { "claim" } th { "expected" } th { "the caller's" } th { "" } } }
+                tbody {
+                    @for rule in &explanation.rules {
+                        @if !rule.issuer_matched {
+                            tr { td { "allow[" (rule.index) "]" } td { "issuer" } td { (rule.issuer) } td { (explanation.issuer) } td.bad { "✗" } }
+                        }
+                        @for c in &rule.claims {
+                            tr {
+                                td { "allow[" (rule.index) "]" }
+                                td { code { (c.claim) } }
+                                td { code { (c.expected) } }
+                                td { code { (c.actual.as_deref().unwrap_or("(absent)")) } }
+                                td class=(if c.matched { "ok" } else { "bad" }) { (if c.matched { "✓" } else { "✗" }) }
+                            }
+                        }
+                    }
+                }
+            }
+            p {
+                @match explanation.allowed_by {
+                    Some(i) => { "Decision now: allowed by " code { "allow[" (i) "]" } "." }
+                    None => { "Decision now: denied (" code { (explanation.outcome) } ")." }
+                }
+            }
+        }
         @match (record.outcome, record.detail.get("rule")) {
             (Outcome::Issued, Some(rule)) => p { "Allowed by rule " code { "allow[" (rule) "]" } " of grant " code { (record.grant.as_deref().unwrap_or("")) } "." },
             (Outcome::Denied, _) => p { "Denied: " code { (record.reason.as_deref().unwrap_or("")) } ". The claims the caller presented are above; "
@@ -412,6 +440,15 @@ pub async fn record(
         }
     };
     page(&console, person.as_deref(), &format!("Record {seq}"), "/records", body)
+}
+
+/// The record's decision explained under the console's policy, when it
+/// has one and the record went as far as policy (an issuer and a grant).
+fn explanation(console: &Console, record: &AuditRecord) -> Option<crate::policy::Explanation> {
+    let policy = console.policy.as_ref()?;
+    let (issuer, grant) = (record.issuer.as_deref()?, record.grant.as_deref()?);
+    let claims = crate::identity::Claims::from_record(&record.claims).ok()?;
+    Some(policy.explain(grant, issuer, &claims))
 }
 
 /// `/integrity`: the newest checkpoint, and the result of the last

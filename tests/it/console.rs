@@ -91,9 +91,18 @@ async fn an_auditor_filters_opens_a_record_and_verifies_the_chain_in_a_browser()
     let port = free_port();
     let store = format!("sqlite://{}", broker.audit_db().display());
     let key = broker.dir.path().join("audit.key");
+    // The broker's own config, so each record's decision can be explained.
+    std::fs::write(
+        broker.dir.path().join("console.yaml"),
+        format!(
+            "audit: {{ store: \"{store}\", key_file: {key} }}\nsigning: {{ key_file: signing.key }}\nissuers:\n{}\ngrants:\n{DEPLOY_GRANT}",
+            crate::harness::issuer_yaml("ci", &issuer, "github", ""),
+            key = key.display()
+        ),
+    )
+    .unwrap();
     let mut console = stint(broker.dir.path())
-        .args(["audit", "console", "--store", &store, "--audit-key-file"])
-        .arg(&key)
+        .args(["audit", "console", "--config", "console.yaml"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .spawn()
         .unwrap();
@@ -123,6 +132,33 @@ async fn an_auditor_filters_opens_a_record_and_verifies_the_chain_in_a_browser()
         .unwrap();
     assert_eq!(rebound.status(), 421);
 
+    // A denial explained claim by claim under the config.
+    let mismatch = broker
+        .server
+        .broker
+        .audit()
+        .query(&stint::audit::AuditQuery {
+            reason: Some("claims_mismatch".into()),
+            limit: Some(1),
+            ..stint::audit::AuditQuery::default()
+        })
+        .await
+        .unwrap()[0]
+        .seq
+        .unwrap();
+    let page = http
+        .get(format!("{base}/records/{mismatch}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Decision now: denied"), "{page}");
+    assert!(
+        page.contains("&quot;acme/other&quot;") || page.contains("\"acme/other\""),
+        "{page}"
+    );
     // The denied records as OCSF, for a SIEM that normalises on it.
     let ocsf = http
         .get(format!("{base}/export?format=ocsf&outcome=denied"))
