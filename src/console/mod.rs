@@ -191,7 +191,13 @@ async fn login(State(console): State<Console>, Query(q): Query<Next_>) -> Respon
         return Redirect::to("/").into_response();
     };
     match sign_in.start(&q.next).await {
-        Ok(url) => Redirect::to(&url).into_response(),
+        Ok((url, state)) => {
+            let mut response = Redirect::to(&url).into_response();
+            if let Ok(cookie) = HeaderValue::from_str(&signin::SignIn::state_cookie(&state)) {
+                response.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            response
+        }
         Err(e) => refused(&console, e),
     }
 }
@@ -206,7 +212,7 @@ struct Callback {
     error_description: String,
 }
 
-async fn callback(State(console): State<Console>, Query(q): Query<Callback>) -> Response {
+async fn callback(State(console): State<Console>, headers: HeaderMap, Query(q): Query<Callback>) -> Response {
     let Some(sign_in) = &console.sign_in else {
         return Redirect::to("/").into_response();
     };
@@ -219,7 +225,7 @@ async fn callback(State(console): State<Console>, Query(q): Query<Callback>) -> 
             )),
         );
     }
-    match sign_in.finish(&q.code, &q.state).await {
+    match sign_in.finish(&q.code, &q.state, &headers).await {
         Ok((id, next)) => {
             let mut response = Redirect::to(&next).into_response();
             if let Ok(cookie) = HeaderValue::from_str(&sign_in.cookie(&id)) {

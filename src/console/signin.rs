@@ -22,6 +22,11 @@ use crate::policy::Policy;
 /// The session cookie.
 pub const COOKIE: &str = "stint_console_session";
 
+/// The cookie that holds a sign-in's `state` until the IdP sends the
+/// browser back: a callback from another browser (a login forged for
+/// someone else) does not match it.
+pub const STATE_COOKIE: &str = "stint_console_state";
+
 /// How long a sign-in may take at the IdP.
 const PENDING_FOR: Duration = Duration::from_secs(600);
 
@@ -162,16 +167,18 @@ impl SignIn {
     }
 
     /// Where to send a person who wants `next`: the IdP's authorization
-    /// endpoint with a fresh state, nonce and PKCE challenge.
-    pub async fn start(&self, next: &str) -> Result<String, Refusal> {
+    /// endpoint with a fresh state, nonce and PKCE challenge; and the
+    /// state, which the browser must bring back in [`STATE_COOKIE`].
+    pub async fn start(&self, next: &str) -> Result<(String, String), Refusal> {
         let (authorize, _) = self.endpoints().await?;
         let (state, nonce, verifier) = (random(), random(), random());
         let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
             &aws_lc_rs::digest::SHA256,
             verifier.as_bytes(),
         ));
-        // Only a path of this console: never an open redirect.
-        let next = if next.starts_with('/') && !next.starts_with("//") {
+        // Only a path of this console: never an open redirect (`//host`
+        // and `/\host` are other hosts to a browser).
+        let next = if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
             next
         } else {
             "/"
@@ -198,17 +205,29 @@ impl SignIn {
             );
         }
         let sep = if authorize.contains('?') { '&' } else { '?' };
-        Ok(format!(
+        let url = format!(
             "{authorize}{sep}response_type=code&client_id={}&redirect_uri={}&scope=openid%20email%20profile&state={state}&nonce={nonce}&code_challenge={challenge}&code_challenge_method=S256",
             encode(&self.client_id),
             encode(&self.redirect_uri),
-        ))
+        );
+        Ok((url, state))
+    }
+
+    /// The `Set-Cookie` that ties a sign-in to the browser that started it
+    /// (`SameSite=Lax`: the IdP's redirect back is a top-level navigation).
+    pub fn state_cookie(state: &str) -> String {
+        format!("{STATE_COOKIE}={state}; Path=/auth/; Secure; HttpOnly; SameSite=Lax; Max-Age=600")
     }
 
     /// The IdP sent the person back with `code` for `state`: the code is
     /// exchanged, the ID token verified and matched against `auditors`.
     /// Returns the new session's id and where to go.
-    pub async fn finish(&self, code: &str, state: &str) -> Result<(String, String), Refusal> {
+    pub async fn finish(&self, code: &str, state: &str, headers: &HeaderMap) -> Result<(String, String), Refusal> {
+        if cookie(headers, STATE_COOKIE).as_deref() != Some(state) {
+            return Err(Refusal::BadRequest(
+                "this sign-in was not started in this browser: start again".into(),
+            ));
+        }
         let pending = self
             .pending
             .lock()
@@ -324,12 +343,16 @@ impl SignIn {
 }
 
 fn session_id(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_string())
 }

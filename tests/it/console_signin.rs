@@ -199,6 +199,12 @@ async fn sign_in(c: &Running, path: &str) -> reqwest::Response {
     assert!(login.starts_with("/auth/login?next="), "{login}");
     let to_idp = c.http.get(format!("{}{login}", c.base)).send().await.unwrap();
     assert_eq!(to_idp.status(), 303);
+    let state_cookie = to_idp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        state_cookie.contains("HttpOnly") && state_cookie.contains("Secure"),
+        "{state_cookie}"
+    );
+    let state_cookie = state_cookie.split(';').next().unwrap().to_string();
     let authorize = location(&to_idp);
     assert!(authorize.contains("code_challenge_method=S256") && authorize.contains(&format!("client_id={CLIENT_ID}")));
     let back = reqwest::Client::builder()
@@ -214,7 +220,15 @@ async fn sign_in(c: &Running, path: &str) -> reqwest::Response {
         callback.starts_with(&format!("{}/auth/callback?code=", c.base)),
         "{callback}"
     );
-    c.http.get(callback).send().await.unwrap()
+    // Another browser cannot finish this sign-in (a login forged for someone else).
+    let elsewhere = c.http.get(&callback).send().await.unwrap();
+    assert_eq!(elsewhere.status(), 400);
+    c.http
+        .get(callback)
+        .header("cookie", state_cookie)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
