@@ -477,7 +477,7 @@ impl AuditSink for PostgresSink {
     }
 
     async fn summary(&self, query: &super::SummaryQuery) -> Result<super::Summary, AuditError> {
-        let [series, grants, reasons, subjects] = super::summary::statements(query.bucket, "$1", "$2");
+        let [series, grants, reasons, subjects] = super::summary::statements(query.bucket, "$1", "$2", query.top, "");
         let (since, until) = (query.since.clone(), query.until.clone());
         self.reads
             .run(move |client| {

@@ -388,7 +388,7 @@ impl AuditSink for SqliteSink {
     }
 
     async fn summary(&self, query: &super::SummaryQuery) -> Result<super::Summary, AuditError> {
-        let [series, grants, reasons, subjects] = super::summary::statements(query.bucket, "?1", "?2");
+        let [series, grants, reasons, subjects] = super::summary::statements(query.bucket, "?1", "?2", query.top, "+");
         let range = [query.since.clone(), query.until.clone()];
         self.readers
             .run(move |conn| {

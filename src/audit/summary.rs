@@ -35,6 +35,9 @@ pub struct SummaryQuery {
     pub until: String,
     /// Width of the time series' bars.
     pub bucket: Bucket,
+    /// Only the top rows of the per-grant, reason and subject lists
+    /// ([`TOP_GRANTS`], ...); `false`: every row, for sums over ranges.
+    pub top: bool,
 }
 
 /// Counts over one range.
@@ -59,10 +62,14 @@ pub const TOP_REASONS: u32 = 20;
 
 /// The four statements, with `since` and `until` as the first and second
 /// parameter, written with `p1`/`p2` as the placeholders of the store
-/// (`?1`/`?2` or `$1`/`$2`).
-pub fn statements(bucket: Bucket, p1: &str, p2: &str) -> [String; 4] {
+/// (`?1`/`?2` or `$1`/`$2`). `not_indexed` is put before a column that must
+/// not lead the plan (`+` for SQLite, whose planner would otherwise walk
+/// every denial through the outcome index instead of the range through
+/// the time index; empty for PostgreSQL, which has statistics).
+pub fn statements(bucket: Bucket, p1: &str, p2: &str, top: bool, not_indexed: &str) -> [String; 4] {
     let range = format!("time >= {p1} AND time < {p2}");
     let len = bucket.prefix_len();
+    let limit = |n: u32| if top { format!(" LIMIT {n}") } else { String::new() };
     [
         format!(
             "SELECT substr(time, 1, {len}) AS bucket, outcome, count(*) FROM audit_records
@@ -70,15 +77,18 @@ pub fn statements(bucket: Bucket, p1: &str, p2: &str) -> [String; 4] {
         ),
         format!(
             "SELECT coalesce(grant_name, ''), outcome, count(*) FROM audit_records
-             WHERE {range} GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT {TOP_GRANTS}"
+             WHERE {range} GROUP BY 1, 2 ORDER BY 3 DESC, 1{}",
+            limit(TOP_GRANTS)
         ),
         format!(
             "SELECT coalesce(reason, ''), count(*) FROM audit_records
-             WHERE {range} AND outcome = 'denied' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {TOP_REASONS}"
+             WHERE {range} AND {not_indexed}outcome = 'denied' GROUP BY 1 ORDER BY 2 DESC, 1{}",
+            limit(TOP_REASONS)
         ),
         format!(
             "SELECT subject, count(*) FROM audit_records
-             WHERE {range} AND subject IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {TOP_SUBJECTS}"
+             WHERE {range} AND subject IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1{}",
+            limit(TOP_SUBJECTS)
         ),
     ]
 }

@@ -13,6 +13,7 @@
 mod chart;
 mod pages;
 pub mod params;
+pub mod rollup;
 pub mod signin;
 
 use std::net::SocketAddr;
@@ -56,6 +57,8 @@ pub struct Console {
     pub policy: Option<Arc<crate::policy::Policy>>,
     /// The `Host` values it answers to.
     pub hosts: Arc<Vec<String>>,
+    /// The overview's counts per closed hour.
+    pub rollup: Arc<rollup::Rollup>,
 }
 
 /// Runs the console until SIGINT or SIGTERM: on `listen` (else the
@@ -116,7 +119,12 @@ pub async fn run(choice: StoreChoice, listen: Option<SocketAddr>) -> anyhow::Res
         sign_in,
         policy: config.as_ref().map(|c| Arc::new(c.policy.clone())),
         hosts: Arc::new(hosts),
+        rollup: Arc::default(),
     };
+    // The overview's counts of the last 30 days, read once in the
+    // background, so its first long-range view does not wait for them.
+    let (rollup, store) = (console.rollup.clone(), console.store.clone());
+    tokio::spawn(async move { rollup.warm(store.as_ref()).await });
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
         "stint audit console: {} (read-only{}; Ctrl-C stops it)",

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::Console;
 use super::params::{Filters, encode};
 use super::signin::Person;
-use crate::audit::{AuditQuery, AuditRecord, Bucket, Outcome, SummaryQuery};
+use crate::audit::{AuditQuery, AuditRecord, Bucket, Outcome};
 
 const OUTCOMES: [Outcome; 4] = [Outcome::Issued, Outcome::Denied, Outcome::Error, Outcome::Revoked];
 
@@ -120,12 +120,8 @@ pub async fn overview(
     let step = if bucket == Bucket::Hour { 3600 } else { 86_400 };
     let start = (now - seconds) / step * step + step;
     let until = now + 1;
-    let query = SummaryQuery {
-        since: crate::clock::rfc3339(start),
-        until: crate::clock::rfc3339(until),
-        bucket,
-    };
-    let summary = match console.store.summary(&query).await {
+    let since = crate::clock::rfc3339(start);
+    let summary = match console.rollup.range(console.store.as_ref(), start, until, bucket).await {
         Ok(summary) => summary,
         Err(e) => return problem(&console, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -188,7 +184,7 @@ pub async fn overview(
             ))
         }
     };
-    let since_q = encode(&query.since);
+    let since_q = encode(&since);
     let body = html! {
         h1 { "Overview" }
         p {
@@ -197,7 +193,7 @@ pub async fn overview(
                 @if r == label { strong { (r) } } @else { a href={ "/?range=" (r) } { (r) } }
                 " "
             }
-            span.muted { "· since " (query.since) }
+            span.muted { "· since " (since) }
         }
         div.cards {
             @for (outcome, n) in &totals {
