@@ -102,6 +102,7 @@ fn outcome_badge(outcome: Outcome) -> Markup {
 #[serde(default)]
 pub struct Range {
     range: String,
+    grant: String,
 }
 
 /// `/`: the log at a glance over 24 hours, 7 or 30 days.
@@ -121,7 +122,12 @@ pub async fn overview(
     let start = (now - seconds) / step * step + step;
     let until = now + 1;
     let since = crate::clock::rfc3339(start);
-    let summary = match console.rollup.range(console.store.as_ref(), start, until, bucket).await {
+    let only = Some(range.grant.as_str()).filter(|g| !g.is_empty());
+    let summary = match console
+        .rollup
+        .range(console.store.as_ref(), start, until, bucket, only)
+        .await
+    {
         Ok(summary) => summary,
         Err(e) => return problem(&console, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -185,19 +191,36 @@ pub async fn overview(
         }
     };
     let since_q = encode(&since);
+    let grant_q = only.map(|g| format!("&grant={}", encode(g))).unwrap_or_default();
+    let mut grant_names: Vec<&str> = summary
+        .by_grant
+        .iter()
+        .map(|(g, _, _)| g.as_str())
+        .filter(|g| !g.is_empty())
+        .collect();
+    grant_names.sort_unstable();
+    grant_names.dedup();
     let body = html! {
-        h1 { "Overview" }
+        h1 { "Overview" @if let Some(g) = only { " · grant " code { (g) } } }
         p {
             "Last "
             @for r in ["24h", "7d", "30d"] {
-                @if r == label { strong { (r) } } @else { a href={ "/?range=" (r) } { (r) } }
+                @if r == label { strong { (r) } } @else { a href={ "/?range=" (r) (grant_q) } { (r) } }
                 " "
             }
             span.muted { "· since " (since) }
         }
+        p {
+            "Grant: "
+            @if only.is_none() { strong { "all" } } @else { a href={ "/?range=" (label) } { "all" } }
+            @for g in &grant_names {
+                " · "
+                @if only == Some(*g) { strong { (g) } } @else { a href={ "/?range=" (label) "&grant=" (encode(g)) } { (g) } }
+            }
+        }
         div.cards {
             @for (outcome, n) in &totals {
-                a.card href={ "/records?since=" (since_q) "&outcome=" (outcome.as_str()) } {
+                a.card href={ "/records?since=" (since_q) "&outcome=" (outcome.as_str()) (grant_q) } {
                     div.n { (n) }
                     div.what { (outcome.as_str()) }
                 }
@@ -207,6 +230,9 @@ pub async fn overview(
             @for o in OUTCOMES { span { (outcome_badge(o)) } }
         }
         div.chart { (PreEscaped(chart)) }
+        @if only.is_some() {
+            p.muted { "The cards and the chart count this grant's records; the tables below are for every grant." }
+        }
         h2 { "By grant" }
         table {
             thead { tr { th { "grant" } @for o in OUTCOMES { th.num { (o.as_str()) } } } }

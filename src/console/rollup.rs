@@ -70,12 +70,14 @@ impl Rollup {
 
     /// The counts of `[since, until)` (whole hours, `since` on an hour),
     /// with the time series in `bucket`s and the top rows of each list.
+    /// With `grant`, the time series counts that grant's records only.
     pub async fn range(
         &self,
         store: &dyn AuditSink,
         since: i64,
         until: i64,
         bucket: Bucket,
+        grant: Option<&str>,
     ) -> Result<Summary, AuditError> {
         let now = crate::clock::now();
         let mut series: BTreeMap<(String, &'static str), (Outcome, u64)> = BTreeMap::new();
@@ -85,9 +87,22 @@ impl Rollup {
         let mut start = since;
         while start < until {
             let hour = self.hour(store, start, now).await?;
-            for (label, outcome, n) in &hour.series {
-                let label: String = label.chars().take(bucket.prefix_len()).collect();
-                series.entry((label, outcome.as_str())).or_insert((*outcome, 0)).1 += n;
+            match grant {
+                None => {
+                    for (label, outcome, n) in &hour.series {
+                        let label: String = label.chars().take(bucket.prefix_len()).collect();
+                        series.entry((label, outcome.as_str())).or_insert((*outcome, 0)).1 += n;
+                    }
+                }
+                Some(only) => {
+                    let label: String = crate::clock::rfc3339(start).chars().take(bucket.prefix_len()).collect();
+                    for (_, outcome, n) in hour.by_grant.iter().filter(|(g, _, _)| g == only) {
+                        series
+                            .entry((label.clone(), outcome.as_str()))
+                            .or_insert((*outcome, 0))
+                            .1 += n;
+                    }
+                }
             }
             for (grant, outcome, n) in &hour.by_grant {
                 grants

@@ -132,6 +132,16 @@ async fn an_auditor_filters_opens_a_record_and_verifies_the_chain_in_a_browser()
         .unwrap();
     assert_eq!(rebound.status(), 421);
 
+    // The overview for one grant.
+    let one = http
+        .get(format!("{base}/?range=7d&grant=deploy"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(one.contains("grant <code>deploy</code>"), "{one}");
     // A denial explained claim by claim under the config.
     let mismatch = broker
         .server

@@ -405,7 +405,7 @@ async fn hourly_rollups_add_up_to_the_range(backend: Backend) {
     for _ in 0..2 {
         // Twice: the second time from the kept hours.
         let summed = rollup
-            .range(sink.as_ref(), epoch(since), epoch(until), Bucket::Day)
+            .range(sink.as_ref(), epoch(since), epoch(until), Bucket::Day, None)
             .await
             .unwrap();
         assert_eq!(summed.series, direct.series, "{backend:?}");
@@ -413,6 +413,20 @@ async fn hourly_rollups_add_up_to_the_range(backend: Backend) {
         assert_eq!(summed.denial_reasons, direct.denial_reasons, "{backend:?}");
         assert_eq!(summed.subjects, direct.subjects, "{backend:?}");
     }
+    // One grant's time series: the db grant's three denials, by hour.
+    let db = rollup
+        .range(sink.as_ref(), epoch(since), epoch(until), Bucket::Hour, Some("db"))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.series,
+        vec![
+            ("2026-11-28T09".to_string(), Outcome::Denied, 1),
+            ("2026-11-28T10".to_string(), Outcome::Denied, 1),
+            ("2026-11-28T11".to_string(), Outcome::Denied, 1),
+        ],
+        "{backend:?}"
+    );
 }
 
 per_backend!(
