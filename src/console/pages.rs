@@ -384,6 +384,7 @@ pub async fn record(
     };
     let next = one(&console, seq + 1).await.ok().flatten().is_some();
     let detail = |k: &str| record.detail.get(k).and_then(Value::as_str).map(str::to_string);
+    let explained = explanation(&console, &record);
     let json = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     let body = html! {
         h1 { "Record " (seq) " " (outcome_badge(record.outcome)) }
@@ -411,7 +412,7 @@ pub async fn record(
             dt { "record hash" } dd.mono { (record.record_hash.as_deref().unwrap_or("—")) }
         }
         h2 { "Why" }
-        @if let Some(explanation) = explanation(&console, &record) {
+        @if let Some(explanation) = &explained {
             p.muted { "Explained under the current config, from the claims the record kept:" }
             table {
                 thead { tr { th { "rule" } th { "claim" } th { "expected" } th { "the caller's" } th { "" } } }
@@ -439,11 +440,13 @@ pub async fn record(
                 }
             }
         }
-        @match (record.outcome, record.detail.get("rule")) {
-            (Outcome::Issued, Some(rule)) => p { "Allowed by rule " code { "allow[" (rule) "]" } " of grant " code { (record.grant.as_deref().unwrap_or("")) } "." },
-            (Outcome::Denied, _) => p { "Denied: " code { (record.reason.as_deref().unwrap_or("")) } ". The claims the caller presented are above; "
-                "run " code { "stint policy explain" } " with them against the config to see each rule's verdict." },
-            _ => p.muted { "No policy decision is recorded for this outcome." },
+        @if explained.is_none() {
+            @match (record.outcome, record.detail.get("rule")) {
+                (Outcome::Issued, Some(rule)) => p { "Allowed by rule " code { "allow[" (rule) "]" } " of grant " code { (record.grant.as_deref().unwrap_or("")) } "." },
+                (Outcome::Denied, _) => p { "Denied: " code { (record.reason.as_deref().unwrap_or("")) } ". The claims the caller presented are above; "
+                    "run " code { "stint policy explain" } " with them against the config to see each rule's verdict." },
+                _ => p.muted { "No policy decision is recorded for this outcome." },
+            }
         }
         h2 { "Where to look next" }
         ul {
@@ -458,7 +461,9 @@ pub async fn record(
             @if let Some(lease) = detail("lease_id") {
                 li { "The lease: " a href={ "/records?request_id=" (encode(&record.request_id)) } { "records of this request" } " · " code { "stint leases list" } " shows lease " code { (lease) } "." }
             }
-            li { a href={ "/records?subject=" (encode(record.subject.as_deref().unwrap_or(""))) } { "every record of this subject" } }
+            @if let Some(subject) = &record.subject {
+                li { a href={ "/records?subject=" (encode(subject)) } { "every record of this subject" } }
+            }
         }
     };
     page(&console, person.as_deref(), &format!("Record {seq}"), "/records", body)

@@ -34,6 +34,7 @@ with sync_playwright() as p:
 
         page.click("nav >> text=Records")
         page.select_option("select[name=outcome]", "denied")
+        page.fill("input[name=reason]", "claims_mismatch")
         page.click("button:has-text('Apply')")
         page.wait_for_load_state()
         seen["filtered_url"] = page.url

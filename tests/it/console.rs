@@ -196,8 +196,9 @@ async fn an_auditor_filters_opens_a_record_and_verifies_the_chain_in_a_browser()
         "{seen}"
     );
     assert_eq!(seen["filtered_outcomes"], serde_json::json!(["denied"]), "{seen}");
-    assert_eq!(seen["filtered_rows"], 5, "{seen}");
+    assert_eq!(seen["filtered_rows"], 3, "the claims_mismatch denials: {seen}");
     assert!(seen["record_heading"].as_str().unwrap().contains("denied"), "{seen}");
+    assert_eq!(seen["record_reason"], "claims_mismatch", "{seen}");
     assert!(seen["integrity"].as_str().unwrap().starts_with("Intact."), "{seen}");
     assert_eq!(seen["problems"], serde_json::json!([]), "{seen}");
 
