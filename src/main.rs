@@ -509,6 +509,9 @@ enum AuditCommand {
         /// Only print where each sink stands (position, lag, holder); ship nothing.
         #[arg(long, conflicts_with = "once")]
         status: bool,
+        /// Serve Prometheus /metrics here (lag and failures per sink) while shipping.
+        #[arg(long, value_name = "ADDR", conflicts_with_all = ["once", "status"])]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
 }
 
@@ -809,11 +812,12 @@ async fn run(command: Command, json_logs: bool) -> anyhow::Result<()> {
             sink,
             once,
             status,
+            metrics_listen,
         }) => {
             let lines = if status {
                 stint::ship::commands::status(&config, sink.as_deref()).await?
             } else {
-                stint::ship::commands::ship(&config, sink.as_deref(), once).await?
+                stint::ship::commands::ship(&config, sink.as_deref(), once, metrics_listen).await?
             };
             for line in lines {
                 println!("{line}");

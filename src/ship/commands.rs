@@ -84,9 +84,35 @@ pub async fn status(config_path: &Path, sink: Option<&str>) -> anyhow::Result<Ve
 /// Runs the shipping loop for the chosen sinks: until SIGTERM or SIGINT,
 /// or with `once` until each has sent what is there. Returns the lines to
 /// print; an error when a sink could not be shipped.
-pub async fn ship(config_path: &Path, sink: Option<&str>, once: bool) -> anyhow::Result<Vec<String>> {
+pub async fn ship(
+    config_path: &Path,
+    sink: Option<&str>,
+    once: bool,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Vec<String>> {
     let config = Config::load(config_path)?;
     let metrics = Arc::new(Metrics::new());
+    // Outside the broker, lag and failures are served here, so the same
+    // alerts watch a shipper that runs on its own.
+    if let Some(listen) = metrics_listen {
+        let socket = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("--metrics-listen {listen}: {e}"))?;
+        let served = metrics.clone();
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let served = served.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        served.render(),
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(socket, router).await });
+    }
     let mut shippers = Vec::new();
     for settings in chosen(&config, sink)? {
         let shipper = super::shipper(settings, &config.audit.store, config.audit.timeout, metrics.clone())

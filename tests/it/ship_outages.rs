@@ -443,3 +443,69 @@ async fn ship_once_from_cron_sends_each_record_once_and_fails_loudly() {
         "nothing went while the sink was down"
     );
 }
+
+/// `stint audit ship` on its own serves its lag and failures on
+/// `--metrics-listen`, so the chart's alerts watch it as they watch a
+/// broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_on_its_own_serves_lag_and_failures_as_metrics() {
+    let (store, _guard) = fresh_store(Backend::Sqlite).await;
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens at the sink: every batch fails.
+    let config = write_config(
+        dir.path(),
+        &store,
+        &issuer,
+        &format!("http://127.0.0.1:{}/", free_port()),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "      max_backoff: 1s\n",
+            "      max_backoff: 1s\n      in_broker: false\n",
+        ),
+    )
+    .unwrap();
+    let (broker, port, _) = start(&config).await;
+    let load = Load::start(&issuer, port, 1);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if load.answers.lock().unwrap().len() >= 10 {
+            load.finish().await;
+            break;
+        }
+    }
+    terminate(&broker);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut shipper = tokio::process::Command::new(env!("CARGO_BIN_EXE_stint"))
+        .args(["audit", "ship", "--config"])
+        .arg(&config)
+        .args(["--metrics-listen", &listen])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://{listen}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/metrics")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lag = until_metric(&url, "stint_audit_ship_lag_records{sink=\"siem\"}", |v| v >= 10.0).await;
+    assert!(lag >= 10.0, "{lag}");
+    let failures = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        failures
+            .lines()
+            .any(|l| l.starts_with("stint_audit_ship_failures_total{sink=\"siem\"") && !l.ends_with(" 0")),
+        "{failures}"
+    );
+    shipper.kill().await.unwrap();
+}
