@@ -91,6 +91,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
 /// [`start`] with explicit parts (tests give stint an AWS identity).
 pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result<RunningServer> {
+    // A GitHub App key GitHub would refuse stops the start before anything
+    // is created on disk (audit and signing keys, the store).
+    for settings in config.github_apps.values() {
+        crate::config::github::check_private_key(settings)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?;
+    }
     let listener = bind(config.listen, "listen").await?;
     let admin_listener = bind(config.admin_listen, "admin_listen").await?;
     let addr = listener.local_addr()?;
@@ -198,8 +204,6 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         }
         let mut apps = leases::GithubApps::new();
         for (name, settings) in &config.github_apps {
-            crate::config::github::check_private_key(settings)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", config.source_name))?;
             let app = crate::provider::github::GithubApp::new(settings.clone(), secrets.clone())
                 .map_err(|e| anyhow::anyhow!("{}: github_apps.{name}: {e}", config.source_name))?;
             apps.insert(name.clone(), Arc::new(app));

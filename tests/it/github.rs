@@ -564,4 +564,8 @@ async fn an_app_key_that_is_not_rsa_stops_the_broker_at_start_naming_the_key() {
         "{err}"
     );
     assert!(!err.contains(secret), "{err}");
+    // Refused before anything was created.
+    for left in ["audit.key", "signing.key", "audit.db"] {
+        assert!(!dir.path().join(left).exists(), "{left} was created");
+    }
 }
