@@ -175,20 +175,10 @@ pub async fn overview(
             *slot += n;
         }
     }
+    // (active, failing), counted by the store.
     let leases = match &console.leases {
         None => None,
-        Some(store) => {
-            let active = store.list(false, 10_000).await.ok();
-            let failing = store.list(true, 10_000).await.ok();
-            Some((
-                active.map(|l| {
-                    l.iter()
-                        .filter(|l| l.state == crate::leases::LeaseState::Active)
-                        .count()
-                }),
-                failing.map(|l| l.len()),
-            ))
-        }
+        Some(store) => Some(store.counts().await.ok().unzip()),
     };
     let since_q = encode(&since);
     let grant_q = only.map(|g| format!("&grant={}", encode(g))).unwrap_or_default();

@@ -130,8 +130,9 @@ impl Reaper {
                 break;
             }
         }
-        if let Ok(failing) = self.store.list(true, 10_000).await {
-            self.metrics.leases_failing(failing.len());
+        if let Ok((_, failing)) = self.store.counts().await {
+            self.metrics
+                .leases_failing(usize::try_from(failing).unwrap_or(usize::MAX));
         }
         revoked
     }

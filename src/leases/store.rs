@@ -38,6 +38,17 @@ pub trait LeaseStore: Send + Sync {
     async fn list(&self, failing: bool, limit: u32) -> Result<Vec<Lease>, AuditError>;
     /// Role names of active leases on `database`.
     async fn active_usernames(&self, database: &str) -> Result<Vec<String>, AuditError>;
+    /// Leases still active, and of those the failing ones: counted by the
+    /// store (the leases due index), not listed.
+    async fn counts(&self) -> Result<(u64, u64), AuditError>;
+}
+
+/// Counts active leases and the failing ones among them.
+fn counts_sql() -> String {
+    format!(
+        "SELECT count(*), coalesce(sum(CASE WHEN attempts >= {} THEN 1 ELSE 0 END), 0) FROM leases WHERE state = 'active'",
+        super::FAILING_AFTER
+    )
 }
 
 /// Opens the lease table in the store named by `url`, creating it or
@@ -358,6 +369,18 @@ impl LeaseStore for SqliteLeases {
         })
         .await
     }
+
+    async fn counts(&self) -> Result<(u64, u64), AuditError> {
+        self.with(|c| {
+            c.query_row(&counts_sql(), [], |r| {
+                Ok((
+                    u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                ))
+            })
+        })
+        .await
+    }
 }
 
 struct PostgresLeases {
@@ -588,6 +611,18 @@ impl LeaseStore for PostgresLeases {
                         .await
                         .map_err(unavailable)?;
                     rows.iter().map(|r| r.try_get(0).map_err(unavailable)).collect()
+                })
+            })
+            .await
+    }
+
+    async fn counts(&self) -> Result<(u64, u64), AuditError> {
+        self.session
+            .run(|c| {
+                Box::pin(async move {
+                    let row = c.query_one(&counts_sql(), &[]).await.map_err(unavailable)?;
+                    let n = |i: usize| row.try_get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+                    Ok((n(0).map_err(unavailable)?, n(1).map_err(unavailable)?))
                 })
             })
             .await

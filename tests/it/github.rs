@@ -343,6 +343,7 @@ async fn a_revocation_github_cannot_take_is_retried_until_it_can() {
                 failing[0].last_error.as_deref().unwrap_or("").contains("503"),
                 "{failing:?}"
             );
+            assert_eq!(store.counts().await.unwrap(), (1, 1), "one active lease, failing");
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(30), "never listed as failing");
