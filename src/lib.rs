@@ -21,6 +21,7 @@ pub mod keys;
 pub mod leases;
 pub mod lint;
 pub mod metrics;
+pub mod percent;
 pub mod pg_tls;
 pub mod policy;
 pub mod policy_tools;

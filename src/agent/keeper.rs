@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::config::GrantTarget;
 use super::health::Status;
-use super::state;
+use super::state::{self, expires_at};
 use crate::client::discovery::read_token_file;
 use crate::client::env::ChildEnv;
 use crate::client::revoke::Lease;
@@ -317,10 +317,4 @@ pub fn remove_files(dir: Option<&Path>, written: &Written) {
         files::remove(dir, &written);
     }
     written.clear();
-}
-
-fn expires_at(body: &Map<String, Value>) -> Option<i64> {
-    let text = body.get("expires_at").and_then(Value::as_str)?;
-    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    Some(at.unix_timestamp())
 }

@@ -44,9 +44,14 @@ pub fn load(dir: &Path, grant: &str, now: i64) -> Option<Saved> {
     let Value::Object(body) = value.get_mut("body")?.take() else {
         return None;
     };
-    let expires_at = body.get("expires_at").and_then(Value::as_str)?;
-    let expires_at = time::OffsetDateTime::parse(expires_at, &time::format_description::well_known::Rfc3339).ok()?;
-    (expires_at.unix_timestamp() > now && received_at <= now).then_some(Saved { received_at, body })
+    (expires_at(&body)? > now && received_at <= now).then_some(Saved { received_at, body })
+}
+
+/// A broker answer's `expires_at`, Unix seconds.
+pub fn expires_at(body: &Map<String, Value>) -> Option<i64> {
+    let text = body.get("expires_at").and_then(Value::as_str)?;
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(at.unix_timestamp())
 }
 
 /// Forgets `grant`'s credential (expired, or the agent stopping).

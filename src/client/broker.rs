@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::percent::encode as urlencode;
 use serde_json::{Map, Value};
 
 /// Why a broker call failed. Displayed as one line: status, title, detail,
@@ -271,17 +272,4 @@ fn client_identity(tls: &BrokerTls) -> Result<Option<reqwest::Identity>, ClientE
             key.display()
         ))
     })
-}
-
-fn urlencode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::broker::ClientError;
+use crate::percent::encode as urlencode;
 
 /// Variables for the child, and every secret value among them (for masking).
 #[derive(Debug, Default)]
@@ -197,18 +198,6 @@ impl ChildEnv {
         out.push(("GIT_CONFIG_COUNT".to_string(), n.to_string()));
         out
     }
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -54,11 +54,7 @@ pub(super) fn settings(
         .unwrap_or(DEFAULT_LISTEN)
         .parse()
         .map_err(|_| field(".listen", "not an address: write e.g. 0.0.0.0:8443"))?;
-    let tls = raw.tls.map(|t| TlsSettings {
-        cert_file: resolve(&t.cert_file),
-        key_file: resolve(&t.key_file),
-        client_ca_file: t.client_ca_file.as_deref().map(resolve),
-    });
+    let tls = raw.tls.as_ref().map(|t| TlsSettings::resolved(t, resolve));
     let sign_in = raw.sign_in.map(|s| SignIn {
         issuer: s.issuer,
         client_secret_file: s.client_secret_file.as_deref().map(resolve),

@@ -130,6 +130,17 @@ pub struct TlsSettings {
     pub client_ca_file: Option<PathBuf>,
 }
 
+impl TlsSettings {
+    /// A `tls:` block as written, its paths taken from the config's folder.
+    fn resolved(raw: &raw::RawTls, resolve: &dyn Fn(&str) -> PathBuf) -> TlsSettings {
+        TlsSettings {
+            cert_file: resolve(&raw.cert_file),
+            key_file: resolve(&raw.key_file),
+            client_ca_file: raw.client_ca_file.as_deref().map(resolve),
+        }
+    }
+}
+
 /// `limits:` from config.
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
@@ -417,11 +428,7 @@ impl Config {
 
         let limits = limit_settings(raw.limits.as_ref()).map_err(|(key, m)| err(&format!("limits{key}"), m))?;
 
-        let tls = raw.tls.as_ref().map(|t| TlsSettings {
-            cert_file: resolve(&t.cert_file),
-            key_file: resolve(&t.key_file),
-            client_ca_file: t.client_ca_file.as_deref().map(resolve),
-        });
+        let tls = raw.tls.as_ref().map(|t| TlsSettings::resolved(t, &resolve));
 
         let console = raw
             .console

@@ -17,6 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 use crate::identity::{ClaimValue, Verifier};
+use crate::percent::encode;
 use crate::policy::Policy;
 
 /// The session cookie.
@@ -88,10 +89,6 @@ fn random() -> String {
     // (all-zero values collide with nothing issued).
     let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn encode(text: &str) -> String {
-    super::params::encode(text)
 }
 
 impl SignIn {

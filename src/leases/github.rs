@@ -16,7 +16,7 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-use super::{Lease, LeaseKind, LeaseState, LeaseStore, Sealer};
+use super::{Lease, LeaseKind, LeaseStore, Sealer};
 use crate::policy::github::{self, Level, repository_in};
 use crate::policy::{GithubGrant, Grant, GrantKind};
 use crate::provider::github::{GithubApp, GithubError};
@@ -225,30 +225,19 @@ impl CredentialProvider for GithubProvider {
         .map_err(|e| github_error(e, &spec.name, settings))?;
 
         let token_sha256 = token_sha256(&issued.token);
-        let wanted = ctx
-            .now
-            .saturating_add(i64::try_from(ctx.ttl.as_secs()).unwrap_or(i64::MAX));
         // stint's ttl, never past GitHub's own hour.
-        let expires_at = wanted.min(issued.expires_at);
+        let expires_at = ctx.expires_at().min(issued.expires_at);
         let sealed = self.sealer.seal(&ctx.issuance_id, &issued.token);
-        let lease = sealed.map(|sealed| Lease {
-            id: ctx.issuance_id.clone(),
-            grant: spec.name.clone(),
-            kind: LeaseKind::Github,
-            database: settings.app.clone(),
-            username: token_sha256.clone(),
-            issuer: grant.token().issuer().to_string(),
-            subject: grant.token().subject().to_string(),
-            created_at: ctx.now,
-            expires_at,
-            state: LeaseState::Active,
-            revoke_reason: None,
-            attempts: 0,
-            last_error: None,
-            next_attempt_at: 0,
-            revoked_at: None,
-            revoke_requested_by: None,
-            sealed_secret: Some(sealed),
+        let lease = sealed.map(|sealed| {
+            Lease::active(
+                LeaseKind::Github,
+                grant,
+                ctx,
+                &settings.app,
+                &token_sha256,
+                expires_at,
+                Some(sealed),
+            )
         });
         let written = match lease {
             Ok(lease) => self.store.create(&lease).await.map_err(|e| e.to_string()),
@@ -289,9 +278,7 @@ impl CredentialProvider for GithubProvider {
     }
 
     async fn withdraw(&self, issuance_id: &str, now: i64, reason: &str) {
-        if let Err(e) = self.store.expire_now(issuance_id, now, reason, None).await {
-            tracing::error!(lease_id = issuance_id, error = %e, "could not mark a GitHub token nobody received for revocation; GitHub ends it within the hour");
-        }
+        super::withdraw(self.store.as_ref(), issuance_id, now, reason).await;
     }
 }
 

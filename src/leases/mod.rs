@@ -177,9 +177,49 @@ pub struct Requester {
 }
 
 impl Lease {
+    /// A new active lease of `kind` for `grant`'s caller: issuance `ctx`,
+    /// the credential `name` on `target`, ending at `expires_at`.
+    pub fn active(
+        kind: LeaseKind,
+        grant: &crate::policy::Grant<'_>,
+        ctx: &crate::provider::IssueContext,
+        target: &str,
+        name: &str,
+        expires_at: i64,
+        sealed_secret: Option<String>,
+    ) -> Lease {
+        Lease {
+            id: ctx.issuance_id.clone(),
+            grant: grant.spec().name.clone(),
+            kind,
+            database: target.to_string(),
+            username: name.to_string(),
+            issuer: grant.token().issuer().to_string(),
+            subject: grant.token().subject().to_string(),
+            created_at: ctx.now,
+            expires_at,
+            state: LeaseState::Active,
+            revoke_reason: None,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: 0,
+            revoked_at: None,
+            revoke_requested_by: None,
+            sealed_secret,
+        }
+    }
+
     /// Revocation keeps failing: shown by `stint leases list --failing`.
     pub fn is_failing(&self) -> bool {
         self.state == LeaseState::Active && self.attempts >= FAILING_AFTER
+    }
+}
+
+/// Makes the lease of an issuance nobody received due at once (`reason`:
+/// `audit_failed`, `undelivered`), so the reaper ends its credential.
+async fn withdraw(store: &dyn LeaseStore, issuance_id: &str, now: i64, reason: &str) {
+    if let Err(e) = store.expire_now(issuance_id, now, reason, None).await {
+        tracing::error!(lease_id = issuance_id, error = %e, "could not mark a lease nobody received for revocation; it ends at its expiry");
     }
 }
 

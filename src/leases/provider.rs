@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::target::{self, TargetError};
-use super::{DatabaseTarget, Lease, LeaseKind, LeaseState, LeaseStore, new_password, role_name};
+use super::{DatabaseTarget, Lease, LeaseKind, LeaseStore, new_password, role_name};
 use crate::policy::{Grant, GrantKind};
 use crate::provider::{Credential, CredentialProvider, IssueContext, ProviderError};
 use crate::template::{Context, Template};
@@ -93,30 +93,10 @@ impl CredentialProvider for PostgresProvider {
         let suffix = compact.get(compact.len().saturating_sub(12)..).unwrap_or(&compact);
         let name = username(&settings.username_template, grant, suffix)?;
         let password = new_password().map_err(ProviderError::Internal)?;
-        let expires_at = ctx
-            .now
-            .saturating_add(i64::try_from(ctx.ttl.as_secs()).unwrap_or(i64::MAX));
+        let expires_at = ctx.expires_at();
         let expiration = crate::clock::rfc3339(expires_at);
 
-        let lease = Lease {
-            id: ctx.issuance_id.clone(),
-            grant: spec.name.clone(),
-            database: target.name.clone(),
-            username: name.clone(),
-            issuer: grant.token().issuer().to_string(),
-            subject: grant.token().subject().to_string(),
-            created_at: ctx.now,
-            expires_at,
-            state: LeaseState::Active,
-            revoke_reason: None,
-            attempts: 0,
-            last_error: None,
-            next_attempt_at: 0,
-            revoked_at: None,
-            revoke_requested_by: None,
-            kind: LeaseKind::Postgres,
-            sealed_secret: None,
-        };
+        let lease = Lease::active(LeaseKind::Postgres, grant, ctx, &target.name, &name, expires_at, None);
         // The lease before the role: no role without a record of when it ends.
         self.store
             .create(&lease)
@@ -166,8 +146,6 @@ impl CredentialProvider for PostgresProvider {
     }
 
     async fn withdraw(&self, issuance_id: &str, now: i64, reason: &str) {
-        if let Err(e) = self.store.expire_now(issuance_id, now, reason, None).await {
-            tracing::error!(lease_id = issuance_id, error = %e, "could not mark a lease nobody received for revocation; it ends at its expiry");
-        }
+        super::withdraw(self.store.as_ref(), issuance_id, now, reason).await;
     }
 }

@@ -32,6 +32,14 @@ pub struct IssueContext {
     pub github: Option<GithubAsk>,
 }
 
+impl IssueContext {
+    /// When a credential issued now for `ttl` ends (Unix seconds).
+    pub fn expires_at(&self) -> i64 {
+        self.now
+            .saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
 /// What a caller of a `github` grant asks for in the request body.
 #[derive(Debug, Clone, Default)]
 pub struct GithubAsk {

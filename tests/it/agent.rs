@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::client::stint;
 use crate::harness::TestBroker;
 use crate::issuer::TestIssuer;
+pub(crate) use crate::process::free_port;
 
 const GRANT: &str = r#"
   feed:
@@ -19,11 +20,6 @@ const GRANT: &str = r#"
       - issuer: ci
         claims: { repository: acme/api }
 "#;
-
-pub(crate) fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 fn config(broker: &str, port: u16) -> String {
     format!("broker: {broker}\ntoken_file: token\nhealth_listen: 127.0.0.1:{port}\ngrants:\n  feed:\n    files: out\n")

@@ -10,14 +10,7 @@ use std::time::Duration;
 use crate::client::stint;
 use crate::harness::{DEPLOY_GRANT, TestBroker};
 use crate::issuer::TestIssuer;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::process::free_port;
 
 /// The Python with Playwright, and Chromium: both installed by
 /// scripts/test. Missing ones fail the test with how to get them.

@@ -134,11 +134,7 @@ async fn console(idp: &Idp) -> Running {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     std::fs::write(dir.path().join("console.crt"), certified.cert.pem()).unwrap();
     std::fs::write(dir.path().join("console.key"), certified.signing_key.serialize_pem()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::process::free_port();
     let config = format!(
         "audit: {{ store: sqlite://audit.db, key_file: audit.key }}\nsigning: {{ key_file: signing.key }}\n\
          issuers:\n  corp: {{ issuer: \"{idp}\", audience: {CLIENT_ID}, algorithms: [RS256], platform: generic }}\n\

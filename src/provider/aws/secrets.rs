@@ -275,7 +275,6 @@ impl CredentialProvider for SecretsProvider {
                 encodings.insert(secret.name.clone(), json!("base64"));
             }
         }
-        let ttl = i64::try_from(ctx.ttl.as_secs()).unwrap_or(i64::MAX);
         let mut response = Map::new();
         response.insert("secrets".into(), Value::Object(secrets));
         response.insert("versions".into(), Value::Object(versions.clone()));
@@ -286,7 +285,7 @@ impl CredentialProvider for SecretsProvider {
         audit.insert("versions".into(), Value::Object(versions));
         audit.insert("version_stage".into(), json!(settings.version_stage));
         Ok(Credential {
-            expires_at: ctx.now.saturating_add(ttl),
+            expires_at: ctx.expires_at(),
             response,
             audit,
         })
