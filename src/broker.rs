@@ -312,7 +312,7 @@ impl Broker {
                 if let Err(e) = self
                     .audit
                     .append(record)
-                    .instrument(tracing::info_span!("audit.append"))
+                    .instrument(crate::exported_span!("audit.append"))
                     .await
                 {
                     // The credential in `body` is dropped here, unseen. Store
@@ -342,7 +342,7 @@ impl Broker {
                 if let Err(e) = self
                     .audit
                     .append(record)
-                    .instrument(tracing::info_span!("audit.append"))
+                    .instrument(crate::exported_span!("audit.append"))
                     .await
                 {
                     tracing::error!(request_id, error = %e, "audit write failed for a refusal");
@@ -364,7 +364,7 @@ impl Broker {
         record: &mut AuditRecord,
     ) -> Result<Map<String, Value>, BrokerError> {
         // 1 identity
-        let verifying = tracing::info_span!("verify", stint.issuer = tracing::field::Empty);
+        let verifying = crate::exported_span!("verify", stint.issuer = tracing::field::Empty);
         let token = Self::verify(active, request.bearer.clone())
             .instrument(verifying.clone())
             .await?;
@@ -432,7 +432,7 @@ impl Broker {
                 .audit_key
                 .hash(&format!("single-use\n{}\n{}\n{jti}", spec.name, token.issuer()));
             let keep_until = token.expires_at().saturating_add(REPLAY_MARGIN_SECS);
-            let checking = tracing::info_span!("audit.first_use");
+            let checking = crate::exported_span!("audit.first_use");
             match self.audit.first_use(&key, keep_until).instrument(checking).await {
                 Ok(true) => {}
                 Ok(false) => return Err(IdentityError::Replayed.into()),
@@ -455,7 +455,7 @@ impl Broker {
                 permissions: options.permissions,
             }),
         };
-        let issuing = tracing::info_span!("provider.issue", stint.kind = spec.kind.name());
+        let issuing = crate::exported_span!("provider.issue", stint.kind = spec.kind.name());
         let credential = provider.issue(&grant, &ctx).instrument(issuing).await?;
         record.issuance_id = Some(ctx.issuance_id.clone());
         record.expires_at = Some(rfc3339(credential.expires_at));

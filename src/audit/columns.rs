@@ -13,7 +13,8 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> AuditError {
 
 /// A claims/detail map as stored.
 pub(super) fn json_text(map: &Map<String, Value>) -> String {
-    Value::Object(map.clone()).to_string()
+    // A map of strings and JSON values always serializes.
+    serde_json::to_string(map).unwrap_or_else(|_| "{}".into())
 }
 
 fn json_map(text: &str) -> Map<String, Value> {

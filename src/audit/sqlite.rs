@@ -77,6 +77,18 @@ struct Pending {
 /// Most records one commit may carry.
 const MAX_GROUP: usize = 256;
 
+/// The chain head this writer committed last, with the file's
+/// `data_version` inside that transaction. SQLite changes a connection's
+/// `data_version` only when another connection commits, so while it is
+/// unchanged the store's head is still this one: the next batch links to
+/// it without reading the head back and verifying it again. Any other
+/// writer (a second broker, someone editing the file) changes the version,
+/// and the next batch reads and verifies the head as before.
+struct OwnHead {
+    data_version: i64,
+    head: (i64, String),
+}
+
 /// The single writer. With group commit, every record that queued while
 /// the previous commit was being synced goes into the next transaction, so
 /// concurrent requests share one fsync instead of waiting in line for their
@@ -87,6 +99,7 @@ fn writer_loop(
     group: bool,
     mut queue: tokio::sync::mpsc::Receiver<Pending>,
 ) {
+    let mut own: Option<OwnHead> = None;
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while group && batch.len() < MAX_GROUP {
@@ -95,42 +108,44 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        let known = own.take();
         let result = match conn.lock() {
             Ok(conn) => write_transaction(&conn, || {
-                // The head found in the store is checked once per batch; the
-                // rest of the batch extends records this writer just made.
-                let mut head_now = None;
-                for (n, pending) in batch.iter_mut().enumerate() {
-                    append_one(&conn, &keys, &mut pending.record, n == 0, &mut head_now)?;
+                let data_version = data_version(&conn)?;
+                let mut head = match known {
+                    Some(own) if own.data_version == data_version => Some(own.head),
+                    _ => verified_head(&conn, &keys)?,
+                };
+                for pending in &mut batch {
+                    append_one(&conn, &keys, &mut pending.record, &mut head)?;
                 }
-                Ok(())
+                Ok(head.map(|head| OwnHead { data_version, head }))
             }),
             Err(_) => Err(unavailable("audit connection poisoned")),
         };
+        let result = result.map(|head| own = head);
         for pending in batch {
             let _ = pending.done.send(result.clone().map(|()| pending.record));
         }
     }
 }
 
-/// Links one record to the head and inserts it (inside a transaction).
-/// `head_now`: the head this batch just wrote, so only its first record
-/// reads the head from the store.
+/// `PRAGMA data_version` of the writer's connection (see [`OwnHead`]).
+fn data_version(conn: &Connection) -> Result<i64, AuditError> {
+    conn.prepare_cached("PRAGMA data_version")
+        .and_then(|mut statement| statement.query_row([], |r| r.get(0)))
+        .map_err(unavailable)
+}
+
+/// Links one record to `head` and inserts it (inside a transaction);
+/// `head` becomes the record.
 fn append_one(
     conn: &Connection,
     keys: &ChainKeys,
     r: &mut AuditRecord,
-    check: bool,
-    head_now: &mut Option<(i64, String)>,
+    head: &mut Option<(i64, String)>,
 ) -> Result<(), AuditError> {
-    if check {
-        verified_head(conn, keys)?;
-    }
-    let previous = match head_now.take() {
-        Some(previous) => Some(previous),
-        None => head(conn)?,
-    };
-    chain::link(r, previous, &keys.key);
+    chain::link(r, head.take(), &keys.key);
     // Cached statements: parsing SQL showed up in profiles of the hot path.
     conn.prepare_cached(
         "INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
@@ -164,7 +179,7 @@ fn append_one(
     })
     .map_err(unavailable)?;
     let seq = r.seq.unwrap_or(0);
-    *head_now = Some((seq, r.record_hash.clone().unwrap_or_default()));
+    *head = Some((seq, r.record_hash.clone().unwrap_or_default()));
     let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
     if seq % every == 0 {
         let hash = r.record_hash.clone().unwrap_or_default();
@@ -270,26 +285,15 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
     record_from(row)
 }
 
-fn head(conn: &Connection) -> Result<Option<(i64, String)>, AuditError> {
-    conn.prepare_cached("SELECT seq, record_hash FROM audit_records ORDER BY seq DESC LIMIT 1")
-        .and_then(|mut statement| {
-            statement
-                .query_row([], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default()))
-                })
-                .optional()
-        })
-        .map_err(unavailable)
-}
-
-/// The last record, refused when it does not verify under the key.
-fn verified_head(conn: &Connection, keys: &ChainKeys) -> Result<(), AuditError> {
+/// The last record's seq and hash, refused when it does not verify under
+/// the key; `None` for an empty log.
+fn verified_head(conn: &Connection, keys: &ChainKeys) -> Result<Option<(i64, String)>, AuditError> {
     let last = conn
         .prepare_cached("SELECT * FROM audit_records ORDER BY seq DESC LIMIT 1")
         .and_then(|mut statement| statement.query_row([], read_row).optional())
         .map_err(unavailable)?;
     let Some(last) = last else {
-        return Ok(());
+        return Ok(None);
     };
     let verdict = if last.record_hash.is_none() && chained(conn)? {
         // Only a log written before the chain existed has heads without a
@@ -307,7 +311,8 @@ fn verified_head(conn: &Connection, keys: &ChainKeys) -> Result<(), AuditError> 
     verdict.map_err(|e| {
         tracing::error!(error = %e, "audit store tampered with");
         AuditError::Tampered(e)
-    })
+    })?;
+    Ok(Some((last.seq.unwrap_or(0), last.record_hash.unwrap_or_default())))
 }
 
 /// Whether any record was written with the chain (or any checkpoint
@@ -444,7 +449,7 @@ impl AuditSink for SqliteSink {
             // Take the write lock and give it back: a read-only or locked
             // file fails here, before a caller's credential would; and a
             // tampered head is found before a caller's request finds it.
-            write_transaction(conn, || verified_head(conn, &keys))
+            write_transaction(conn, || verified_head(conn, &keys).map(drop))
         })
         .await
     }
@@ -494,8 +499,7 @@ impl AuditSink for SqliteSink {
         let keys = self.keys()?;
         self.with_conn(move |conn| {
             write_transaction(conn, || {
-                verified_head(conn, &keys)?;
-                let Some((seq, hash)) = head(conn)? else {
+                let Some((seq, hash)) = verified_head(conn, &keys)? else {
                     return Ok(None);
                 };
                 let last: Option<i64> = conn
@@ -653,6 +657,34 @@ mod tests {
         assert!(matches!(sink.check().await, Err(AuditError::Tampered(_))));
         assert!(sink.checkpoint().await.is_err(), "and never signs it");
         assert_eq!(sink.query(&AuditQuery::default()).await.unwrap().len(), 3);
+    }
+
+    /// The writer links a batch to the head it committed itself without
+    /// reading it back, but only while no other connection has written:
+    /// two sinks on one file (two brokers) taking turns make one chain.
+    #[tokio::test]
+    async fn two_writers_on_one_file_take_turns_in_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let (a, b) = (
+            SqliteSink::open(&path, keys(), true).unwrap(),
+            SqliteSink::open(&path, keys(), true).unwrap(),
+        );
+        let mut seqs = Vec::new();
+        for n in 0..6 {
+            let sink = if n % 3 == 0 { &b } else { &a };
+            seqs.push(sink.append(&record(n)).await.unwrap().seq.unwrap());
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+        let records = a.chain(0, 100).await.unwrap();
+        for pair in records.windows(2) {
+            assert_eq!(
+                pair[1].prev_hash, pair[0].record_hash,
+                "seq {:?} follows its predecessor",
+                pair[1].seq
+            );
+            chain::check_head(&pair[1], &keys().key).unwrap();
+        }
     }
 
     /// A log written before the chain existed has heads without a hash,

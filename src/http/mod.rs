@@ -114,7 +114,7 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         _ => "OTHER".to_string(),
     };
     // Log lines inside name the request; with OTLP on, this is the server span.
-    let span = tracing::info_span!(
+    let span = crate::exported_span!(
         "request",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",

@@ -245,7 +245,7 @@ impl IssuerKeys {
 
     async fn fetch(&self) -> Result<Vec<Arc<VerifyKey>>, String> {
         use tracing::Instrument;
-        let span = tracing::info_span!("jwks.fetch", otel.kind = "client", stint.issuer_url = %self.issuer_url);
+        let span = crate::exported_span!("jwks.fetch", otel.kind = "client", stint.issuer_url = %self.issuer_url);
         let fetched = self.discover_and_fetch().instrument(span.clone()).await;
         if fetched.is_err() {
             crate::telemetry::mark_error(&span);

@@ -1,13 +1,18 @@
 //! Logs and traces: one `tracing` subscriber writes log lines (text or JSON)
 //! and, when `telemetry.otlp` is configured, exports spans over OTLP/HTTP.
 //!
-//! Every request runs in a `request` span carrying its request id, so each
-//! log line inside it names the request. Span fields are chosen like log
-//! fields: grant, kind, outcome, reason, issuer; never a token, claim value
-//! or credential.
+//! With OTLP export on, every request runs in a `request` span, with child
+//! spans for verification, the provider and the audit append. Span fields
+//! are chosen like log fields: grant, kind, outcome, reason, issuer; never a
+//! token, claim value or credential. Log lines show no span (each line about
+//! a request carries its `request_id`), so without an exporter no span is
+//! made at all: see [`exporting`].
+
+mod lines;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
@@ -71,6 +76,31 @@ pub fn traces_url(endpoint: &str) -> Result<String, String> {
     }
 }
 
+/// Set once an OTLP exporter is installed.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans go anywhere. Only the OTLP exporter reads them; without
+/// it a span would still cost a registry entry, and an enter and an exit
+/// on every poll of the future it wraps, for nothing (measured with
+/// `cargo bench --bench load`, `STINT_BENCH_ONLY=logging`: see
+/// docs/performance.md).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// `tracing::info_span!(...)` while spans are exported ([`exporting`]),
+/// else `Span::none()`, which records nothing and costs nothing to enter.
+#[macro_export]
+macro_rules! exported_span {
+    ($($arg:tt)*) => {
+        if $crate::telemetry::exporting() {
+            ::tracing::info_span!($($arg)*)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+
 /// The installed subscriber; [`Telemetry::shutdown`] flushes spans.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
@@ -89,15 +119,23 @@ impl Telemetry {
         let logs = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(ansi);
-        // The per-request span exists for tracing; log lines do not show it
-        // (the access line and every line about a request carry its
-        // `request_id`), so the log layer never formats its ten fields.
-        let not_request_span =
-            tracing_subscriber::filter::filter_fn(|meta| !(meta.is_span() && meta.name() == "request"));
-        let logs = if json {
-            logs.json().with_filter(not_request_span).boxed()
+        // Spans exist for tracing; log lines show none (the access line and
+        // every line about a request carry its `request_id`), so the log
+        // layer never sees a span and never formats a span's fields.
+        let no_spans = tracing_subscriber::filter::filter_fn(|meta| !meta.is_span());
+        let logs = if ansi {
+            // A person at a terminal gets the stock format, in colour.
+            if json {
+                logs.json().with_filter(no_spans).boxed()
+            } else {
+                logs.with_filter(no_spans).boxed()
+            }
         } else {
-            logs.with_filter(not_request_span).boxed()
+            // Anything else (a file, a pipe, a collector) gets the same
+            // lines from a leaner formatter: see `lines`.
+            logs.event_format(lines::LineFormat { json })
+                .with_filter(no_spans)
+                .boxed()
         };
         // Only stint's own spans are exported. The exporter's HTTP client
         // and the SDK log through `tracing` too; exporting those would feed
@@ -119,6 +157,7 @@ impl Telemetry {
             .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
         if provider.is_some() {
             opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+            EXPORTING.store(true, Ordering::Relaxed);
         }
         Ok(Telemetry { provider })
     }
@@ -203,6 +242,9 @@ fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, String>
 /// Continues the caller's trace when the request carries a W3C
 /// `traceparent` (a no-op unless OTLP export is on).
 pub fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    if span.is_none() {
+        return;
+    }
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let parent =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&opentelemetry_http::HeaderExtractor(headers)));
@@ -224,7 +266,7 @@ pub async fn upstream<T, E>(
     operation: &'static str,
     call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    let span = tracing::info_span!(
+    let span = crate::exported_span!(
         "upstream",
         otel.name = operation,
         otel.kind = "client",
