@@ -61,18 +61,17 @@ use serde_json::{Value, json};
 
 use common::Process;
 
+/// A number from the environment, or `default` when unset or unreadable.
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
 fn seconds() -> u64 {
-    std::env::var("STINT_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5)
+    env_number("STINT_BENCH_SECONDS", 5)
 }
 
 fn connections() -> usize {
-    std::env::var("STINT_BENCH_CONNECTIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(32)
+    env_number("STINT_BENCH_CONNECTIONS", 32)
 }
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {
@@ -615,10 +614,7 @@ async fn rss_phase(
     rows: &mut Vec<Figures>,
     notes: &mut Vec<(String, Value)>,
 ) {
-    let target: usize = std::env::var("STINT_BENCH_RSS_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let target: usize = env_number("STINT_BENCH_RSS_REQUESTS", 1_000_000);
     let broker = Broker::start("sqlite://audit.db", issuer, "http://127.0.0.1:9").await;
     let (pid, url) = (broker.process.0.id(), format!("{}/v1/issue/tok", broker.url));
     let (mut served, mut series) = (0, Vec::new());
@@ -695,7 +691,7 @@ async fn main() {
         return;
     }
     let issuer = Issuer::start().await;
-    let only_auditor = std::env::var("STINT_BENCH_ONLY").is_ok_and(|v| v == "auditor");
+    let only = std::env::var("STINT_BENCH_ONLY").ok();
     let mut rows: Vec<Figures> = Vec::new();
     let mut notes: Vec<(String, Value)> = Vec::new();
 
@@ -724,38 +720,35 @@ async fn main() {
     rows.push(ceiling_max.clone());
     rows.push(ceiling_half);
     drop(verify);
-    if std::env::var("STINT_BENCH_ONLY").is_ok_and(|v| v == "logging") {
-        logging_phase(&issuer, &tokens, &mut rows, &mut notes).await;
-        report(&rows, &notes, &ceiling_max);
-        return;
-    }
-    if std::env::var("STINT_BENCH_ONLY").is_ok_and(|v| v == "token") {
-        token_phase(&tokens, &issuer, &mut rows).await;
-        report(&rows, &notes, &ceiling_max);
-        return;
-    }
-    if std::env::var("STINT_BENCH_ONLY").is_ok_and(|v| v == "rss") {
-        rss_phase(&tokens, &issuer, &mut rows, &mut notes).await;
-        report(&rows, &notes, &ceiling_max);
-        return;
-    }
-    if only_auditor {
+    match only.as_deref() {
+        Some("logging") => logging_phase(&issuer, &tokens, &mut rows, &mut notes).await,
+        Some("token") => token_phase(&tokens, &issuer, &mut rows).await,
+        Some("rss") => rss_phase(&tokens, &issuer, &mut rows, &mut notes).await,
         // No aws grant is asked for: the endpoint is never called.
-        auditor_phase(&issuer, &tokens, "http://127.0.0.1:9", &mut rows, &mut notes).await;
-        report(&rows, &notes, &ceiling_max);
-        return;
+        Some("auditor") => auditor_phase(&issuer, &tokens, "http://127.0.0.1:9", &mut rows, &mut notes).await,
+        _ => all_phases(&issuer, &tokens, &mut rows, &mut notes).await,
     }
+    report(&rows, &notes, &ceiling_max);
+}
+
+/// Phases 2 to 5 (the ceiling is phase 1).
+async fn all_phases(
+    issuer: &Issuer,
+    tokens: &Arc<Vec<String>>,
+    rows: &mut Vec<Figures>,
+    notes: &mut Vec<(String, Value)>,
+) {
     let moto = moto().await;
 
     // 2. stint, SQLite on disk (FULL sync) and on tmpfs; 3. PostgreSQL.
-    let disk = Broker::start("sqlite://audit.db", &issuer, &moto.url).await;
+    let disk = Broker::start("sqlite://audit.db", issuer, &moto.url).await;
     notes.push((
         "start_to_ready_ms".into(),
         json!(disk.ready_after.as_secs_f64() * 1000.0),
     ));
-    stint_paths("SQLite", &disk, &tokens, &mut rows).await;
+    stint_paths("SQLite", &disk, tokens, rows).await;
     let shm = format!("sqlite:///dev/shm/stint-bench-{}.db", uuid::Uuid::new_v4().simple());
-    let memory = Broker::start(&shm, &issuer, &moto.url).await;
+    let memory = Broker::start(&shm, issuer, &moto.url).await;
     let tok_memory = load(
         "stint tok (audit on tmpfs)",
         memory.process.0.id(),
@@ -768,8 +761,8 @@ async fn main() {
     rows.push(tok_memory);
     drop(memory);
     let (pg_store, pg_schema) = postgres_store().await;
-    let pg = Broker::start(&pg_store, &issuer, &moto.url).await;
-    stint_paths("PostgreSQL", &pg, &tokens, &mut rows).await;
+    let pg = Broker::start(&pg_store, issuer, &moto.url).await;
+    stint_paths("PostgreSQL", &pg, tokens, rows).await;
 
     // 4. Misses against moto, one new caller per request; then coalescing.
     let unique: Vec<String> = (0..5000).map(|n| issuer.token(&format!("miss-{n}"))).collect();
@@ -816,8 +809,7 @@ async fn main() {
     notes.push(("requests_served_by_sqlite_broker".into(), json!(served)));
     let _ = std::fs::remove_file(shm.trim_start_matches("sqlite://"));
     drop(disk);
-    auditor_phase(&issuer, &tokens, &moto.url, &mut rows, &mut notes).await;
-    report(&rows, &notes, &ceiling_max);
+    auditor_phase(issuer, tokens, &moto.url, rows, notes).await;
 }
 
 /// Prints the table and writes the JSON report.
@@ -886,10 +878,7 @@ async fn logging_phase(
     rows: &mut Vec<Figures>,
     notes: &mut Vec<(String, Value)>,
 ) {
-    let rounds: usize = std::env::var("STINT_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rounds: usize = env_number("STINT_BENCH_ROUNDS", 3);
     let configs = [
         ("stint tok, STINT_LOG=warn", vec![("STINT_LOG", "warn")]),
         ("stint tok, access log (text)", vec![]),

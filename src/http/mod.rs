@@ -113,7 +113,8 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m.to_string(),
         _ => "OTHER".to_string(),
     };
-    // Log lines inside name the request; with OTLP on, this is the server span.
+    // The server span, made only when OTLP exports spans (log lines carry
+    // `request_id` themselves).
     let span = crate::exported_span!(
         "request",
         otel.name = %format_args!("{method} {route}"),

@@ -123,13 +123,9 @@ impl Telemetry {
         // every line about a request carry its `request_id`), so the log
         // layer never sees a span and never formats a span's fields.
         let no_spans = tracing_subscriber::filter::filter_fn(|meta| !meta.is_span());
-        let logs = if ansi {
-            // A person at a terminal gets the stock format, in colour.
-            if json {
-                logs.json().with_filter(no_spans).boxed()
-            } else {
-                logs.with_filter(no_spans).boxed()
-            }
+        let logs = if ansi && !json {
+            // A person at a terminal gets the stock text format, in colour.
+            logs.with_filter(no_spans).boxed()
         } else {
             // Anything else (a file, a pipe, a collector) gets the same
             // lines from a leaner formatter: see `lines`.
