@@ -140,14 +140,23 @@ impl Issuer {
         format!("{input}.{}", b64(sig))
     }
 
-    /// `n` distinct caller tokens (see [`Issuer::token`]), all for `sub`.
+    /// `n` distinct caller tokens (see [`Issuer::token`]) with
+    /// [`CALLER_SUBJECTS`] subjects `sub:0`, `sub:1`, ... in turn, as the
+    /// jobs of a repository's branches and environments have.
     fn tokens(&self, sub: &str, n: usize) -> Arc<Vec<String>> {
-        Arc::new((0..n).map(|_| self.token(sub)).collect())
+        Arc::new(
+            (0..n)
+                .map(|i| self.token(&format!("{sub}:{}", i % CALLER_SUBJECTS)))
+                .collect(),
+        )
     }
 }
 
 /// How many distinct caller tokens a phase rotates through.
 const CALLER_TOKENS: usize = 2000;
+/// How many subjects those tokens have: enough that each commit's records
+/// have different subjects, as in a busy organisation.
+const CALLER_SUBJECTS: usize = 50;
 
 /// Set in the ceiling's process: "ISSUER_URL N E".
 const CEILING_ENV: &str = "STINT_BENCH_CEILING_FOR";

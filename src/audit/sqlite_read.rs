@@ -75,25 +75,23 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// The SQL of `q` and its parameters, newest first.
+/// The SQL of `q` and its parameters, newest first, for a query with a
+/// request id or with none of the filters the block lookup answers
+/// (subject, grant, token: see [`sqlite_lookup`](super::sqlite_lookup)).
 ///
 /// Only the filters given appear (`(?1 IS NULL OR subject = ?1)` can use no
-/// index). Of the equality filters, the one likely to match fewest records
-/// leads (request id, then token, subject, grant, outcome) and is left
-/// indexable; the others are written `+column`, which SQLite does not
-/// look up in an index, so the planner cannot walk, say, every `issued`
-/// record to find one subject. Each of these indexes ends in `seq`, so the
-/// walk is already newest first and stops after `limit` records. With no
-/// equality filter, `since`/`until` lead through the time index; then the
-/// records of the window are sorted by `seq` (`+seq` keeps the planner
-/// from walking the whole log in `seq` order instead, which costs the
-/// log's size when the window is old or empty).
+/// index). A request id leads through its index; else the outcome does.
+/// The other filters are written `+column`, which SQLite does not look up
+/// in an index, so the planner cannot walk, say, every `issued` record to
+/// find one request. The outcome index ends in `seq`, so its walk is
+/// already newest first and stops after `limit` records. With no equality
+/// filter, `since`/`until` lead through the time index; then the records of
+/// the window are sorted by `seq` (`+seq` keeps the planner from walking
+/// the whole log in `seq` order instead, which costs the log's size when
+/// the window is old or empty).
 pub(super) fn query_sql(q: &AuditQuery) -> (String, Vec<Value>) {
     let equalities = [
         ("request_id", q.request_id.clone()),
-        ("token_jti_hmac", q.token_jti_hmac.clone()),
-        ("subject", q.subject.clone()),
-        ("grant_name", q.grant.clone()),
         ("outcome", q.outcome.map(|o| o.as_str().to_string())),
     ];
     let mut terms = Vec::new();
@@ -107,8 +105,16 @@ pub(super) fn query_sql(q: &AuditQuery) -> (String, Vec<Value>) {
             terms.push(format!("{prefix}{column} = ?{}", values.len()));
         }
     }
-    // Never leading: no index has them, and they are rarely selective.
-    for (column, value) in [("kind", &q.kind), ("reason", &q.reason)] {
+    // Never leading: the lookup answers the first three when no request id
+    // is given, and no index has the last two.
+    let others = [
+        ("token_jti_hmac", &q.token_jti_hmac),
+        ("subject", &q.subject),
+        ("grant_name", &q.grant),
+        ("kind", &q.kind),
+        ("reason", &q.reason),
+    ];
+    for (column, value) in others {
         if let Some(value) = value {
             values.push(Value::Text(value.clone()));
             terms.push(format!("+{column} = ?{}", values.len()));
@@ -148,32 +154,17 @@ mod tests {
     use super::*;
     use crate::audit::Outcome;
 
-    /// Every filter alone, and a few together, on a log with the
-    /// broker's schema: the plan names an index, never a bare scan.
+    /// Every filter the lookup does not answer, alone and with others,
+    /// on a log with the broker's schema: the plan names an index, never a
+    /// bare scan (the lookup's own plans: `sqlite_lookup`'s tests).
     #[test]
-    fn every_filter_is_answered_from_an_index() {
+    fn every_filter_without_a_lookup_is_answered_from_an_index() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         super::super::sqlite::create_schema(&Connection::open(&path).unwrap()).unwrap();
         let conn = Connection::open(&path).unwrap();
         let text = |s: &str| Some(s.to_string());
         let cases = [
-            (
-                "subject",
-                AuditQuery {
-                    subject: text("nobody"),
-                    ..Default::default()
-                },
-                "audit_records_subject",
-            ),
-            (
-                "grant",
-                AuditQuery {
-                    grant: text("deploy"),
-                    ..Default::default()
-                },
-                "audit_records_grant",
-            ),
             (
                 "outcome",
                 AuditQuery {
@@ -189,14 +180,6 @@ mod tests {
                     ..Default::default()
                 },
                 "audit_records_request",
-            ),
-            (
-                "token",
-                AuditQuery {
-                    token_jti_hmac: text("ab"),
-                    ..Default::default()
-                },
-                "audit_records_token",
             ),
             (
                 "since",
@@ -225,24 +208,24 @@ mod tests {
                 "audit_records_time",
             ),
             (
-                "outcome and subject: the subject leads",
+                "request id, subject and token: the request id leads",
                 AuditQuery {
-                    outcome: Some(Outcome::Issued),
+                    request_id: text("r"),
                     subject: text("nobody"),
+                    token_jti_hmac: text("ab"),
                     before_seq: Some(9),
                     ..Default::default()
                 },
-                "audit_records_subject",
+                "audit_records_request",
             ),
             (
-                "grant, outcome and a window: the grant leads",
+                "outcome and a window: the outcome leads",
                 AuditQuery {
-                    grant: text("deploy"),
                     outcome: Some(Outcome::Issued),
                     since: text("2026-01-01T00:00:00Z"),
                     ..Default::default()
                 },
-                "audit_records_grant",
+                "audit_records_outcome",
             ),
         ];
         for (name, query, index) in cases {
