@@ -264,6 +264,7 @@ impl PostgresSink {
 /// transaction (group commit); the head row lock orders all replicas.
 async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Receiver<Pending>) {
     let group = keys.group_commit;
+    let mut own: Option<OwnHead> = None;
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while group && batch.len() < MAX_GROUP {
@@ -273,12 +274,13 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
             }
         }
         let (records, waiting): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.record, p.done)).unzip();
-        let keys = keys.clone();
+        let (keys, known) = (keys.clone(), own.take());
         match session
-            .run(move |client| Box::pin(write_batch(client, keys, records)))
+            .run(move |client| Box::pin(write_batch(client, keys, records, known)))
             .await
         {
-            Ok(stored) => {
+            Ok((stored, head)) => {
+                own = Some(head);
                 for (record, done) in stored.into_iter().zip(waiting) {
                     let _ = done.send(Ok(record));
                 }
@@ -292,25 +294,110 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
     }
 }
 
-/// Links and inserts `records` in one transaction; returns them as stored.
-/// A round trip costs more than the work of a record, so the statements do
-/// not grow with the group: two lock and read the head, one inserts every
-/// record (arrays, `UNNEST`) and moves the head, then `COMMIT`.
+/// The head this writer committed last: its seq and hash, and the id of
+/// the transaction that wrote it. A record's `xmin` changes with every
+/// `UPDATE` of it, so when the head row still names this record and the
+/// record's `xmin` is still this transaction's, nobody has edited it since
+/// this writer verified and wrote it, and the next group need not read it
+/// back and verify it again (a round trip). Any other writer (another
+/// broker) or any edit changes one of them, and the head is verified as
+/// before.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct OwnHead {
+    seq: i64,
+    hash: String,
+    xid: String,
+}
+
+/// Locks the head row and reads it, with the `xmin` of the record it names
+/// (NULL when that record is not visible to this statement's snapshot: it
+/// was committed by a writer this one waited for, and is verified then).
+const LOCK_HEAD: &str = "SELECT h.seq, h.record_hash,
+        (SELECT r.xmin::text FROM audit_records r WHERE r.seq = h.seq)
+    FROM audit_head h WHERE h.id = 1 FOR UPDATE OF h";
+
+/// The seq, hash and record `xmin` of [`LOCK_HEAD`]'s one row.
+fn head_row(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<(i64, String, Option<String>), AuditError> {
+    let row = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .ok_or_else(|| unavailable("the audit_head row is missing"))?;
+    let column = |i: usize| row.try_get(i).map_err(unavailable);
+    let seq = column(0)?
+        .and_then(|seq| seq.parse::<i64>().ok())
+        .ok_or_else(|| unavailable("the audit_head row has no seq"))?;
+    let hash = column(1)?.unwrap_or_default().to_string();
+    Ok((seq, hash, column(2)?.map(str::to_string)))
+}
+
+/// Inserts a group (one array per column) and moves the head; returns the
+/// transaction id that wrote them.
+const INSERT_GROUP: &str = "WITH inserted AS (
+        INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
+            claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
+            chain_version, prev_hash, record_hash, record_mac)
+        SELECT seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
+            claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
+            $17, prev_hash, record_hash, record_mac
+        FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[],
+            $15::text[], $16::text[], $18::text[], $19::text[], $20::text[])
+            AS r(seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject, claims,
+                 token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
+                 prev_hash, record_hash, record_mac)
+        RETURNING 1
+    )
+    UPDATE audit_head SET seq = $21, record_hash = $22 WHERE id = 1 RETURNING xmin::text";
+
+/// Links and inserts `records` in one transaction; returns them as stored,
+/// and the head they leave. A round trip costs more than the work of a
+/// record, so the statements do not grow with the group, and they are
+/// pipelined: `BEGIN`, locking the head and parsing the insert go in one
+/// round trip; the insert, any checkpoints and `COMMIT` in another. The
+/// head is read back and verified in a third only when `own` does not
+/// vouch for it.
 async fn write_batch(
     client: &mut Client,
     keys: Arc<ChainKeys>,
+    records: Vec<AuditRecord>,
+    own: Option<OwnHead>,
+) -> Result<(Vec<AuditRecord>, OwnHead), AuditError> {
+    let result = write_pipelined(client, &keys, records, own).await;
+    if result.is_err() {
+        // Whatever failed, end the transaction, so the connection is
+        // clean for the next group (after a failed insert the COMMIT
+        // already rolled back, and this is a harmless no-op).
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    result
+}
+
+async fn write_pipelined(
+    client: &Client,
+    keys: &ChainKeys,
     mut records: Vec<AuditRecord>,
-) -> Result<Vec<AuditRecord>, AuditError> {
-    let tx = client.transaction().await.map_err(unavailable)?;
-    let head = tx
-        .query_one("SELECT seq, record_hash FROM audit_head WHERE id = 1 FOR UPDATE", &[])
-        .await
-        .map_err(unavailable)?;
-    let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
-    // A head edited without the key is never extended or signed. Read
-    // after the lock was granted: a statement of its own sees the head's
-    // record that the writer before this one committed.
-    verify_head(&tx, seq, &hash, &keys).await?;
+    own: Option<OwnHead>,
+) -> Result<(Vec<AuditRecord>, OwnHead), AuditError> {
+    // A simple query has no parameters to bind, so it goes out at once,
+    // behind the BEGIN, instead of after a round trip to parse it.
+    let (begin, head, insert) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.simple_query(LOCK_HEAD),
+        client.prepare(INSERT_GROUP),
+    );
+    begin.map_err(unavailable)?;
+    let (head, insert) = (head.map_err(unavailable)?, insert.map_err(unavailable)?);
+    let (mut seq, mut hash, head_xid) = head_row(&head)?;
+    let vouched = own.is_some_and(|own| own.seq == seq && own.hash == hash && head_xid.as_ref() == Some(&own.xid));
+    if !vouched {
+        // A head edited without the key is never extended or signed. Read
+        // after the lock was granted: a statement of its own sees the
+        // head's record that the writer before this one committed.
+        verify_head(client, seq, &hash, keys).await?;
+    }
     let mut checkpoints = Vec::new();
     let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
     for r in &mut records {
@@ -325,55 +412,60 @@ async fn write_batch(
     let columns = GroupColumns::of(&records);
     let version = i32::try_from(chain::CHAIN_VERSION).unwrap_or(1);
     let c = &columns;
-    tx.execute(
-        "WITH inserted AS (
-             INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
-                 claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
-                 chain_version, prev_hash, record_hash, record_mac)
-             SELECT seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
-                 claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
-                 $17, prev_hash, record_hash, record_mac
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                 $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[],
-                 $15::text[], $16::text[], $18::text[], $19::text[], $20::text[])
-                 AS r(seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject, claims,
-                      token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
-                      prev_hash, record_hash, record_mac)
-             RETURNING 1
-         )
-         UPDATE audit_head SET seq = $21, record_hash = $22 WHERE id = 1",
-        &[
-            &c.seq,
-            &c.time,
-            &c.request_id,
-            &c.outcome,
-            &c.reason,
-            &c.grant,
-            &c.kind,
-            &c.issuer,
-            &c.subject,
-            &c.claims,
-            &c.token_jti_hmac,
-            &c.issuance_id,
-            &c.ttl_seconds,
-            &c.expires_at,
-            &c.client_addr,
-            &c.detail,
-            &version,
-            &c.prev_hash,
-            &c.record_hash,
-            &c.record_mac,
-            &seq,
-            &hash,
-        ],
-    )
-    .await
-    .map_err(unavailable)?;
-    for checkpoint in &checkpoints {
-        insert_checkpoint(&tx, checkpoint).await?;
-    }
-    tx.commit().await.map_err(unavailable)?;
-    Ok(records)
+    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 22] = [
+        &c.seq,
+        &c.time,
+        &c.request_id,
+        &c.outcome,
+        &c.reason,
+        &c.grant,
+        &c.kind,
+        &c.issuer,
+        &c.subject,
+        &c.claims,
+        &c.token_jti_hmac,
+        &c.issuance_id,
+        &c.ttl_seconds,
+        &c.expires_at,
+        &c.client_addr,
+        &c.detail,
+        &version,
+        &c.prev_hash,
+        &c.record_hash,
+        &c.record_mac,
+        &seq,
+        &hash,
+    ];
+    // Checkpoints are rare (one per `checkpoint_every` records); their
+    // statement is parsed only then, before anything is sent below.
+    let checkpoint = match checkpoints.is_empty() {
+        true => None,
+        false => Some(client.prepare(INSERT_CHECKPOINT).await.map_err(unavailable)?),
+    };
+    // The COMMIT is sent behind the statements without waiting for them
+    // (each is sent when first polled, in this order: all are parsed
+    // already). If one of them fails, PostgreSQL ends the transaction at
+    // that COMMIT with a rollback, and the failure is reported from here.
+    let signs = checkpoints.iter().filter_map(|c| {
+        let statement = checkpoint.as_ref()?;
+        Some(async move {
+            client
+                .execute(statement, &[&c.seq, &c.record_hash, &c.time, &c.signature, &c.kid])
+                .await
+        })
+    });
+    let (inserted, signed, commit) = tokio::join!(
+        client.query_one(&insert, &values),
+        futures_util::future::join_all(signs),
+        client.batch_execute("COMMIT"),
+    );
+    let xid: String = inserted.map_err(unavailable)?.try_get(0).map_err(unavailable)?;
+    signed
+        .into_iter()
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(unavailable)?;
+    commit.map_err(unavailable)?;
+    Ok((records, OwnHead { seq, hash, xid }))
 }
 
 /// A group's records as one array per column, for `UNNEST`, borrowed
@@ -429,14 +521,17 @@ impl<'a> GroupColumns<'a> {
     }
 }
 
-async fn insert_checkpoint(tx: &tokio_postgres::Transaction<'_>, c: &Checkpoint) -> Result<(), AuditError> {
-    tx.execute(
-        "INSERT INTO audit_checkpoints (seq, record_hash, time, signature, kid) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (seq) DO NOTHING",
-        &[&c.seq, &c.record_hash, &c.time, &c.signature, &c.kid],
-    )
-    .await
-    .map_err(unavailable)?;
+const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints (seq, record_hash, time, signature, kid)
+    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING";
+
+async fn insert_checkpoint(client: &impl GenericClient, c: &Checkpoint) -> Result<(), AuditError> {
+    client
+        .execute(
+            INSERT_CHECKPOINT,
+            &[&c.seq, &c.record_hash, &c.time, &c.signature, &c.kid],
+        )
+        .await
+        .map_err(unavailable)?;
     Ok(())
 }
 
