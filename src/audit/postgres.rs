@@ -302,8 +302,7 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
 /// back and verify it again (a round trip). Any other writer (another
 /// broker) or any edit changes one of them, and the head is verified as
 /// before.
-#[derive(Clone, PartialEq, Eq)]
-pub(super) struct OwnHead {
+struct OwnHead {
     seq: i64,
     hash: String,
     xid: String,
