@@ -89,6 +89,8 @@ pub struct BrokerTls {
 pub struct BrokerClient {
     base: String,
     http: reqwest::Client,
+    /// Whether a client certificate is configured (see [`transport_message`]).
+    presents_certificate: bool,
 }
 
 impl BrokerClient {
@@ -130,7 +132,9 @@ impl BrokerClient {
                 .map_err(|e| ClientError::Setup(format!("--ca-file {}: not a PEM certificate: {e}", path.display())))?;
             builder = builder.add_root_certificate(cert);
         }
-        if let Some(identity) = client_identity(tls)? {
+        let identity = client_identity(tls)?;
+        let presents_certificate = identity.is_some();
+        if let Some(identity) = identity {
             builder = builder.identity(identity);
         }
         let http = builder
@@ -139,6 +143,7 @@ impl BrokerClient {
         Ok(BrokerClient {
             base: base.trim_end_matches('/').to_string(),
             http,
+            presents_certificate,
         })
     }
 
@@ -164,7 +169,7 @@ impl BrokerClient {
             .await
             .map_err(|e| ClientError::Unreachable {
                 url: self.base.clone(),
-                message: transport_message(&e),
+                message: self.transport_message(&e),
             })?;
         self.answer(response, grant).await
     }
@@ -182,7 +187,7 @@ impl BrokerClient {
             .await
             .map_err(|e| ClientError::Unreachable {
                 url: self.base.clone(),
-                message: transport_message(&e),
+                message: self.transport_message(&e),
             })?;
         self.answer(response, &format!("lease {lease_id}")).await
     }
@@ -233,17 +238,33 @@ impl BrokerClient {
     }
 }
 
-/// The transport error with its causes (rustls says why a handshake
-/// failed), and the fix when the broker wants a client certificate.
-fn transport_message(e: &reqwest::Error) -> String {
-    let text = crate::pg_tls::describe(e);
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("certificaterequired") || lower.contains("certificate required") {
-        format!(
-            "{text} (the broker requires a client certificate: pass --client-cert and --client-key, or set STINT_CLIENT_CERT and STINT_CLIENT_KEY)"
-        )
-    } else {
-        text
+impl BrokerClient {
+    /// The transport error with its causes (rustls says why a handshake
+    /// failed), and the fix when the broker wants a client certificate.
+    /// With TLS 1.3 a broker refuses a missing certificate after the
+    /// handshake, with an alert the client may not read before the
+    /// connection is gone: a connection closed or reset under an https
+    /// request without a certificate gets the fix as a possibility.
+    fn transport_message(&self, e: &reqwest::Error) -> String {
+        let text = crate::pg_tls::describe(e);
+        let lower = text.to_ascii_lowercase();
+        let hint = "pass --client-cert and --client-key, or set STINT_CLIENT_CERT and STINT_CLIENT_KEY";
+        let dropped = [
+            "reset by peer",
+            "broken pipe",
+            "connection closed",
+            "unexpected eof",
+            "peer closed",
+        ]
+        .iter()
+        .any(|sign| lower.contains(sign));
+        if lower.contains("certificaterequired") || lower.contains("certificate required") {
+            format!("{text} (the broker requires a client certificate: {hint})")
+        } else if dropped && !self.presents_certificate && self.base.starts_with("https://") {
+            format!("{text} (if the broker requires a client certificate: {hint})")
+        } else {
+            text
+        }
     }
 }
 
