@@ -249,13 +249,24 @@ impl Walk {
 }
 
 /// The records `q` asks for, found through the lookup of `field`: newest
-/// first, at most `q.limit`.
+/// first, at most `q.limit`. One read transaction: the walk's statements
+/// (a few thousand on a large log) see one snapshot and take the read
+/// lock once.
 pub(super) fn query(
     conn: &Connection,
     q: &AuditQuery,
     field: Field,
     value: &str,
 ) -> Result<Vec<AuditRecord>, AuditError> {
+    conn.execute_batch("BEGIN").map_err(unavailable)?;
+    let result = walk(conn, q, field, value);
+    // A read transaction has nothing to lose; ending it always matters
+    // (a reader left inside one pins an old snapshot).
+    let _ = conn.execute_batch("COMMIT");
+    result
+}
+
+fn walk(conn: &Connection, q: &AuditQuery, field: Field, value: &str) -> Result<Vec<AuditRecord>, AuditError> {
     let limit = i64::from(q.limit.unwrap_or(50));
     let last: Option<i64> = conn
         .query_row("SELECT max(seq) FROM audit_records", [], |r| r.get(0))
