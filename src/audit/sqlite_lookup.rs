@@ -153,10 +153,14 @@ fn insert_sql(rows: usize) -> String {
 /// The complete blocks that have no lookup rows yet: all of them on a log
 /// from before the lookup, and any an older broker completed since.
 pub(super) fn missing(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
-    let last: Option<i64> = conn.query_row("SELECT max(seq) FROM audit_records", [], |r| r.get(0))?;
-    let complete = last.map_or(0, |last| block_of(last + 1));
+    let complete = last_seq(conn)?.map_or(0, |last| block_of(last + 1));
     let built = built_blocks(conn, complete)?;
     Ok((0..complete).filter(|block| !built.contains(block)).collect())
+}
+
+/// The log's last seq (`None` when it is empty).
+fn last_seq(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT max(seq) FROM audit_records", [], |r| r.get(0))
 }
 
 /// The blocks up to `upto` that have lookup rows (none on a log no broker
@@ -193,55 +197,58 @@ pub(super) fn lookup_filter(q: &AuditQuery) -> Option<(Field, &str)> {
     .find_map(|(field, value)| value.as_deref().map(|value| (field, value)))
 }
 
-/// The two statements of a walk, and the values of their filters.
+/// The two statements of a walk and the values of their filters, which
+/// are `?1` to `?n` in both; the statements' own parameters follow.
 struct Walk {
-    /// Records of one built block: `?1` block, `?2` key, `?3` seq bound
-    /// (exclusive), `?4` limit, then the filters.
+    /// Records of one built block: then block, key, seq bound
+    /// (exclusive), limit.
     built: String,
-    /// Records of one block without lookup rows: `?1` first seq, `?2` seq
-    /// bound (exclusive), `?3` limit, then the filters.
+    /// Records of one block without lookup rows: then first seq, seq bound
+    /// (exclusive), limit.
     unbuilt: String,
     filters: Vec<Value>,
 }
 
 impl Walk {
     fn new(q: &AuditQuery) -> Walk {
-        let mut filters = Vec::new();
-        // Placeholders are numbered after each statement's fixed ones.
-        let mut terms = |first: usize, alias: &str| {
-            filters.clear();
-            let mut terms = String::new();
-            let outcome = q.outcome.map(|o| o.as_str().to_string());
-            let equalities = [
-                ("subject", &q.subject),
-                ("grant_name", &q.grant),
-                ("token_jti_hmac", &q.token_jti_hmac),
-                ("outcome", &outcome),
-                ("kind", &q.kind),
-                ("reason", &q.reason),
-            ];
-            let equal = equalities.into_iter().map(|(column, value)| (column, "=", value));
-            let window = [("time", ">=", &q.since), ("time", "<", &q.until)];
-            for (column, op, value) in equal.chain(window) {
-                if let Some(value) = value {
-                    filters.push(Value::Text(value.clone()));
-                    // `+`: checked on the records found, never an index.
-                    terms.push_str(&format!(" AND +{alias}{column} {op} ?{}", first + filters.len() - 1));
-                }
+        let outcome = q.outcome.map(|o| o.as_str().to_string());
+        let checks = [
+            ("subject", "=", &q.subject),
+            ("grant_name", "=", &q.grant),
+            ("token_jti_hmac", "=", &q.token_jti_hmac),
+            ("outcome", "=", &outcome),
+            ("kind", "=", &q.kind),
+            ("reason", "=", &q.reason),
+            ("time", ">=", &q.since),
+            ("time", "<", &q.until),
+        ];
+        let (mut filters, mut terms) = (Vec::new(), String::new());
+        for (column, op, value) in checks {
+            if let Some(value) = value {
+                filters.push(Value::Text(value.clone()));
+                // `+`: checked on the records found, never an index. Only
+                // `audit_records` has these columns, so the join needs no
+                // alias on them.
+                terms.push_str(&format!(" AND +{column} {op} ?{}", filters.len()));
             }
-            terms
-        };
-        let built_terms = terms(5, "r.");
-        let unbuilt_terms = terms(4, "");
+        }
+        let p = |i: usize| filters.len() + i;
         Walk {
             built: format!(
                 "SELECT r.* FROM audit_lookup l CROSS JOIN audit_records r ON r.seq = l.seq
-                 WHERE l.block = ?1 AND l.key = ?2 AND l.seq < ?3{built_terms}
-                 ORDER BY l.seq DESC LIMIT ?4"
+                 WHERE l.block = ?{} AND l.key = ?{} AND l.seq < ?{}{terms}
+                 ORDER BY l.seq DESC LIMIT ?{}",
+                p(1),
+                p(2),
+                p(3),
+                p(4)
             ),
             unbuilt: format!(
-                "SELECT * FROM audit_records WHERE seq >= ?1 AND seq < ?2{unbuilt_terms}
-                 ORDER BY seq DESC LIMIT ?3"
+                "SELECT * FROM audit_records WHERE seq >= ?{} AND seq < ?{}{terms}
+                 ORDER BY seq DESC LIMIT ?{}",
+                p(1),
+                p(2),
+                p(3)
             ),
             filters,
         }
@@ -268,10 +275,7 @@ pub(super) fn query(
 
 fn walk(conn: &Connection, q: &AuditQuery, field: Field, value: &str) -> Result<Vec<AuditRecord>, AuditError> {
     let limit = i64::from(q.limit.unwrap_or(50));
-    let last: Option<i64> = conn
-        .query_row("SELECT max(seq) FROM audit_records", [], |r| r.get(0))
-        .map_err(unavailable)?;
-    let Some(last) = last else {
+    let Some(last) = last_seq(conn).map_err(unavailable)? else {
         return Ok(Vec::new());
     };
     // The walk's exclusive upper bound.
@@ -295,10 +299,11 @@ fn walk(conn: &Connection, q: &AuditQuery, field: Field, value: &str) -> Result<
         } else {
             (&walk.unbuilt, vec![block * BLOCK, upper, remaining])
         };
-        let values = fixed
-            .into_iter()
-            .map(Value::Integer)
-            .chain(walk.filters.iter().cloned());
+        let values = walk
+            .filters
+            .iter()
+            .cloned()
+            .chain(fixed.into_iter().map(Value::Integer));
         let mut statement = conn.prepare_cached(sql).map_err(unavailable)?;
         let rows = statement
             .query_map(params_from_iter(values), read_row)
@@ -484,11 +489,11 @@ mod tests {
             ..Default::default()
         });
         let plan = |sql: &str, fixed: &[i64]| {
-            let values = fixed
+            let values = walk
+                .filters
                 .iter()
-                .copied()
-                .map(Value::Integer)
-                .chain(walk.filters.iter().cloned());
+                .cloned()
+                .chain(fixed.iter().copied().map(Value::Integer));
             let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let rows: Vec<String> = statement
                 .query_map(params_from_iter(values), |r| r.get(3))
