@@ -30,6 +30,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::columns::JsonColumns;
 use super::{AuditKey, AuditRecord};
 
 /// The encoding this build writes.
@@ -55,12 +56,11 @@ pub struct Checkpoint {
 /// Version 1's canonical JSON object: the fields in byte order of their
 /// names, borrowed from the record. serde writes a struct's fields in
 /// declaration order, so this order IS the format; `canonical_value` is the
-/// same object built as a `Value`, which the tests hold it to.
+/// same object built as a `Value`, which the tests hold it to. The first
+/// three fields (`claims`, `client_addr`, `detail`) are written before this
+/// struct, from the text the store also writes in its columns.
 #[derive(Serialize)]
-struct CanonicalV1<'a> {
-    claims: &'a serde_json::Map<String, Value>,
-    client_addr: &'a Option<String>,
-    detail: &'a serde_json::Map<String, Value>,
+struct CanonicalV1Tail<'a> {
     expires_at: &'a Option<String>,
     grant: &'a Option<String>,
     issuance_id: &'a Option<String>,
@@ -79,10 +79,15 @@ struct CanonicalV1<'a> {
 
 /// The hashed bytes of `record` (version 1).
 pub fn canonical_bytes(record: &AuditRecord) -> Vec<u8> {
-    let canonical = CanonicalV1 {
-        claims: &record.claims,
-        client_addr: &record.client_addr,
-        detail: &record.detail,
+    canonical_bytes_of(record, &JsonColumns::of(record))
+}
+
+/// The hashed bytes of `record`, whose claims and detail serialize to
+/// `json` (serde_json's compact form of a map is the same text alone or
+/// nested, so this is byte for byte what serializing the whole record
+/// writes).
+fn canonical_bytes_of(record: &AuditRecord, json: &JsonColumns) -> Vec<u8> {
+    let tail = CanonicalV1Tail {
         expires_at: &record.expires_at,
         grant: &record.grant,
         issuance_id: &record.issuance_id,
@@ -98,10 +103,20 @@ pub fn canonical_bytes(record: &AuditRecord) -> Vec<u8> {
         token_jti_hmac: &record.token_jti_hmac,
         ttl_seconds: &record.ttl_seconds,
     };
-    let mut bytes = Vec::with_capacity(512);
-    bytes.extend_from_slice(b"stint-audit-v1\n");
-    // Serializing borrowed strings, maps and numbers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut bytes, &canonical);
+    let mut bytes = Vec::with_capacity(640 + json.claims.len() + json.detail.len());
+    bytes.extend_from_slice(b"stint-audit-v1\n{\"claims\":");
+    bytes.extend_from_slice(json.claims.as_bytes());
+    bytes.extend_from_slice(b",\"client_addr\":");
+    // Serializing borrowed strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut bytes, &record.client_addr);
+    bytes.extend_from_slice(b",\"detail\":");
+    bytes.extend_from_slice(json.detail.as_bytes());
+    let brace = bytes.len();
+    let _ = serde_json::to_writer(&mut bytes, &tail);
+    // The tail's opening brace becomes the comma after `detail`.
+    if let Some(byte) = bytes.get_mut(brace) {
+        *byte = b',';
+    }
     bytes
 }
 
@@ -136,7 +151,11 @@ fn canonical_value(record: &AuditRecord) -> Vec<u8> {
 
 /// SHA-256 of the canonical bytes, hex.
 pub fn record_hash(record: &AuditRecord) -> String {
-    super::key::hex_encode(digest::digest(&digest::SHA256, &canonical_bytes(record)).as_ref())
+    record_hash_of(record, &JsonColumns::of(record))
+}
+
+fn record_hash_of(record: &AuditRecord, json: &JsonColumns) -> String {
+    super::key::hex_encode(digest::digest(&digest::SHA256, &canonical_bytes_of(record, json)).as_ref())
 }
 
 /// The keyed MAC over a record hash.
@@ -158,13 +177,25 @@ pub fn mac_matches(key: &AuditKey, record_hash: &str, stored: Option<&str>) -> b
 /// Fills `seq`, `prev_hash`, `record_hash` and `record_mac` of `record`,
 /// which follows `previous` (seq and hash), or starts the chain.
 pub fn link(record: &mut AuditRecord, previous: Option<(i64, String)>, key: &AuditKey) {
+    let json = JsonColumns::of(record);
+    link_serialized(record, &json, previous, key);
+}
+
+/// [`link`] for a record whose claims and detail are already serialized
+/// as `json` (what a store writes in its columns).
+pub(crate) fn link_serialized(
+    record: &mut AuditRecord,
+    json: &JsonColumns,
+    previous: Option<(i64, String)>,
+    key: &AuditKey,
+) {
     let (seq, prev) = match previous {
         Some((seq, hash)) => (seq + 1, hash),
         None => (1, GENESIS.to_string()),
     };
     record.seq = Some(seq);
     record.prev_hash = Some(prev);
-    let hash = record_hash(record);
+    let hash = record_hash_of(record, json);
     record.record_mac = Some(record_mac(key, &hash));
     record.record_hash = Some(hash);
 }

@@ -17,6 +17,27 @@ pub(super) fn json_text(map: &Map<String, Value>) -> String {
     serde_json::to_string(map).unwrap_or_else(|_| "{}".into())
 }
 
+/// A record's claims and detail as their columns hold them. Serialized
+/// once, by the caller's task before the record is queued, and used twice
+/// by the writer: as the columns, and inside the bytes the record's hash
+/// covers (the same text, since both are serde_json's compact form). The
+/// claims are most of a record, and the writer is the one thread every
+/// request waits for.
+#[derive(Debug, Clone)]
+pub(crate) struct JsonColumns {
+    pub(crate) claims: String,
+    pub(crate) detail: String,
+}
+
+impl JsonColumns {
+    pub(crate) fn of(record: &AuditRecord) -> JsonColumns {
+        JsonColumns {
+            claims: json_text(&record.claims),
+            detail: json_text(&record.detail),
+        }
+    }
+}
+
 fn json_map(text: &str) -> Map<String, Value> {
     match serde_json::from_str(text) {
         Ok(Value::Object(map)) => map,

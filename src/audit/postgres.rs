@@ -4,15 +4,16 @@
 //! seq stays gap-free; a replica killed mid-commit leaves nothing behind.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio_postgres::{Client, GenericClient, NoTls, Row};
+use tokio_postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 use super::chain::{self, Checkpoint};
-use super::columns::{json_text, record_from, unavailable};
+use super::columns::{JsonColumns, record_from, unavailable};
 use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys};
 use crate::clock::now_rfc3339;
 
@@ -162,6 +163,9 @@ pub(crate) struct Session {
     url: String,
     timeout: Duration,
     client: Mutex<Option<Client>>,
+    /// How many times the connection was opened again: a statement
+    /// prepared on it is valid while this number is unchanged.
+    reopened: AtomicU64,
 }
 
 impl Session {
@@ -170,6 +174,7 @@ impl Session {
             url: url.to_string(),
             timeout,
             client: Mutex::new(Some(client)),
+            reopened: AtomicU64::new(0),
         }
     }
 
@@ -177,6 +182,16 @@ impl Session {
     pub(crate) async fn run<T>(
         &self,
         op: impl for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<T, AuditError>>,
+    ) -> Result<T, AuditError> {
+        self.run_counted(|client, _| op(client)).await
+    }
+
+    /// [`Session::run`], telling `op` which connection it runs on (how
+    /// many times it was opened again), so it can keep statements it
+    /// prepared on that connection.
+    pub(crate) async fn run_counted<T>(
+        &self,
+        op: impl for<'c> FnOnce(&'c mut Client, u64) -> BoxFuture<'c, Result<T, AuditError>>,
     ) -> Result<T, AuditError> {
         let mut slot = self.client.lock().await;
         let timeout = self.timeout;
@@ -188,9 +203,11 @@ impl Session {
                     .map_err(|e| AuditError::Unavailable(e.to_string()))?;
                 tracing::info!("audit database connection opened again");
                 *slot = Some(fresh);
+                self.reopened.fetch_add(1, Ordering::Relaxed);
             }
+            let connection = self.reopened.load(Ordering::Relaxed);
             match slot.as_mut() {
-                Some(client) => op(client).await,
+                Some(client) => op(client, connection).await,
                 None => Err(unavailable("no audit database connection")),
             }
         })
@@ -217,6 +234,7 @@ fn redact(url: &str) -> String {
 
 struct Pending {
     record: AuditRecord,
+    json: JsonColumns,
     done: oneshot::Sender<Result<AuditRecord, AuditError>>,
 }
 
@@ -265,6 +283,7 @@ impl PostgresSink {
 async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Receiver<Pending>) {
     let group = keys.group_commit;
     let mut own: Option<OwnHead> = None;
+    let mut prepared: Option<PreparedInsert> = None;
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while group && batch.len() < MAX_GROUP {
@@ -273,14 +292,23 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
                 Err(_) => break,
             }
         }
-        let (records, waiting): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.record, p.done)).unzip();
-        let (keys, known) = (keys.clone(), own.take());
+        let mut records = Vec::with_capacity(batch.len());
+        let mut waiting = Vec::with_capacity(batch.len());
+        for pending in batch {
+            records.push((pending.record, pending.json));
+            waiting.push(pending.done);
+        }
+        let (keys, known, insert) = (keys.clone(), own.take(), prepared.take());
         match session
-            .run(move |client| Box::pin(write_batch(client, keys, records, known)))
+            .run_counted(move |client, connection| {
+                let insert = insert.filter(|insert| insert.connection == connection);
+                Box::pin(write_batch(client, connection, keys, records, known, insert))
+            })
             .await
         {
-            Ok((stored, head)) => {
+            Ok((stored, head, insert)) => {
                 own = Some(head);
+                prepared = Some(insert);
                 for (record, done) in stored.into_iter().zip(waiting) {
                     let _ = done.send(Ok(record));
                 }
@@ -332,6 +360,13 @@ fn head_row(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<(i64, Str
     Ok((seq, hash, column(2)?.map(str::to_string)))
 }
 
+/// The group insert as prepared on one connection (numbered by
+/// [`Session::run_counted`]): parsed once per connection, not per group.
+struct PreparedInsert {
+    connection: u64,
+    statement: Statement,
+}
+
 /// Inserts a group (one array per column) and moves the head; returns the
 /// transaction id that wrote them.
 const INSERT_GROUP: &str = "WITH inserted AS (
@@ -352,19 +387,22 @@ const INSERT_GROUP: &str = "WITH inserted AS (
     UPDATE audit_head SET seq = $21, record_hash = $22 WHERE id = 1 RETURNING xmin::text";
 
 /// Links and inserts `records` in one transaction; returns them as stored,
-/// and the head they leave. A round trip costs more than the work of a
-/// record, so the statements do not grow with the group, and they are
-/// pipelined: `BEGIN`, locking the head and parsing the insert go in one
-/// round trip; the insert, any checkpoints and `COMMIT` in another. The
-/// head is read back and verified in a third only when `own` does not
-/// vouch for it.
+/// the head they leave and the insert statement, prepared on `connection`
+/// (`insert`, when given, was prepared there before). A round trip costs
+/// more than the work of a record, so the statements do not grow with the
+/// group, and they are pipelined: `BEGIN`, locking the head and (on a new
+/// connection) parsing the insert go in one round trip; the insert, any
+/// checkpoints and `COMMIT` in another. The head is read back and verified
+/// in a third only when `own` does not vouch for it.
 async fn write_batch(
     client: &mut Client,
+    connection: u64,
     keys: Arc<ChainKeys>,
-    records: Vec<AuditRecord>,
+    records: Vec<(AuditRecord, JsonColumns)>,
     own: Option<OwnHead>,
-) -> Result<(Vec<AuditRecord>, OwnHead), AuditError> {
-    let result = write_pipelined(client, &keys, records, own).await;
+    insert: Option<PreparedInsert>,
+) -> Result<(Vec<AuditRecord>, OwnHead, PreparedInsert), AuditError> {
+    let result = write_pipelined(client, connection, &keys, records, own, insert).await;
     if result.is_err() {
         // Whatever failed, end the transaction, so the connection is
         // clean for the next group (after a failed insert the COMMIT
@@ -376,17 +414,20 @@ async fn write_batch(
 
 async fn write_pipelined(
     client: &Client,
+    connection: u64,
     keys: &ChainKeys,
-    mut records: Vec<AuditRecord>,
+    mut records: Vec<(AuditRecord, JsonColumns)>,
     own: Option<OwnHead>,
-) -> Result<(Vec<AuditRecord>, OwnHead), AuditError> {
+    insert: Option<PreparedInsert>,
+) -> Result<(Vec<AuditRecord>, OwnHead, PreparedInsert), AuditError> {
     // A simple query has no parameters to bind, so it goes out at once,
     // behind the BEGIN, instead of after a round trip to parse it.
-    let (begin, head, insert) = tokio::join!(
-        client.batch_execute("BEGIN"),
-        client.simple_query(LOCK_HEAD),
-        client.prepare(INSERT_GROUP),
-    );
+    let (begin, head, insert) = tokio::join!(client.batch_execute("BEGIN"), client.simple_query(LOCK_HEAD), async {
+        match insert {
+            Some(insert) => Ok(insert.statement),
+            None => client.prepare(INSERT_GROUP).await,
+        }
+    },);
     begin.map_err(unavailable)?;
     let (head, insert) = (head.map_err(unavailable)?, insert.map_err(unavailable)?);
     let (mut seq, mut hash, head_xid) = head_row(&head)?;
@@ -399,9 +440,9 @@ async fn write_pipelined(
     }
     let mut checkpoints = Vec::new();
     let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
-    for r in &mut records {
+    for (r, json) in &mut records {
         let previous = (seq > 0).then(|| (seq, hash.clone()));
-        chain::link(r, previous, &keys.key);
+        chain::link_serialized(r, json, previous, &keys.key);
         seq = r.seq.unwrap_or(seq + 1);
         hash = r.record_hash.clone().unwrap_or_default();
         if seq % every == 0 {
@@ -464,11 +505,16 @@ async fn write_pipelined(
         .collect::<Result<Vec<u64>, _>>()
         .map_err(unavailable)?;
     commit.map_err(unavailable)?;
-    Ok((records, OwnHead { seq, hash, xid }))
+    let stored = records.into_iter().map(|(record, _)| record).collect();
+    let insert = PreparedInsert {
+        connection,
+        statement: insert,
+    };
+    Ok((stored, OwnHead { seq, hash, xid }, insert))
 }
 
 /// A group's records as one array per column, for `UNNEST`, borrowed
-/// from the records (only the JSON maps are encoded).
+/// from the records and their serialized claims and detail.
 struct GroupColumns<'a> {
     seq: Vec<Option<i64>>,
     time: Vec<&'a str>,
@@ -479,23 +525,26 @@ struct GroupColumns<'a> {
     kind: Vec<Option<&'a str>>,
     issuer: Vec<Option<&'a str>>,
     subject: Vec<Option<&'a str>>,
-    claims: Vec<String>,
+    claims: Vec<&'a str>,
     token_jti_hmac: Vec<Option<&'a str>>,
     issuance_id: Vec<Option<&'a str>>,
     ttl_seconds: Vec<Option<i64>>,
     expires_at: Vec<Option<&'a str>>,
     client_addr: Vec<Option<&'a str>>,
-    detail: Vec<String>,
+    detail: Vec<&'a str>,
     prev_hash: Vec<Option<&'a str>>,
     record_hash: Vec<Option<&'a str>>,
     record_mac: Vec<Option<&'a str>>,
 }
 
 impl<'a> GroupColumns<'a> {
-    fn of(records: &'a [AuditRecord]) -> GroupColumns<'a> {
-        fn column<'a, T>(records: &'a [AuditRecord], value: impl Fn(&'a AuditRecord) -> T) -> Vec<T> {
-            records.iter().map(value).collect()
+    fn of(records: &'a [(AuditRecord, JsonColumns)]) -> GroupColumns<'a> {
+        fn column<'a, T>(records: &'a [(AuditRecord, JsonColumns)], value: impl Fn(&'a AuditRecord) -> T) -> Vec<T> {
+            records.iter().map(|(record, _)| value(record)).collect()
         }
+        let json = |text: fn(&'a JsonColumns) -> &'a str| -> Vec<&'a str> {
+            records.iter().map(|(_, json)| text(json)).collect()
+        };
         GroupColumns {
             seq: column(records, |r| r.seq),
             time: column(records, |r| r.time.as_str()),
@@ -506,13 +555,13 @@ impl<'a> GroupColumns<'a> {
             kind: column(records, |r| r.kind.as_deref()),
             issuer: column(records, |r| r.issuer.as_deref()),
             subject: column(records, |r| r.subject.as_deref()),
-            claims: column(records, |r| json_text(&r.claims)),
+            claims: json(|j| &j.claims),
             token_jti_hmac: column(records, |r| r.token_jti_hmac.as_deref()),
             issuance_id: column(records, |r| r.issuance_id.as_deref()),
             ttl_seconds: column(records, |r| r.ttl_seconds.and_then(|t| i64::try_from(t).ok())),
             expires_at: column(records, |r| r.expires_at.as_deref()),
             client_addr: column(records, |r| r.client_addr.as_deref()),
-            detail: column(records, |r| json_text(&r.detail)),
+            detail: json(|j| &j.detail),
             prev_hash: column(records, |r| r.prev_hash.as_deref()),
             record_hash: column(records, |r| r.record_hash.as_deref()),
             record_mac: column(records, |r| r.record_mac.as_deref()),
@@ -549,6 +598,7 @@ impl AuditSink for PostgresSink {
         writer
             .try_send(Pending {
                 record: record.clone(),
+                json: JsonColumns::of(record),
                 done,
             })
             .map_err(super::queue_refused)?;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::chain::{self, Checkpoint};
-use super::columns::{json_text, record_from, unavailable};
+use super::columns::{JsonColumns, record_from, unavailable};
 use super::sqlite_lookup as lookup;
 use super::sqlite_read::{Readers, query_sql};
 use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys};
@@ -69,6 +69,7 @@ pub struct SqliteSink {
 /// A record waiting for the writer, and who to tell when it is durable.
 struct Pending {
     record: AuditRecord,
+    json: JsonColumns,
     done: tokio::sync::oneshot::Sender<Result<AuditRecord, AuditError>>,
 }
 
@@ -115,7 +116,7 @@ fn writer_loop(
                     _ => verified_head(&conn, &keys)?,
                 };
                 for pending in &mut batch {
-                    append_one(&conn, &keys, &mut pending.record, &mut head)?;
+                    append_one(&conn, &keys, &mut pending.record, &pending.json, &mut head)?;
                 }
                 Ok(head.map(|head| OwnHead { data_version, head }))
             }),
@@ -141,9 +142,10 @@ fn append_one(
     conn: &Connection,
     keys: &ChainKeys,
     r: &mut AuditRecord,
+    json: &JsonColumns,
     head: &mut Option<(i64, String)>,
 ) -> Result<(), AuditError> {
-    chain::link(r, head.take(), &keys.key);
+    chain::link_serialized(r, json, head.take(), &keys.key);
     // Cached statements: parsing SQL showed up in profiles of the hot path.
     conn.prepare_cached(
         "INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
@@ -162,13 +164,13 @@ fn append_one(
             r.kind,
             r.issuer,
             r.subject,
-            json_text(&r.claims),
+            json.claims,
             r.token_jti_hmac,
             r.issuance_id,
             r.ttl_seconds.and_then(|t| i64::try_from(t).ok()),
             r.expires_at,
             r.client_addr,
-            json_text(&r.detail),
+            json.detail,
             chain::CHAIN_VERSION,
             r.prev_hash,
             r.record_hash,
@@ -406,6 +408,7 @@ impl AuditSink for SqliteSink {
         writer
             .try_send(Pending {
                 record: record.clone(),
+                json: JsonColumns::of(record),
                 done,
             })
             .map_err(super::queue_refused)?;

@@ -479,6 +479,44 @@ async fn a_postgres_head_changed_without_the_key_stops_appends() {
     assert!(err.contains("names record 4, which is not in the store"), "{err}");
 }
 
+/// The PostgreSQL writer keeps its insert statement prepared on its
+/// connection. When the server drops the connection between groups (a
+/// restart, a failover, an idle timeout), the next group opens a new one
+/// and prepares the statement there again: no append fails for it.
+#[tokio::test]
+async fn a_postgres_connection_dropped_between_groups_fails_no_append() {
+    let (store, _) = fresh_store(Backend::Postgres).await;
+    let name = format!("stint_test_{}", uuid::Uuid::new_v4().simple());
+    let store = format!("{store}&application_name={name}");
+    let sink = open(&store).await;
+    for n in 0..3 {
+        sink.append(&record(n, "deploy", Outcome::Issued)).await.unwrap();
+    }
+    let admin = postgres_admin().await;
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                WHERE application_name = $1) AS ended",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 2, "the sink's connections: one for reads, one for the writer");
+    // Time for the client to read the server's goodbye and mark the
+    // connection closed (as it would be long before the next group after
+    // a restart).
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for n in 3..6 {
+        let stored = sink.append(&record(n, "deploy", Outcome::Issued)).await.unwrap();
+        assert_eq!(stored.seq, Some(i64::try_from(n).unwrap() + 1));
+    }
+    let records = sink.chain(0, 100).await.unwrap();
+    let checkpoints = sink.checkpoints().await.unwrap();
+    let verified = chain::verify(&records, &checkpoints, Some(&AuditKey::from_bytes(&KEY)), &public_key()).unwrap();
+    assert_eq!(verified.last_seq, 6);
+}
+
 /// Two brokers on one PostgreSQL store: single-use tokens hold across them
 /// and their records form one chain that `stint audit verify` accepts.
 #[tokio::test]
