@@ -26,7 +26,10 @@
 //! request (all its threads, from /proc) and its ratio to the ceiling's:
 //! steadier than throughput on a machine the load generator shares, where
 //! throughput also depends on what the generator takes; and, of that, the
-//! SQLite audit writer thread's CPU and bytes written per record. Written
+//! SQLite audit writer thread's CPU and bytes written per record; and the
+//! CPU the machine's PostgreSQL processes spent per request (`pg µs`: the
+//! store shares the cores; counted from processes alive through the whole
+//! phase, so only where PostgreSQL runs on this machine). Written
 //! as JSON to `$CARGO_TARGET_DIR/stint-bench/load-<unix time>.json` (and
 //! `latest.json`) for comparison between commits. STINT_BENCH_SECONDS sets
 //! each phase's length (default 5), STINT_BENCH_CONNECTIONS the client
@@ -240,6 +243,9 @@ struct Figures {
     /// Bytes the writer thread handed to `write(2)` per record: the WAL
     /// frames of the table and its indexes.
     writer_bytes: f64,
+    /// CPU time the local PostgreSQL server's processes spent per answered
+    /// request, µs (about 0 where the store is SQLite).
+    postgres_cpu_us: f64,
 }
 
 /// The SQLite audit writer thread's name, as `/proc` shows it (15 bytes).
@@ -265,6 +271,23 @@ fn thread_usage(pid: u32, name: &str) -> (f64, f64) {
         }
     }
     (0.0, 0.0)
+}
+
+/// User + system CPU time so far of every process named `postgres` (the
+/// server, its backends and its background workers), in µs. A process
+/// that ends between two readings takes its time with it; the brokers keep
+/// their connections through a phase.
+fn postgres_cpu_micros() -> f64 {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    processes
+        .flatten()
+        .filter(|p| p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|p| std::fs::read_to_string(p.path().join("stat")).ok())
+        .filter(|stat| stat.contains(" (postgres) "))
+        .map(|stat| stat_cpu_micros(&stat))
+        .sum()
 }
 
 /// User + system CPU time of process `pid` so far, in µs (`/proc`'s clock
@@ -302,6 +325,7 @@ fn figures(name: &str, mut micros: Vec<u32>, errors: usize, elapsed: Duration, c
         server_cpu_us: cpu_us / micros.len().max(1) as f64,
         writer_cpu_us: 0.0,
         writer_bytes: 0.0,
+        postgres_cpu_us: 0.0,
     }
 }
 
@@ -318,6 +342,7 @@ async fn load(
     let clients = connections();
     let cpu_before = cpu_micros(server);
     let writer_before = thread_usage(server, WRITER_THREAD);
+    let postgres_before = postgres_cpu_micros();
     let deadline = Instant::now() + Duration::from_secs(seconds());
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -365,10 +390,12 @@ async fn load(
     }
     let elapsed = started.elapsed();
     let writer_after = thread_usage(server, WRITER_THREAD);
+    let postgres_after = postgres_cpu_micros();
     let mut figures = figures(name, all, errors, elapsed, cpu_micros(server) - cpu_before);
     let records = figures.requests.max(1) as f64;
     figures.writer_cpu_us = (writer_after.0 - writer_before.0) / records;
     figures.writer_bytes = (writer_after.1 - writer_before.1) / records;
+    figures.postgres_cpu_us = (postgres_after - postgres_before) / records;
     figures
 }
 
@@ -824,7 +851,7 @@ async fn all_phases(
 /// Prints the table and writes the JSON report.
 fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
     println!(
-        "\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>9} {:>8} {:>7}",
+        "\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7}",
         "phase",
         "req/s",
         "p50 ms",
@@ -835,11 +862,12 @@ fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
         "cpu × c.",
         "writer µs",
         "wr B/rec",
+        "pg µs",
         "errors"
     );
     for row in rows {
         println!(
-            "{:<40} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>8.1} {:>9.2} {:>9.1} {:>8.0} {:>7}",
+            "{:<40} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>8.1} {:>9.2} {:>9.1} {:>8.0} {:>7.1} {:>7}",
             row.name,
             row.per_second,
             row.p50_ms,
@@ -850,6 +878,7 @@ fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
             row.server_cpu_us / ceiling_max.server_cpu_us.max(f64::MIN_POSITIVE),
             row.writer_cpu_us,
             row.writer_bytes,
+            row.postgres_cpu_us,
             row.errors
         );
     }
