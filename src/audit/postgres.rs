@@ -283,7 +283,7 @@ impl PostgresSink {
 async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Receiver<Pending>) {
     let group = keys.group_commit;
     let mut own: Option<OwnHead> = None;
-    let mut prepared: Option<PreparedInsert> = None;
+    let mut prepared: Option<Prepared> = None;
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while group && batch.len() < MAX_GROUP {
@@ -298,17 +298,16 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
             records.push((pending.record, pending.json));
             waiting.push(pending.done);
         }
-        let (keys, known, insert) = (keys.clone(), own.take(), prepared.take());
+        let (keys, known, cached) = (keys.clone(), own.take(), prepared.take());
         match session
             .run_counted(move |client, connection| {
-                let insert = insert.filter(|insert| insert.connection == connection);
-                Box::pin(write_batch(client, connection, keys, records, known, insert))
+                Box::pin(write_batch(client, connection, keys, records, known, cached))
             })
             .await
         {
-            Ok((stored, head, insert)) => {
+            Ok((stored, head, statements)) => {
                 own = Some(head);
-                prepared = Some(insert);
+                prepared = Some(statements);
                 for (record, done) in stored.into_iter().zip(waiting) {
                     let _ = done.send(Ok(record));
                 }
@@ -343,28 +342,30 @@ const LOCK_HEAD: &str = "SELECT h.seq, h.record_hash,
         (SELECT r.xmin::text FROM audit_records r WHERE r.seq = h.seq)
     FROM audit_head h WHERE h.id = 1 FOR UPDATE OF h";
 
-/// The seq, hash and record `xmin` of [`LOCK_HEAD`]'s one row.
-fn head_row(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<(i64, String, Option<String>), AuditError> {
-    let row = messages
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
-            _ => None,
-        })
-        .ok_or_else(|| unavailable("the audit_head row is missing"))?;
-    let column = |i: usize| row.try_get(i).map_err(unavailable);
-    let seq = column(0)?
-        .and_then(|seq| seq.parse::<i64>().ok())
-        .ok_or_else(|| unavailable("the audit_head row has no seq"))?;
-    let hash = column(1)?.unwrap_or_default().to_string();
-    Ok((seq, hash, column(2)?.map(str::to_string)))
+/// The writer's two statements as prepared on one connection (numbered by
+/// [`Session::run_counted`]): parsed and planned once per connection, not
+/// once per group.
+struct Prepared {
+    connection: u64,
+    lock_head: Statement,
+    insert: Statement,
 }
 
-/// The group insert as prepared on one connection (numbered by
-/// [`Session::run_counted`]): parsed once per connection, not per group.
-struct PreparedInsert {
-    connection: u64,
-    statement: Statement,
+impl Prepared {
+    /// The statements on `connection`: `cached` when they were prepared
+    /// there, else prepared now (both in one round trip).
+    async fn on(client: &Client, connection: u64, cached: Option<Prepared>) -> Result<Prepared, AuditError> {
+        if let Some(cached) = cached.filter(|cached| cached.connection == connection) {
+            return Ok(cached);
+        }
+        let (lock_head, insert) =
+            tokio::try_join!(client.prepare(LOCK_HEAD), client.prepare(INSERT_GROUP)).map_err(unavailable)?;
+        Ok(Prepared {
+            connection,
+            lock_head,
+            insert,
+        })
+    }
 }
 
 /// Inserts a group (one array per column) and moves the head; returns the
@@ -387,22 +388,23 @@ const INSERT_GROUP: &str = "WITH inserted AS (
     UPDATE audit_head SET seq = $21, record_hash = $22 WHERE id = 1 RETURNING xmin::text";
 
 /// Links and inserts `records` in one transaction; returns them as stored,
-/// the head they leave and the insert statement, prepared on `connection`
-/// (`insert`, when given, was prepared there before). A round trip costs
-/// more than the work of a record, so the statements do not grow with the
-/// group, and they are pipelined: `BEGIN`, locking the head and (on a new
-/// connection) parsing the insert go in one round trip; the insert, any
-/// checkpoints and `COMMIT` in another. The head is read back and verified
-/// in a third only when `own` does not vouch for it.
+/// the head they leave and the statements, prepared on `connection`
+/// (`cached`, when given, holds them if they were prepared there before).
+/// A round trip costs more than the work of a record, so the statements do
+/// not grow with the group, and they are pipelined: `BEGIN` and locking the
+/// head go in one round trip; the insert, any checkpoints and `COMMIT` in
+/// another. The head is read back and verified in a third only when `own`
+/// does not vouch for it, and a connection's first group prepares the
+/// statements in one more.
 async fn write_batch(
     client: &mut Client,
     connection: u64,
     keys: Arc<ChainKeys>,
     records: Vec<(AuditRecord, JsonColumns)>,
     own: Option<OwnHead>,
-    insert: Option<PreparedInsert>,
-) -> Result<(Vec<AuditRecord>, OwnHead, PreparedInsert), AuditError> {
-    let result = write_pipelined(client, connection, &keys, records, own, insert).await;
+    cached: Option<Prepared>,
+) -> Result<(Vec<AuditRecord>, OwnHead, Prepared), AuditError> {
+    let result = write_pipelined(client, connection, &keys, records, own, cached).await;
     if result.is_err() {
         // Whatever failed, end the transaction, so the connection is
         // clean for the next group (after a failed insert the COMMIT
@@ -418,19 +420,22 @@ async fn write_pipelined(
     keys: &ChainKeys,
     mut records: Vec<(AuditRecord, JsonColumns)>,
     own: Option<OwnHead>,
-    insert: Option<PreparedInsert>,
-) -> Result<(Vec<AuditRecord>, OwnHead, PreparedInsert), AuditError> {
-    // A simple query has no parameters to bind, so it goes out at once,
-    // behind the BEGIN, instead of after a round trip to parse it.
-    let (begin, head, insert) = tokio::join!(client.batch_execute("BEGIN"), client.simple_query(LOCK_HEAD), async {
-        match insert {
-            Some(insert) => Ok(insert.statement),
-            None => client.prepare(INSERT_GROUP).await,
-        }
-    },);
+    cached: Option<Prepared>,
+) -> Result<(Vec<AuditRecord>, OwnHead, Prepared), AuditError> {
+    let statements = Prepared::on(client, connection, cached).await?;
+    let (begin, head) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.query_opt(&statements.lock_head, &[]),
+    );
     begin.map_err(unavailable)?;
-    let (head, insert) = (head.map_err(unavailable)?, insert.map_err(unavailable)?);
-    let (mut seq, mut hash, head_xid) = head_row(&head)?;
+    let head = head
+        .map_err(unavailable)?
+        .ok_or_else(|| unavailable("the audit_head row is missing"))?;
+    let (mut seq, mut hash): (i64, String) = (
+        head.try_get(0).map_err(unavailable)?,
+        head.try_get(1).map_err(unavailable)?,
+    );
+    let head_xid: Option<String> = head.try_get(2).map_err(unavailable)?;
     let vouched = own.is_some_and(|own| own.seq == seq && own.hash == hash && head_xid.as_ref() == Some(&own.xid));
     if !vouched {
         // A head edited without the key is never extended or signed. Read
@@ -495,7 +500,7 @@ async fn write_pipelined(
         })
     });
     let (inserted, signed, commit) = tokio::join!(
-        client.query_one(&insert, &values),
+        client.query_one(&statements.insert, &values),
         futures_util::future::join_all(signs),
         client.batch_execute("COMMIT"),
     );
@@ -506,11 +511,7 @@ async fn write_pipelined(
         .map_err(unavailable)?;
     commit.map_err(unavailable)?;
     let stored = records.into_iter().map(|(record, _)| record).collect();
-    let insert = PreparedInsert {
-        connection,
-        statement: insert,
-    };
-    Ok((stored, OwnHead { seq, hash, xid }, insert))
+    Ok((stored, OwnHead { seq, hash, xid }, statements))
 }
 
 /// A group's records as one array per column, for `UNNEST`, borrowed
