@@ -342,28 +342,34 @@ const LOCK_HEAD: &str = "SELECT h.seq, h.record_hash,
         (SELECT r.xmin::text FROM audit_records r WHERE r.seq = h.seq)
     FROM audit_head h WHERE h.id = 1 FOR UPDATE OF h";
 
-/// The writer's two statements as prepared on one connection (numbered by
+/// The writer's statements as prepared on one connection (numbered by
 /// [`Session::run_counted`]): parsed and planned once per connection, not
 /// once per group.
 struct Prepared {
     connection: u64,
     lock_head: Statement,
     insert: Statement,
+    checkpoint: Statement,
 }
 
 impl Prepared {
     /// The statements on `connection`: `cached` when they were prepared
-    /// there, else prepared now (both in one round trip).
+    /// there, else prepared now (all in one round trip).
     async fn on(client: &Client, connection: u64, cached: Option<Prepared>) -> Result<Prepared, AuditError> {
         if let Some(cached) = cached.filter(|cached| cached.connection == connection) {
             return Ok(cached);
         }
-        let (lock_head, insert) =
-            tokio::try_join!(client.prepare(LOCK_HEAD), client.prepare(INSERT_GROUP)).map_err(unavailable)?;
+        let (lock_head, insert, checkpoint) = tokio::try_join!(
+            client.prepare(LOCK_HEAD),
+            client.prepare(INSERT_GROUP),
+            client.prepare(INSERT_CHECKPOINT),
+        )
+        .map_err(unavailable)?;
         Ok(Prepared {
             connection,
             lock_head,
             insert,
+            checkpoint,
         })
     }
 }
@@ -481,23 +487,15 @@ async fn write_pipelined(
         &seq,
         &hash,
     ];
-    // Checkpoints are rare (one per `checkpoint_every` records); their
-    // statement is parsed only then, before anything is sent below.
-    let checkpoint = match checkpoints.is_empty() {
-        true => None,
-        false => Some(client.prepare(INSERT_CHECKPOINT).await.map_err(unavailable)?),
-    };
     // The COMMIT is sent behind the statements without waiting for them
-    // (each is sent when first polled, in this order: all are parsed
+    // (each is sent when first polled, in this order: all are prepared
     // already). If one of them fails, PostgreSQL ends the transaction at
     // that COMMIT with a rollback, and the failure is reported from here.
-    let signs = checkpoints.iter().filter_map(|c| {
-        let statement = checkpoint.as_ref()?;
-        Some(async move {
-            client
-                .execute(statement, &[&c.seq, &c.record_hash, &c.time, &c.signature, &c.kid])
-                .await
-        })
+    let checkpoint = &statements.checkpoint;
+    let signs = checkpoints.iter().map(|c| async move {
+        client
+            .execute(checkpoint, &[&c.seq, &c.record_hash, &c.time, &c.signature, &c.kid])
+            .await
     });
     let (inserted, signed, commit) = tokio::join!(
         client.query_one(&statements.insert, &values),
