@@ -172,7 +172,15 @@ async fn the_init_container_fetches_once_and_the_sidecar_takes_over_without_issu
         "{}",
         agent.log()
     );
-    assert_eq!(agent.metric("stint_agent_issued_total", "feed").await, Some(1));
+    // The files are written before the renewal is counted: wait for both.
+    assert!(
+        until(Duration::from_secs(10), async || {
+            agent.metric("stint_agent_issued_total", "feed").await == Some(1)
+        })
+        .await,
+        "stint_agent_issued_total is not 1 after the renewal: {}",
+        agent.log()
+    );
     assert_eq!(issued(&broker, "feed").await, 2);
 
     // Stopped: neither the files nor the kept state are left behind.
