@@ -249,7 +249,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         .config_path
         .clone()
         .map(|path| Arc::new(Reloader::new(path, broker.clone(), metrics.clone(), config.clone())));
-    let state = AppState {
+    let state = Arc::new(AppState {
         broker: broker.clone(),
         metrics,
         // Checkpoint keys are published apart from the token JWKS: a service
@@ -261,7 +261,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         limits: Arc::new(http::limits::Limits::new(&config.limits)),
         audit_health,
         leases: reaper.clone(),
-    };
+    });
     let (stop, stopped) = watch::channel(false);
     // Each sink ships from a task of its own with its own store
     // connections: a sink that is down or hangs never touches a request.

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::AppState;
+use super::Shared;
 use crate::audit::{AuditError, WriteState};
 
 /// `GET /healthz`: the process is up.
@@ -24,7 +24,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// verifies (without these nothing can be issued). Issuers whose keys were
 /// never fetched are listed but do not make the broker unready: other
 /// issuers still work.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<Shared>) -> Response {
     // The check verifies the chain head as an append would: `tampered`
     // says only that; the log has the detail.
     let audit = match tokio::time::timeout(CHECK_TIMEOUT, state.broker.audit().check()).await {
@@ -48,7 +48,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<Shared>) -> Response {
     for (issuer, count) in state.broker.verifier().jwks_fetches() {
         state.metrics.jwks_fetches(&issuer, count);
     }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::problem::Problem;
-use super::{AppState, RequestId};
+use super::{RequestId, Shared};
 use crate::broker::IssueRequest;
 use crate::identity::{IdentityError, MAX_TOKEN_BYTES};
 
@@ -41,7 +41,7 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, IdentityError> {
 
 /// `POST /v1/issue/{grant}`
 pub async fn issue(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     grant: Result<Path<String>, PathRejection>,
@@ -104,7 +104,7 @@ pub async fn issue(
 
 /// `GET /v1/grants`
 pub async fn grants(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
 ) -> Response {
@@ -129,7 +129,7 @@ pub struct AuditParams {
 
 /// `GET /v1/audit`: records for tokens an `auditors` rule admits.
 pub async fn audit(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     params: Result<axum::extract::Query<AuditParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
@@ -178,7 +178,7 @@ pub async fn audit(
 }
 
 /// `GET /.well-known/jwks.json`: keys that verify stint-signed tokens.
-pub async fn jwks(State(state): State<AppState>) -> Response {
+pub async fn jwks(State(state): State<Shared>) -> Response {
     let mut response = Json(state.jwks.as_ref().clone()).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -189,13 +189,13 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
 
 /// `GET /.well-known/stint-audit-keys.json`: the public key that verifies
 /// audit checkpoints (never a token-signing key).
-pub async fn audit_keys(State(state): State<AppState>) -> Response {
+pub async fn audit_keys(State(state): State<Shared>) -> Response {
     Json(state.audit_keys.as_ref().clone()).into_response()
 }
 
 /// `GET /.well-known/openid-configuration`: lets OIDC libraries discover
 /// the JWKS of stint-signed tokens.
-pub async fn discovery(State(state): State<AppState>) -> Response {
+pub async fn discovery(State(state): State<Shared>) -> Response {
     Json(json!({
         "issuer": state.issuer.as_str(),
         "jwks_uri": format!("{}/.well-known/jwks.json", state.issuer),
@@ -247,7 +247,7 @@ fn lease_store_unavailable(request_id: &str, error: &dyn std::fmt::Display) -> R
 /// obtained it (same issuer and `sub`) or an `auditors` rule. Anyone else,
 /// and an unknown id, get the same 404.
 pub async fn revoke_lease(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,

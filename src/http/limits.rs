@@ -10,13 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-use super::RequestId;
 use super::handlers::MAX_BODY_BYTES;
 use super::problem::Problem;
 use crate::config::LimitSettings;
@@ -133,19 +132,15 @@ async fn read_body(request: Request, timeout: Duration) -> Result<Request, BodyR
     }
 }
 
-/// Middleware enforcing [`Limits`].
-pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+/// Runs `request` through `next` within [`Limits`], or refuses it (part
+/// of the one middleware in [`super::front`]).
+pub async fn guard(limits: &Limits, request_id: &str, request: Request, next: Next) -> Response {
     if header_bytes(&request) > limits.max_header_bytes {
         return Problem::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             format!("the request headers are larger than {} bytes", limits.max_header_bytes),
-            &request_id,
+            request_id,
         )
         .into_response();
     }
@@ -157,25 +152,25 @@ pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Ne
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| client_key(c.0.ip()));
         if let Err(wait) = limiter.take(client.as_deref().unwrap_or("unknown")) {
-            return rate_limited(wait, "too many requests from this address", &request_id);
+            return rate_limited(wait, "too many requests from this address", request_id);
         }
     }
     if let Some(Err(wait)) = limits.global.as_ref().map(|limiter| limiter.take("")) {
-        return rate_limited(wait, "the broker is over its request rate; retry later", &request_id);
+        return rate_limited(wait, "the broker is over its request rate; retry later", request_id);
     }
     // The body is read before a slot is taken: a client that announces a
     // body and sends it slowly, or never, then holds its own connection for
     // at most `body_timeout`, never a slot that other callers need.
     let request = match read_body(request, limits.body_timeout).await {
         Ok(request) => request,
-        Err(refusal) => return refusal.into_response(&request_id, limits.body_timeout),
+        Err(refusal) => return refusal.into_response(request_id, limits.body_timeout),
     };
     let Ok(permit) = limits.in_flight.clone().try_acquire_owned() else {
         let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
             "the broker is at its limit of requests in flight; retry shortly",
-            &request_id,
+            request_id,
         );
         problem.retry_after = Some(1);
         return problem.into_response();
@@ -191,7 +186,7 @@ pub async fn guard(State(limits): State<Arc<Limits>>, request: Request, next: Ne
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
                 format!("the request did not finish within {}s", limits.timeout.as_secs()),
-                &request_id,
+                request_id,
             );
             problem.retry_after = Some(1);
             problem.into_response()

@@ -2,6 +2,7 @@
 //! gives every response a request id and a latency sample.
 
 mod admin;
+mod front;
 mod handlers;
 pub mod limits;
 pub mod problem;
@@ -10,16 +11,11 @@ pub use serve::{Listener, serve};
 pub mod tls;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
 use serde_json::Value;
-use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::metrics::Metrics;
@@ -27,12 +23,12 @@ use crate::metrics::Metrics;
 /// Response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The request id of the current request, set by middleware.
+/// The request id of the current request, set by middleware; one
+/// allocation shared by everything that carries it.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub Arc<str>);
 
-/// Shared state of the public and admin routers.
-#[derive(Clone)]
+/// What the public and admin routers share.
 pub struct AppState {
     /// The broker.
     pub broker: Arc<Broker>,
@@ -52,9 +48,12 @@ pub struct AppState {
     pub leases: Option<Arc<crate::leases::Reaper>>,
 }
 
+/// The routers' state: extractors clone it per request, so it is one `Arc`.
+pub type Shared = Arc<AppState>;
+
 /// The public API's routes: (method, path, handler). One table builds the
 /// router and is checked against openapi.yaml, so neither can drift.
-pub fn public_routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
+pub fn public_routes() -> Vec<(&'static str, &'static str, MethodRouter<Shared>)> {
     vec![
         ("POST", "/v1/issue/{grant}", post(handlers::issue)),
         ("GET", "/v1/grants", get(handlers::grants)),
@@ -67,7 +66,7 @@ pub fn public_routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState
 }
 
 /// The admin API's routes, as [`public_routes`].
-pub fn admin_routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
+pub fn admin_routes() -> Vec<(&'static str, &'static str, MethodRouter<Shared>)> {
     vec![
         ("GET", "/healthz", get(admin::healthz)),
         ("GET", "/readyz", get(admin::readyz)),
@@ -75,73 +74,26 @@ pub fn admin_routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>
     ]
 }
 
-fn with_routes(routes: Vec<(&'static str, &'static str, MethodRouter<AppState>)>) -> Router<AppState> {
+fn with_routes(routes: Vec<(&'static str, &'static str, MethodRouter<Shared>)>) -> Router<Shared> {
     routes
         .into_iter()
         .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))
 }
 
 /// The public API.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: Shared) -> Router {
     with_routes(public_routes())
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.limits.clone(), limits::guard))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(state.clone(), front::public))
         .with_state(state)
 }
 
 /// The admin API: health, readiness, metrics.
-pub fn admin_router(state: AppState) -> Router {
+pub fn admin_router(state: Shared) -> Router {
     with_routes(admin_routes())
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(state.clone(), front::admin))
         .with_state(state)
-}
-
-/// Assigns a request id, echoes it in `x-request-id`, records latency.
-async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = uuid::Uuid::now_v7().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "(unmatched)".to_string(), |p| p.as_str().to_string());
-    // Methods are caller text: only the standard ones become label values.
-    let method = match request.method().as_str() {
-        m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m.to_string(),
-        _ => "OTHER".to_string(),
-    };
-    // The server span, made only when OTLP exports spans (log lines carry
-    // `request_id` themselves).
-    let span = crate::exported_span!(
-        "request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        request_id = %id,
-        http.request.method = %method,
-        http.route = %route,
-        http.response.status_code = tracing::field::Empty,
-        stint.grant = tracing::field::Empty,
-        stint.kind = tracing::field::Empty,
-        stint.outcome = tracing::field::Empty,
-        stint.reason = tracing::field::Empty,
-    );
-    crate::telemetry::continue_trace(&span, request.headers());
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).instrument(span.clone()).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
-    let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
-    if status >= 500 {
-        crate::telemetry::mark_error(&span);
-    }
-    state
-        .metrics
-        .request(&route, &method, status, started.elapsed().as_secs_f64());
-    tracing::info!(request_id = %id, %method, route = %route, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
-    response
 }

@@ -128,18 +128,19 @@ impl Platform {
     /// Checks that `payload` has the shape this platform issues.
     /// Returns the name of the first claim that is missing or mistyped.
     pub(crate) fn check_shape(self, payload: &Map<String, Value>) -> Result<(), String> {
-        let value = Value::Object(payload.clone());
+        // Read in place: a copy of the whole payload per request only to be
+        // consumed by the check cost more than the check.
         match self {
-            Platform::GitHubActions => serde_json::from_value::<GitHubActionsClaims>(value)
+            Platform::GitHubActions => GitHubActionsClaims::deserialize(payload)
                 .map_err(|e| e.to_string())
                 .and_then(|c| c.check()),
-            Platform::GitLabCi => serde_json::from_value::<GitLabCiClaims>(value)
+            Platform::GitLabCi => GitLabCiClaims::deserialize(payload)
                 .map_err(|e| e.to_string())
                 .and_then(|c| c.check()),
-            Platform::Kubernetes => serde_json::from_value::<KubernetesClaims>(value)
+            Platform::Kubernetes => KubernetesClaims::deserialize(payload)
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
-            Platform::Buildkite => serde_json::from_value::<BuildkiteClaims>(value)
+            Platform::Buildkite => BuildkiteClaims::deserialize(payload)
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             Platform::CircleCi | Platform::Generic => Ok(()),
@@ -315,10 +316,15 @@ fn flatten(
             Value::Array(items) => Some(ClaimValue::List(items.iter().filter_map(scalar_text).collect())),
             scalar => scalar_text(scalar).map(ClaimValue::Text),
         };
-        if let Some(flat) = flat
-            && out.insert(name.clone(), flat).is_some()
-        {
-            return Err(format!("two claims are both named `{name}` once flattened"));
+        if let Some(flat) = flat {
+            match out.entry(name) {
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert(flat);
+                }
+                std::collections::btree_map::Entry::Occupied(entry) => {
+                    return Err(format!("two claims are both named `{}` once flattened", entry.key()));
+                }
+            }
         }
     }
     Ok(())

@@ -1,12 +1,15 @@
 //! Discovery and JWKS for one trusted issuer: fetched over HTTP, cached,
 //! refetched at most once per cooldown, concurrent refetches coalesced.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents, VerificationAlgorithm};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
 
@@ -44,7 +47,51 @@ pub(crate) struct VerifyKey {
     params: KeyParams,
     /// The JWK's own `alg`, when it names one.
     alg: Option<Algorithm>,
-    pub key: DecodingKey,
+    /// The key as the JWK gives it: RSA `n` and `e`, or the public point.
+    material: Material,
+    /// The key parsed for each algorithm it has verified, made on first use
+    /// and kept: parsing an RSA key (its Montgomery context) on every
+    /// verification cost a tenth of the verification itself. `None` when the
+    /// material does not make a key for that algorithm.
+    parsed: [OnceLock<Option<ParsedPublicKey>>; ALGORITHMS],
+}
+
+/// Decoded key bytes, from base64url in the JWK.
+enum Material {
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    /// An uncompressed EC point (`04 || x || y`) or an Ed25519 key (`x`).
+    Point(Vec<u8>),
+}
+
+/// The asymmetric algorithms stint verifies, as indexes of
+/// [`VerifyKey::parsed`] and with aws-lc's verification for each; the same
+/// parameters jsonwebtoken used (RSA keys of 2048 to 8192 bits, fixed-size
+/// ECDSA signatures as JWS has them).
+const ALGORITHMS: usize = 9;
+
+fn verification(alg: Algorithm) -> Option<(usize, Verification)> {
+    use Verification::{Other, Rsa};
+    Some(match alg {
+        Algorithm::RS256 => (0, Rsa(&signature::RSA_PKCS1_2048_8192_SHA256)),
+        Algorithm::RS384 => (1, Rsa(&signature::RSA_PKCS1_2048_8192_SHA384)),
+        Algorithm::RS512 => (2, Rsa(&signature::RSA_PKCS1_2048_8192_SHA512)),
+        Algorithm::PS256 => (3, Rsa(&signature::RSA_PSS_2048_8192_SHA256)),
+        Algorithm::PS384 => (4, Rsa(&signature::RSA_PSS_2048_8192_SHA384)),
+        Algorithm::PS512 => (5, Rsa(&signature::RSA_PSS_2048_8192_SHA512)),
+        Algorithm::ES256 => (6, Other(&signature::ECDSA_P256_SHA256_FIXED)),
+        Algorithm::ES384 => (7, Other(&signature::ECDSA_P384_SHA384_FIXED)),
+        Algorithm::EdDSA => (8, Other(&signature::ED25519)),
+        _ => return None,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Verification {
+    Rsa(&'static signature::RsaParameters),
+    Other(&'static dyn VerificationAlgorithm),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -79,6 +126,34 @@ impl VerifyKey {
         )
     }
 
+    /// Whether `signature` (base64url, as in the token) is this key's
+    /// signature of `message` under `alg`. The caller has checked that the
+    /// key [`fits`](Self::fits) `alg`; a key that does not is refused here too.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &str) -> bool {
+        if !self.fits(alg) {
+            return false;
+        }
+        let Some((index, verification)) = verification(alg) else {
+            return false;
+        };
+        let Some(slot) = self.parsed.get(index) else {
+            return false;
+        };
+        let parsed = slot.get_or_init(|| match (verification, &self.material) {
+            (Verification::Rsa(params), Material::Rsa { n, e }) => {
+                RsaPublicKeyComponents { n, e }.to_parsed_public_key(params).ok()
+            }
+            (Verification::Other(algorithm), Material::Point(point)) => ParsedPublicKey::new(algorithm, point).ok(),
+            _ => None,
+        });
+        let Ok(signature) = URL_SAFE_NO_PAD.decode(signature) else {
+            return false;
+        };
+        parsed
+            .as_ref()
+            .is_some_and(|key| key.verify_sig(message, &signature).is_ok())
+    }
+
     /// Builds a key from one JWK, or `None` for keys stint never uses:
     /// symmetric (`kty: oct`), encryption keys, unknown types and curves.
     fn from_jwk(jwk: &Jwk) -> Option<VerifyKey> {
@@ -88,26 +163,39 @@ impl VerifyKey {
         ) {
             return None;
         }
-        let params = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => KeyParams::Rsa,
-            AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-                EllipticCurve::P256 => KeyParams::EcP256,
-                EllipticCurve::P384 => KeyParams::EcP384,
-                _ => return None,
-            },
-            AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => KeyParams::Ed25519,
+        let decode = |text: &str| URL_SAFE_NO_PAD.decode(text).ok();
+        let (params, material) = match &jwk.algorithm {
+            AlgorithmParameters::RSA(rsa) => (
+                KeyParams::Rsa,
+                Material::Rsa {
+                    n: decode(&rsa.n)?,
+                    e: decode(&rsa.e)?,
+                },
+            ),
+            AlgorithmParameters::EllipticCurve(ec) => {
+                let params = match ec.curve {
+                    EllipticCurve::P256 => KeyParams::EcP256,
+                    EllipticCurve::P384 => KeyParams::EcP384,
+                    _ => return None,
+                };
+                let point = [vec![0x04], decode(&ec.x)?, decode(&ec.y)?].concat();
+                (params, Material::Point(point))
+            }
+            AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+                (KeyParams::Ed25519, Material::Point(decode(&okp.x)?))
+            }
             _ => return None,
         };
         let alg = match jwk.common.key_algorithm {
             None => None,
             Some(key_alg) => Some(key_alg.to_string().parse::<Algorithm>().ok()?),
         };
-        let key = DecodingKey::from_jwk(jwk).ok()?;
         Some(VerifyKey {
             kid: jwk.common.key_id.clone(),
             params,
             alg,
-            key,
+            material,
+            parsed: Default::default(),
         })
     }
 }
