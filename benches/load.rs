@@ -246,6 +246,12 @@ struct Figures {
     /// CPU time the local PostgreSQL server's processes spent per answered
     /// request, µs (about 0 where the store is SQLite).
     postgres_cpu_us: f64,
+    /// Of `server_cpu_us`, the time in the kernel (system time): syscalls,
+    /// wake-ups, TCP.
+    server_sys_us: f64,
+    /// Context switches of the server's threads per answered request
+    /// (voluntary and not): each wake-up of a parked thread is one.
+    server_switches: f64,
 }
 
 /// The SQLite audit writer thread's name, as `/proc` shows it (15 bytes).
@@ -290,22 +296,50 @@ fn postgres_cpu_micros() -> f64 {
         .sum()
 }
 
-/// User + system CPU time of process `pid` so far, in µs (`/proc`'s clock
-/// ticks are 1/100 s on Linux).
+/// User + system CPU time of process `pid` so far, in µs.
 fn cpu_micros(pid: u32) -> f64 {
     stat_cpu_micros(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
 }
 
-/// User + system time of a `/proc/.../stat` line, µs.
-fn stat_cpu_micros(stat: &str) -> f64 {
-    // Fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
+/// System CPU time of process `pid` so far, in µs.
+fn sys_micros(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_field(&stat, 12) * 10_000.0
+}
+
+/// Context switches so far of every thread of `pid` (threads that ended
+/// take theirs with them; the broker's threads live through a phase).
+fn context_switches(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_once(':').and_then(|(_, v)| v.trim().parse::<f64>().ok()))
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// Field `n` (0: the state) after the command name of a `/proc/.../stat` line.
+fn stat_field(stat: &str, n: usize) -> f64 {
+    stat.rsplit_once(')')
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
-        .collect();
-    let ticks = |n: usize| fields.get(n).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) * 10_000.0
+        .nth(n)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// User + system time of a `/proc/.../stat` line, µs (`/proc`'s clock
+/// ticks are 1/100 s on Linux).
+fn stat_cpu_micros(stat: &str) -> f64 {
+    (stat_field(stat, 11) + stat_field(stat, 12)) * 10_000.0
 }
 
 fn figures(name: &str, mut micros: Vec<u32>, errors: usize, elapsed: Duration, cpu_us: f64) -> Figures {
@@ -326,6 +360,8 @@ fn figures(name: &str, mut micros: Vec<u32>, errors: usize, elapsed: Duration, c
         writer_cpu_us: 0.0,
         writer_bytes: 0.0,
         postgres_cpu_us: 0.0,
+        server_sys_us: 0.0,
+        server_switches: 0.0,
     }
 }
 
@@ -341,6 +377,7 @@ async fn load(
 ) -> Figures {
     let clients = connections();
     let cpu_before = cpu_micros(server);
+    let (sys_before, switches_before) = (sys_micros(server), context_switches(server));
     let writer_before = thread_usage(server, WRITER_THREAD);
     let postgres_before = postgres_cpu_micros();
     let deadline = Instant::now() + Duration::from_secs(seconds());
@@ -396,6 +433,8 @@ async fn load(
     figures.writer_cpu_us = (writer_after.0 - writer_before.0) / records;
     figures.writer_bytes = (writer_after.1 - writer_before.1) / records;
     figures.postgres_cpu_us = (postgres_after - postgres_before) / records;
+    figures.server_sys_us = (sys_micros(server) - sys_before) / records;
+    figures.server_switches = (context_switches(server) - switches_before) / records;
     figures
 }
 
@@ -851,7 +890,7 @@ async fn all_phases(
 /// Prints the table and writes the JSON report.
 fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
     println!(
-        "\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7}",
+        "\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>7} {:>6} {:>9} {:>8} {:>7} {:>7}",
         "phase",
         "req/s",
         "p50 ms",
@@ -860,6 +899,8 @@ fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
         "× ceiling",
         "cpu µs",
         "cpu × c.",
+        "sys µs",
+        "cs/req",
         "writer µs",
         "wr B/rec",
         "pg µs",
@@ -867,7 +908,7 @@ fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
     );
     for row in rows {
         println!(
-            "{:<40} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>8.1} {:>9.2} {:>9.1} {:>8.0} {:>7.1} {:>7}",
+            "{:<40} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>8.1} {:>9.2} {:>7.1} {:>6.2} {:>9.1} {:>8.0} {:>7.1} {:>7}",
             row.name,
             row.per_second,
             row.p50_ms,
@@ -876,6 +917,8 @@ fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
             row.per_second / ceiling_max.per_second,
             row.server_cpu_us,
             row.server_cpu_us / ceiling_max.server_cpu_us.max(f64::MIN_POSITIVE),
+            row.server_sys_us,
+            row.server_switches,
             row.writer_cpu_us,
             row.writer_bytes,
             row.postgres_cpu_us,
