@@ -412,3 +412,153 @@ fn pick(keys: &[Arc<VerifyKey>], kid: Option<&str>, alg: Algorithm) -> Option<Ar
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a failed step is the test's report
+mod tests {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+        RsaEncoding,
+    };
+    use serde_json::json;
+
+    use super::*;
+
+    fn b64(bytes: impl AsRef<[u8]>) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn key(jwk: serde_json::Value) -> VerifyKey {
+        VerifyKey::from_jwk(&serde_json::from_value(jwk).unwrap()).unwrap()
+    }
+
+    /// A JWK of a new RSA key and a signer for `encoding`.
+    fn rsa(bits: KeySize) -> (serde_json::Value, impl Fn(&'static dyn RsaEncoding, &[u8]) -> String) {
+        let pair = KeyPair::generate(bits).unwrap();
+        let public = PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+        let jwk = json!({"kty": "RSA", "n": b64(&public.n), "e": b64(&public.e)});
+        let sign = move |encoding: &'static dyn RsaEncoding, message: &[u8]| {
+            let mut signature = vec![0; pair.public_modulus_len()];
+            pair.sign(encoding, &SystemRandom::new(), message, &mut signature)
+                .unwrap();
+            b64(signature)
+        };
+        (jwk, sign)
+    }
+
+    /// Every algorithm but `own` is refused: a key never verifies another
+    /// kind's signatures, nor its own kind's under another algorithm.
+    fn refuses_others(key: &VerifyKey, own: Algorithm, message: &[u8], signature: &str) {
+        for alg in [
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+            Algorithm::HS256,
+        ] {
+            if alg != own {
+                assert!(
+                    !key.verify(alg, message, signature),
+                    "{own:?} signature accepted as {alg:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn each_rsa_algorithm_verifies_its_own_signatures_only() {
+        let (jwk, sign) = rsa(KeySize::Rsa2048);
+        let verifier = key(jwk);
+        let message = b"header.payload";
+        for (alg, encoding) in [
+            (
+                Algorithm::RS256,
+                &signature::RSA_PKCS1_SHA256 as &'static dyn RsaEncoding,
+            ),
+            (Algorithm::RS384, &signature::RSA_PKCS1_SHA384),
+            (Algorithm::RS512, &signature::RSA_PKCS1_SHA512),
+            (Algorithm::PS256, &signature::RSA_PSS_SHA256),
+            (Algorithm::PS384, &signature::RSA_PSS_SHA384),
+            (Algorithm::PS512, &signature::RSA_PSS_SHA512),
+        ] {
+            let signature = sign(encoding, message);
+            // Twice: the second check uses the key parsed by the first.
+            assert!(verifier.verify(alg, message, &signature), "{alg:?}");
+            assert!(verifier.verify(alg, message, &signature), "{alg:?}, parsed key kept");
+            assert!(
+                !verifier.verify(alg, b"header.payloaD", &signature),
+                "{alg:?}: other bytes"
+            );
+            refuses_others(&verifier, alg, message, &signature);
+        }
+        assert!(!verifier.verify(Algorithm::RS256, message, "not base64url!"));
+    }
+
+    #[test]
+    fn rsa_keys_under_2048_bits_verify_nothing() {
+        let pair = KeyPair::generate(KeySize::Rsa2048).unwrap();
+        let public = PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+        // The same modulus cut to 1024 bits is a different, small key: refused
+        // before any signature is looked at.
+        let short = &public.n[..128];
+        let verifier = key(json!({"kty": "RSA", "n": b64(short), "e": b64(&public.e)}));
+        assert!(!verifier.verify(Algorithm::RS256, b"m", &b64([1u8; 128])));
+    }
+
+    #[test]
+    fn ecdsa_and_ed25519_keys_verify_their_own_algorithm_only() {
+        let rng = SystemRandom::new();
+        let message = b"header.payload";
+        for (alg, signing, crv, half) in [
+            (Algorithm::ES256, &ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32),
+            (Algorithm::ES384, &ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48),
+        ] {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(signing, &rng).unwrap();
+            let pair = EcdsaKeyPair::from_pkcs8(signing, pkcs8.as_ref()).unwrap();
+            let point = pair.public_key().as_ref().to_vec();
+            let (x, y) = point[1..].split_at(half);
+            let verifier = key(json!({"kty": "EC", "crv": crv, "x": b64(x), "y": b64(y)}));
+            let signature = b64(pair.sign(&rng, message).unwrap());
+            assert!(verifier.verify(alg, message, &signature), "{alg:?}");
+            assert!(
+                !verifier.verify(alg, b"header.payloaD", &signature),
+                "{alg:?}: other bytes"
+            );
+            refuses_others(&verifier, alg, message, &signature);
+        }
+        let pair = Ed25519KeyPair::generate().unwrap();
+        let verifier = key(json!({"kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref())}));
+        let signature = b64(pair.sign(message).as_ref());
+        assert!(verifier.verify(Algorithm::EdDSA, message, &signature));
+        assert!(!verifier.verify(Algorithm::EdDSA, b"header.payloaD", &signature));
+        refuses_others(&verifier, Algorithm::EdDSA, message, &signature);
+    }
+
+    #[test]
+    fn a_key_whose_jwk_names_an_algorithm_verifies_that_one_only() {
+        let (mut jwk, sign) = rsa(KeySize::Rsa2048);
+        jwk["alg"] = json!("PS256");
+        let verifier = key(jwk);
+        let message = b"header.payload";
+        assert!(verifier.verify(Algorithm::PS256, message, &sign(&signature::RSA_PSS_SHA256, message)));
+        let pkcs1 = sign(&signature::RSA_PKCS1_SHA256, message);
+        assert!(
+            !verifier.verify(Algorithm::RS256, message, &pkcs1),
+            "the JWK says PS256"
+        );
+    }
+
+    #[test]
+    fn keys_with_bytes_that_are_not_base64url_are_left_out() {
+        let jwk = |n: &str| serde_json::from_value::<Jwk>(json!({"kty": "RSA", "n": n, "e": "AQAB"})).unwrap();
+        assert!(VerifyKey::from_jwk(&jwk("AQAB")).is_some());
+        assert!(VerifyKey::from_jwk(&jwk("no+slash/")).is_none());
+    }
+}

@@ -327,6 +327,11 @@ async fn postgres_issuance_logs_no_password(log_level: &str) {
     // Without the pins this log holds tokio-postgres' DEBUG line
     // `executing simple query: CREATE ROLE ... PASSWORD '...'`.
     assert!(log.contains("/v1/issue/"), "the issuance is in the log: {log}");
+    // The access line as an operator greps it: plain values, the route's template.
+    assert!(
+        log.contains("method=POST route=/v1/issue/{grant} status=200"),
+        "the access line: {log}"
+    );
     assert!(password.len() >= 16);
     assert!(
         !log.contains(&password),
