@@ -68,7 +68,8 @@ async fn observe(state: &super::AppState, mut request: Request, next: Next, limi
     }
     let elapsed = started.elapsed();
     state.metrics.request(route, method, status, elapsed.as_secs_f64());
-    // Display, as before: the text line shows `method=POST`, not `method="POST"`.
+    // Display: the text line reads `method=POST route=/v1/...`, as log
+    // searches expect (a `&str` field would be written quoted).
     tracing::info!(request_id = %id, %method, %route, status, elapsed_ms = elapsed.as_millis() as u64, "request");
     response
 }
