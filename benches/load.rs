@@ -36,7 +36,8 @@
 //! connections (default 32). Needs moto_server (STINT_MOTO_SERVER, or the
 //! venv scripts/test makes) and PostgreSQL (STINT_TEST_POSTGRES).
 //! STINT_BENCH_STINT runs another stint binary (an earlier commit's) under
-//! the same load. STINT_BENCH_ONLY runs a part alone:
+//! the same load; STINT_BENCH_CEILING_WRAP runs the ceiling under a command
+//! (a profiler, say). STINT_BENCH_ONLY runs a part alone:
 //! - `token`: the ceiling and the `token` path on SQLite and PostgreSQL
 //!   (no moto needed);
 //! - `logging`: the ceiling and the `token` path with logging as shipped
@@ -173,7 +174,19 @@ struct Ceiling {
 /// Starts the ceiling in its own process; its first stdout line is its URL.
 fn ceiling(issuer: &Issuer) -> Ceiling {
     use std::io::BufRead as _;
-    let mut child = Command::new(std::env::current_exe().expect("own path"))
+    // STINT_BENCH_CEILING_WRAP: a command to run the ceiling under (say, a
+    // script that starts it under callgrind), as STINT_BENCH_STINT does for
+    // stint, so both can be counted the same way.
+    let own = std::env::current_exe().expect("own path");
+    let mut command = match std::env::var_os("STINT_BENCH_CEILING_WRAP") {
+        Some(wrap) => {
+            let mut command = Command::new(wrap);
+            command.arg(own);
+            command
+        }
+        None => Command::new(own),
+    };
+    let mut child = command
         .env(CEILING_ENV, format!("{} {} {}", issuer.url, issuer.n, issuer.e))
         .stdout(Stdio::piped())
         .spawn()
