@@ -69,29 +69,8 @@ impl RunningServer {
     }
 }
 
-/// Connections the kernel completes and queues for `accept` before it
-/// drops new ones. `TcpListener::bind` asks for 128 (std's value): a burst
-/// of more new connections than that (a few hundred CI jobs starting at
-/// once) overflowed the queue, the kernel dropped their handshakes, and
-/// each waited a second for the SYN to be sent again; a client that sent
-/// its request and closed at once could be lost altogether, with its
-/// request unseen and unaudited. The kernel caps it at `net.core.somaxconn`
-/// (4096 on current kernels).
-const ACCEPT_BACKLOG: u32 = 4096;
-
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    let failed = |e: std::io::Error| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}");
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .map_err(failed)?;
-    // As `TcpListener::bind` does: a restarted broker can bind at once
-    // while its old connections are still in TIME_WAIT.
-    socket.set_reuseaddr(true).map_err(failed)?;
-    socket.bind(addr).map_err(failed)?;
-    socket.listen(ACCEPT_BACKLOG).map_err(failed)
+    http::listen(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
 }
 
 /// Parts that start-up would otherwise find on its own.

@@ -104,7 +104,7 @@ pub async fn run(path: &std::path::Path, mode: Mode) -> u8 {
     if let Mode::Once(timeout) = mode {
         return once(&keepers, timeout).await;
     }
-    let listener = match tokio::net::TcpListener::bind(config.health_listen).await {
+    let listener = match crate::http::listen(config.health_listen) {
         Ok(listener) => listener,
         Err(e) => {
             eprintln!("stint agent: cannot listen on {}: {e}", config.health_listen);
@@ -113,7 +113,7 @@ pub async fn run(path: &std::path::Path, mode: Mode) -> u8 {
     };
     tokio::spawn(health::serve(listener, status.clone()));
     if let Some((listen, token)) = aws_token {
-        match tokio::net::TcpListener::bind(listen).await {
+        match crate::http::listen(listen) {
             Ok(listener) => {
                 tokio::spawn(endpoint::serve(listener, token, latest.clone()));
             }

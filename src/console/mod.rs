@@ -92,9 +92,7 @@ pub async fn run(choice: StoreChoice, listen: Option<SocketAddr>) -> anyhow::Res
         .await
         .ok()
         .flatten();
-    let socket = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
+    let socket = crate::http::listen(listen).map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
     let addr = socket.local_addr()?;
     let mut hosts = vec![
         format!("127.0.0.1:{}", addr.port()),

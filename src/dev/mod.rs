@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use axum::Router;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::keys::{SigningAlgorithm, SigningKey};
@@ -60,8 +59,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", options.dir.display()))?;
     let key = issuer_key(&options.dir)?;
-    let issuer_listener = TcpListener::bind(options.issuer_listen)
-        .await
+    let issuer_listener = crate::http::listen(options.issuer_listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (dev issuer): {e}", options.issuer_listen))?;
     let issuer = format!("http://{}", issuer_listener.local_addr()?);
     std::fs::write(

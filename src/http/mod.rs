@@ -7,7 +7,7 @@ mod handlers;
 pub mod limits;
 pub mod problem;
 mod serve;
-pub use serve::{Listener, serve};
+pub use serve::{Listener, listen, serve};
 pub mod tls;
 
 use std::sync::Arc;

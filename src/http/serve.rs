@@ -43,6 +43,31 @@ pub struct Listener {
     pub metrics: Arc<Metrics>,
 }
 
+/// Connections the kernel completes and queues for `accept` before it
+/// drops new ones. `TcpListener::bind` asks for 128 (std's value): a burst
+/// of more new connections than that (a few hundred CI jobs starting at
+/// once) overflowed the queue, the kernel dropped their handshakes, and
+/// each waited a second for the SYN to be sent again; a client that sent
+/// its request and closed at once could be lost altogether, with its
+/// request unseen and unaudited. The kernel caps it at `net.core.somaxconn`
+/// (4096 on current kernels).
+pub const ACCEPT_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with [`ACCEPT_BACKLOG`]: every listener
+/// stint opens (broker, agent, console, shipper, dev issuer) binds here.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted process can bind at once
+    // while its old connections are still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Accepts on `socket` until `stop` turns true, then lets open requests
 /// finish (at most [`DRAIN`]) and returns.
 pub async fn serve(socket: TcpListener, listener: Listener, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {

@@ -95,9 +95,7 @@ pub async fn ship(
     // Outside the broker, lag and failures are served here, so the same
     // alerts watch a shipper that runs on its own.
     if let Some(listen) = metrics_listen {
-        let socket = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("--metrics-listen {listen}: {e}"))?;
+        let socket = crate::http::listen(listen).map_err(|e| anyhow::anyhow!("--metrics-listen {listen}: {e}"))?;
         let served = metrics.clone();
         let router = axum::Router::new().route(
             "/metrics",
