@@ -290,6 +290,9 @@ struct ClientArgs {
     /// Say which token source and grants were used (never secret values).
     #[arg(short, long)]
     verbose: bool,
+    /// Ask again for this long when the broker is busy, restarting or rate limiting (honouring Retry-After); 0s: never.
+    #[arg(long, env = "STINT_RETRY_FOR", value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    retry_for: std::time::Duration,
 }
 
 /// `stint exec --watch` and its settings.
@@ -361,6 +364,7 @@ impl ClientArgs {
                 client_key: self.client_key,
             },
             verbose: self.verbose,
+            retry_for: self.retry_for,
         }
     }
 }
@@ -536,6 +540,10 @@ fn parse_claim(text: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("`{text}` is not name=value"))
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    duration::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_outcome(text: &str) -> Result<Outcome, String> {

@@ -21,6 +21,10 @@ pub enum ClientError {
         url: String,
         /// Transport error.
         message: String,
+        /// No connection could be made (refused, unreachable, timed out
+        /// connecting): the request never left, so asking again is safe.
+        /// False for a TLS failure or a connection lost mid-request.
+        not_sent: bool,
     },
     /// The broker answered with an error.
     #[error("broker refused grant `{grant}`: {status} {title}: {detail} (code {code}, request id {request_id})")]
@@ -37,6 +41,9 @@ pub enum ClientError {
         code: String,
         /// Request id for the broker's audit log.
         request_id: String,
+        /// The `Retry-After` header in seconds, if the answer had one
+        /// (18 hours at most: a `u16` keeps the error small).
+        retry_after: Option<u16>,
     },
     /// The broker (or something in front of it) answered with a redirect.
     /// It is not followed: the request carries the caller's OIDC token.
@@ -167,10 +174,7 @@ impl BrokerClient {
             .json(&Value::Object(options))
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable {
-                url: self.base.clone(),
-                message: self.transport_message(&e),
-            })?;
+            .map_err(|e| self.unreachable(&e))?;
         self.answer(response, grant).await
     }
 
@@ -185,10 +189,7 @@ impl BrokerClient {
             .bearer_auth(token)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable {
-                url: self.base.clone(),
-                message: self.transport_message(&e),
-            })?;
+            .map_err(|e| self.unreachable(&e))?;
         self.answer(response, &format!("lease {lease_id}")).await
     }
 
@@ -216,6 +217,14 @@ impl BrokerClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-")
             .to_string();
+        // Only the delay-seconds form: a broker sends nothing else, and a
+        // date from a proxy is left to the backoff.
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|secs| u16::try_from(secs).unwrap_or(u16::MAX));
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_string();
@@ -226,6 +235,7 @@ impl BrokerClient {
                 detail: text("detail"),
                 code: text("code"),
                 request_id: header_id,
+                retry_after,
             });
         }
         match body {
@@ -239,6 +249,14 @@ impl BrokerClient {
 }
 
 impl BrokerClient {
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            message: self.transport_message(e),
+            not_sent: never_sent(e),
+        }
+    }
+
     /// The transport error with its causes (rustls says why a handshake
     /// failed), and the fix when the broker wants a client certificate.
     /// With TLS 1.3 a broker refuses a missing certificate after the
@@ -266,6 +284,35 @@ impl BrokerClient {
             text
         }
     }
+}
+
+/// Whether `e` means no connection was made, so the request never left:
+/// refused (a broker restarting), unreachable, or timed out connecting.
+/// A TLS failure is a connect error too, but a retry cannot change it, and
+/// a connection lost after the request was written may have been answered
+/// by the broker: neither counts.
+fn never_sent(e: &reqwest::Error) -> bool {
+    use std::io::ErrorKind;
+    if !e.is_connect() {
+        return false;
+    }
+    if e.is_timeout() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::TimedOut
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            );
+        }
+        cause = inner.source();
+    }
+    false
 }
 
 /// The client certificate and key as one reqwest identity; both flags or

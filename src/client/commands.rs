@@ -10,7 +10,7 @@ use super::discovery::{Discovery, DiscoveryError, ProcessEnv};
 use super::env::ChildEnv;
 use super::revoke::{self, Lease, OnExit};
 use super::watch::{self, Renewal, Watch};
-use super::{credential_process, exec};
+use super::{credential_process, exec, retry};
 
 /// Options every client command takes.
 #[derive(Debug, Clone)]
@@ -23,6 +23,9 @@ pub struct ClientOptions {
     pub tls: BrokerTls,
     /// `-v`: say what happens on stderr (never a secret).
     pub verbose: bool,
+    /// `--retry-for`: how long an issuance may be retried when the broker
+    /// is busy or unreachable (see [`super::retry`]); zero turns it off.
+    pub retry_for: std::time::Duration,
 }
 
 /// Why a client command failed, with its documented exit code.
@@ -121,7 +124,7 @@ pub async fn exec(
     let renames = exec::renames(env_pairs).map_err(CommandError::Usage)?;
     let (client, mut token) = connect(options).await?;
     let mut leases = Vec::new();
-    let outcome = match issue_all(options, &client, &token, grants, &renames, ttl, &mut leases).await {
+    let outcome = match issue_all(options, &client, &mut token, grants, &renames, ttl, &mut leases).await {
         Ok((env, issued)) => match watch {
             Some(watch) => {
                 let renewal = Renewal {
@@ -160,7 +163,7 @@ pub async fn exec(
 async fn issue_all(
     options: &ClientOptions,
     client: &BrokerClient,
-    token: &str,
+    token: &mut String,
     grants: &[String],
     renames: &std::collections::BTreeMap<String, String>,
     ttl: Option<&str>,
@@ -169,7 +172,7 @@ async fn issue_all(
     let mut env = ChildEnv::default();
     let mut issued = Vec::new();
     for grant in grants {
-        let body = client.issue(grant, token, request_options(ttl)).await?;
+        let body = retry::issue(options, client, grant, token, &request_options(ttl)).await?;
         leases.extend(Lease::of(grant, &body));
         say(options, &describe(grant, &body));
         env.add(grant, &body, renames)?;
@@ -224,7 +227,7 @@ fn token_identity(token: &str) -> String {
 
 /// `stint credential-process`: prints the AWS credential_process JSON.
 pub async fn credential_process(options: &ClientOptions, grant: &str, ttl: Option<&str>) -> Result<(), CommandError> {
-    let (client, token) = connect(options).await?;
+    let (client, mut token) = connect(options).await?;
     let broker = options.broker.clone().unwrap_or_default();
     let cache = credential_process::cache_path(&broker, grant, &options.discovery.audience, &token_identity(&token));
     let now = crate::clock::now();
@@ -232,7 +235,7 @@ pub async fn credential_process(options: &ClientOptions, grant: &str, ttl: Optio
         say(options, "credentials from the local cache");
         return print_json(&cached);
     }
-    let body = client.issue(grant, &token, request_options(ttl)).await?;
+    let body = retry::issue(options, &client, grant, &mut token, &request_options(ttl)).await?;
     say(options, &describe(grant, &body));
     let credentials = body.get("credentials").cloned().ok_or_else(|| {
         CommandError::Usage(format!(
@@ -252,8 +255,8 @@ pub async fn credential_process(options: &ClientOptions, grant: &str, ttl: Optio
 
 /// `stint token --grant`: prints a `kind: token` credential.
 pub async fn token(options: &ClientOptions, grant: &str, ttl: Option<&str>) -> Result<(), CommandError> {
-    let (client, token) = connect(options).await?;
-    let body = client.issue(grant, &token, request_options(ttl)).await?;
+    let (client, mut token) = connect(options).await?;
+    let body = retry::issue(options, &client, grant, &mut token, &request_options(ttl)).await?;
     say(options, &describe(grant, &body));
     let issued = body
         .get("token")

@@ -13,6 +13,7 @@ pub mod env;
 pub mod exec;
 pub mod files;
 pub mod git_credential;
+pub mod retry;
 pub mod revoke;
 pub mod schedule;
 pub mod watch;

@@ -237,6 +237,10 @@ async fn the_client_presents_its_certificate_to_a_broker_that_requires_one() {
         stderr.contains("--client-cert"),
         "the error says what is missing: {stderr}"
     );
+    assert!(
+        !stderr.contains("retrying"),
+        "a refused handshake is not retried: {stderr}"
+    );
 
     let mut with_flags = base.to_vec();
     with_flags.extend(["--client-cert", "client.crt", "--client-key", "client.key"]);

@@ -22,6 +22,7 @@ mod chain;
 mod chart;
 mod cli;
 mod client;
+mod client_retry;
 mod console;
 mod console_signin;
 mod exec_leases;

@@ -1,0 +1,144 @@
+//! The one-shot client asks again when the broker is busy, restarting or
+//! rate limiting, within `--retry-for` and never sooner than its
+//! `Retry-After`; what a retry cannot change ends it at once.
+
+use std::time::{Duration, Instant};
+
+use stint::audit::Outcome;
+use stint::server::StartOptions;
+
+use crate::client::stint;
+use crate::harness::{DEPLOY_GRANT, TestBroker, issuer_yaml};
+use crate::issuer::TestIssuer;
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+async fn token(dir: &std::path::Path, broker: &str, extra: &[&str]) -> Ran {
+    let mut command = stint(dir);
+    command
+        .args([
+            "token",
+            "--grant",
+            "deploy",
+            "--broker",
+            broker,
+            "--token-file",
+            "token",
+        ])
+        .args(extra);
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(90), command.output())
+        .await
+        .expect("stint finishes")
+        .unwrap();
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        took: started.elapsed(),
+    }
+}
+
+/// The request id a line of stderr names (`request id ID)`).
+fn request_id(line: &str) -> String {
+    let start = line.find("request id ").expect("a request id") + "request id ".len();
+    line[start..].chars().take_while(|c| *c != ')').collect()
+}
+
+#[tokio::test]
+async fn a_caller_over_its_rate_is_asked_again_after_retry_after() {
+    let issuer = TestIssuer::start().await;
+    let broker = TestBroker::start_with(
+        &issuer_yaml("ci", &issuer, "github", ""),
+        DEPLOY_GRANT,
+        "limits: { per_subject: { per_second: 0.5, burst: 1 } }\n",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), issuer.sign(&issuer.github())).unwrap();
+
+    let first = token(dir.path(), &broker.url, &[]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+
+    let refused = token(dir.path(), &broker.url, &["--retry-for", "0s"]).await;
+    assert_eq!(refused.code, 4, "--retry-for 0s: the 429 ends it: {}", refused.stderr);
+    assert!(
+        refused.stderr.contains("429") && refused.stderr.contains("code rate_limited"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains("retrying"), "{}", refused.stderr);
+
+    let retried = token(dir.path(), &broker.url, &[]).await;
+    assert_eq!(retried.code, 0, "the retry is issued: {}", retried.stderr);
+    assert_eq!(retried.stdout.trim().split('.').count(), 3, "a JWT: {}", retried.stdout);
+    let line = retried
+        .stderr
+        .lines()
+        .find(|l| l.contains("retrying in"))
+        .unwrap_or_else(|| panic!("one line says it retries: {}", retried.stderr));
+    assert!(
+        line.starts_with("stint: broker refused grant `deploy`: 429") && line.contains("left of --retry-for"),
+        "{line}"
+    );
+    assert!(
+        retried.took >= Duration::from_secs(1),
+        "no sooner than Retry-After (at least 1s): {:?}",
+        retried.took
+    );
+    let denial = broker.audit_record(&request_id(line)).await;
+    assert_eq!(
+        (denial.outcome, denial.reason.as_deref()),
+        (Outcome::Denied, Some("rate_limited")),
+        "the turned-away try is audited as what it was"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_that_is_not_up_yet_is_waited_for() {
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), issuer.sign(&issuer.github())).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+
+    let client = {
+        let dir = dir.path().to_path_buf();
+        let url = url.clone();
+        tokio::spawn(async move { token(&dir, &url, &[]).await })
+    };
+    // The client finds nothing listening, and tries again while the
+    // broker starts (a rolling restart, a job that starts the broker).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _broker = TestBroker::start_at(
+        &format!("127.0.0.1:{port}"),
+        "sqlite://audit.db",
+        "",
+        &issuer_yaml("ci", &issuer, "github", ""),
+        DEPLOY_GRANT,
+        "",
+        StartOptions::default(),
+    )
+    .await;
+    let ran = client.await.unwrap();
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(ran.stdout.trim().split('.').count(), 3, "a JWT: {}", ran.stdout);
+    assert!(
+        ran.stderr.contains(&format!("cannot reach the broker at {url}")) && ran.stderr.contains("retrying in"),
+        "{}",
+        ran.stderr
+    );
+
+    let gone = token(dir.path(), "http://127.0.0.1:9", &["--retry-for", "0s"]).await;
+    assert_eq!(gone.code, 5, "nothing listening, no retries: {}", gone.stderr);
+    assert!(!gone.stderr.contains("retrying"), "{}", gone.stderr);
+}
