@@ -19,7 +19,7 @@ use super::state::{self, expires_at};
 use crate::client::discovery::read_token_file;
 use crate::client::env::ChildEnv;
 use crate::client::revoke::Lease;
-use crate::client::schedule::{renew_after, retry_after, unit_random};
+use crate::client::schedule::{Failed, honouring, renew_after, retry_after, unit_random};
 use crate::client::{BrokerClient, files};
 
 /// A failed first fetch is retried at least this often (no credential
@@ -85,15 +85,17 @@ impl Keeper {
                 }
             }
             let body = loop {
-                match self.fetch().await.and_then(|body| self.hand_over(&body).map(|()| body)) {
+                match self.try_once().await {
                     Ok(body) => break body,
-                    Err(message) => {
+                    Err(Failed { message, asked }) => {
                         failures = failures.saturating_add(1);
                         self.status.mark_failed(self.index);
                         let left = held
                             .as_ref()
                             .map(|h| h.expires.saturating_duration_since(Instant::now()));
-                        let wait = retry_after(failures, unit_random(), left.or(Some(FIRST_FETCH_RETRY_CAP)));
+                        let cap = left.or(Some(FIRST_FETCH_RETRY_CAP));
+                        let valid = left.filter(|l| !l.is_zero());
+                        let wait = honouring(retry_after(failures, unit_random(), cap), asked, valid);
                         eprintln!(
                             "stint agent: grant {}: {message}; retry {failures} in {}ms",
                             self.grant.name,
@@ -133,18 +135,18 @@ impl Keeper {
         }
         let mut failures = 0u32;
         loop {
-            match self.fetch().await.and_then(|body| self.hand_over(&body).map(|()| body)) {
+            match self.try_once().await {
                 Ok(body) => {
                     self.keep(body, crate::clock::now());
                     return Ok(());
                 }
-                Err(message) => {
+                Err(Failed { message, asked }) => {
                     failures = failures.saturating_add(1);
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(message);
                     }
-                    let wait = retry_after(failures, unit_random(), Some(left));
+                    let wait = honouring(retry_after(failures, unit_random(), Some(left)), asked, Some(left));
                     eprintln!(
                         "stint agent: grant {}: {message}; retry {failures} in {}ms",
                         self.grant.name,
@@ -277,16 +279,20 @@ impl Keeper {
         });
     }
 
-    async fn fetch(&self) -> Result<Map<String, Value>, String> {
-        let token = read_token_file(&self.token_file).map_err(|e| e.to_string())?;
+    /// One issuance, written out: the answer, or why not.
+    async fn try_once(&self) -> Result<Map<String, Value>, Failed> {
+        let body = self.fetch().await?;
+        self.hand_over(&body)?;
+        Ok(body)
+    }
+
+    async fn fetch(&self) -> Result<Map<String, Value>, Failed> {
+        let token = read_token_file(&self.token_file).map_err(|e| Failed::from(e.to_string()))?;
         let mut options = Map::new();
         if let Some(ttl) = &self.grant.ttl {
             options.insert("ttl".into(), Value::String(ttl.clone()));
         }
-        self.client
-            .issue(&self.grant.name, &token, options)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(self.client.issue(&self.grant.name, &token, options).await?)
     }
 
     /// Removes the files this grant wrote (a credential past its expiry,

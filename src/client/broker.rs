@@ -69,6 +69,17 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The wait the broker (or a proxy) asked for with `Retry-After`.
+    pub fn asked_wait(&self) -> Option<Duration> {
+        match self {
+            ClientError::Refused {
+                retry_after: Some(secs),
+                ..
+            } => Some(Duration::from_secs(u64::from(*secs))),
+            _ => None,
+        }
+    }
+
     /// Process exit code: 4 the broker said no (4xx), 5 broker or upstream
     /// unavailable (5xx, unreachable), 1 anything else.
     pub fn exit_code(&self) -> u8 {

@@ -44,6 +44,43 @@ pub fn retry_after(attempt: u32, jitter: f64, left: Option<Duration>) -> Duratio
     }
 }
 
+/// A try that failed: what to say, and the wait its answer asked for
+/// (`Retry-After`), which a retry honours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// One line, never a secret.
+    pub message: String,
+    /// The answer's `Retry-After`, if any.
+    pub asked: Option<Duration>,
+}
+
+impl From<String> for Failed {
+    fn from(message: String) -> Failed {
+        Failed { message, asked: None }
+    }
+}
+
+impl From<super::broker::ClientError> for Failed {
+    fn from(error: super::broker::ClientError) -> Failed {
+        Failed {
+            asked: error.asked_wait(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// `wait`, made at least `asked` (the answer's `Retry-After`: an earlier
+/// try would only be turned away again, and be audited as such), and
+/// still never past `left`, so the last try is made while the credential
+/// in hand is valid.
+pub fn honouring(wait: Duration, asked: Option<Duration>, left: Option<Duration>) -> Duration {
+    let wait = asked.map_or(wait, |asked| wait.max(asked));
+    match left {
+        Some(left) => wait.min(left),
+        None => wait,
+    }
+}
+
 /// A uniform random number in 0..1 (0.5 if the system RNG fails: jitter
 /// only spreads load, it guards nothing).
 pub fn unit_random() -> f64 {
@@ -99,6 +136,25 @@ mod tests {
             "the last try is made while the credential is valid"
         );
         assert_eq!(retry_after(1, 1.0, Some(Duration::ZERO)), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_but_expiry_still_comes_first() {
+        let half = Duration::from_millis(500);
+        assert_eq!(honouring(half, None, None), half);
+        assert_eq!(
+            honouring(half, Some(Duration::from_secs(3)), None),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            honouring(Duration::from_secs(8), Some(Duration::from_secs(3)), None),
+            Duration::from_secs(8)
+        );
+        assert_eq!(
+            honouring(half, Some(Duration::from_secs(3)), Some(Duration::from_secs(2))),
+            Duration::from_secs(2),
+            "the last try is made while the credential is valid"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::discovery::ProcessEnv;
 use super::env::ChildEnv;
 use super::files;
 use super::revoke::{self, Lease, OnExit};
-use super::schedule::{renew_after, retry_after, unit_random};
+use super::schedule::{Failed, honouring, renew_after, retry_after, unit_random};
 
 /// What to do when a renewal changed what the child sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,24 +319,24 @@ async fn retire_due(renewal: &Renewal<'_>, retiring: &mut Vec<(Instant, Lease)>,
 
 /// Asks for `held`'s grant again, with a token found afresh (a projected
 /// token is re-read, a CI platform asked again).
-async fn renew(renewal: &Renewal<'_>, held: &Held, token: &mut String) -> Result<Map<String, Value>, String> {
+async fn renew(renewal: &Renewal<'_>, held: &Held, token: &mut String) -> Result<Map<String, Value>, Failed> {
     let (fresh, _) = renewal
         .options
         .discovery
         .token(&ProcessEnv, renewal.client.http())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failed::from(e.to_string()))?;
     *token = fresh;
-    renewal
+    Ok(renewal
         .client
         .issue(&held.grant, token, renewal.request.clone())
-        .await
-        .map_err(|e| e.to_string())
+        .await?)
 }
 
 /// Notes a failed renewal on stderr and schedules the next try; returns
 /// the error to end with when the grant expired and `--on-expiry exit`.
-fn failed(renewal: &Renewal<'_>, watch: &Watch, held: &mut Held, error: String) -> Option<CommandError> {
+fn failed(renewal: &Renewal<'_>, watch: &Watch, held: &mut Held, failure: Failed) -> Option<CommandError> {
+    let Failed { message: error, asked } = failure;
     let now = Instant::now();
     held.failures += 1;
     let left = held.expires.map(|e| e.saturating_duration_since(now));
@@ -356,7 +356,7 @@ fn failed(renewal: &Renewal<'_>, watch: &Watch, held: &mut Held, error: String) 
         held.expiry_told = true;
     }
     let valid = left.filter(|l| !l.is_zero());
-    let wait = retry_after(held.failures, unit_random(), valid);
+    let wait = honouring(retry_after(held.failures, unit_random(), valid), asked, valid);
     // One line per new error, not per try: a long outage stays readable.
     if error != held.last_error || held.failures == 1 {
         let still = valid

@@ -527,3 +527,46 @@ async fn an_aws_sdk_follows_a_forced_renewal_by_itself() {
     let (code, log) = agent.stop().await;
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_over_its_rate_waits_as_long_as_the_broker_asks() {
+    let issuer = TestIssuer::start().await;
+    let broker = TestBroker::start_with(
+        &issuer_yaml("ci", &issuer, "github", ""),
+        &grant("2m"),
+        "limits: { per_subject: { per_second: 0.2, burst: 1 } }\n",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = issuer.sign(&issuer.github());
+    std::fs::write(dir.path().join("token"), &token).unwrap();
+    write_config(dir.path(), &broker.url, free_port(), "", "  feed:\n    files: out\n");
+    // Another process of the same caller spent the bucket: the next
+    // issuance is 5 s away, and the broker says so (Retry-After).
+    assert_eq!(broker.issue("feed", &token, None).await.status, 200);
+
+    let once = stint(dir.path())
+        .args(["agent", "--config", "agent.yaml", "--once"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&once.stderr);
+    assert_eq!(once.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("429") && stderr.contains("retry 1 in"), "{stderr}");
+    let refused = broker
+        .server
+        .broker
+        .audit()
+        .query(&AuditQuery {
+            outcome: Some(Outcome::Denied),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.iter().map(|r| r.reason.as_deref()).collect::<Vec<_>>(),
+        [Some("rate_limited")],
+        "one refusal: the retry waited for Retry-After instead of spending tries (and audit records) before it"
+    );
+    assert_eq!(issued(&broker, "feed").await, 2);
+}
