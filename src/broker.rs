@@ -290,18 +290,18 @@ impl Broker {
         }
 
         let result = self.decide_and_issue(&active, &request, now, &mut record).await;
-        let answer = self
-            .finish(result, &mut record, known_grant, request.request_id, now)
-            .await;
-        note_outcome(&record, answer.as_ref().err());
+        note_request(&record);
+        let answer = self.finish(result, record, known_grant, request.request_id, now).await;
+        note_outcome(answer.as_ref().err());
         answer
     }
 
-    /// Writes the record of `result` and returns the answer it allows.
+    /// Writes the record of `result` and returns the answer it allows. The
+    /// record is moved to the store, not copied.
     async fn finish(
         &self,
         result: Result<Map<String, Value>, BrokerError>,
-        record: &mut AuditRecord,
+        mut record: AuditRecord,
         known_grant: Option<&str>,
         request_id: &str,
         now: i64,
@@ -322,8 +322,9 @@ impl Broker {
                         error = %e,
                         "audit write failed; credential withheld"
                     );
-                    if let (Some(kind), Some(id)) = (&record.kind, &record.issuance_id)
-                        && let Some(provider) = self.providers.get(kind.as_str())
+                    let text = |k: &str| body.get(k).and_then(Value::as_str);
+                    if let (Some(kind), Some(id)) = (text("kind"), text("issuance_id"))
+                        && let Some(provider) = self.providers.get(kind)
                     {
                         provider.withdraw(id, now, "audit_failed").await;
                     }
@@ -336,6 +337,7 @@ impl Broker {
             Err(err) => {
                 record.outcome = err.outcome();
                 record.reason = Some(err.code().to_string());
+                let outcome = record.outcome;
                 if let BrokerError::Provider(detail) = &err {
                     tracing::warn!(request_id, error = %detail, "provider failed");
                 }
@@ -349,7 +351,7 @@ impl Broker {
                     self.metrics.issuance(known_grant, "error", "audit_unavailable");
                     return Err(BrokerError::AuditUnavailable);
                 }
-                self.metrics.issuance(known_grant, record.outcome.as_str(), err.code());
+                self.metrics.issuance(known_grant, outcome.as_str(), err.code());
                 Err(err)
             }
         }
@@ -522,7 +524,7 @@ impl Broker {
             record_mac: None,
         };
         self.audit
-            .append(&record)
+            .append(record)
             .await
             .map(|_| ())
             .map_err(|_| BrokerError::AuditUnavailable)
@@ -662,9 +664,9 @@ pub(crate) fn printable_name(name: &str) -> String {
         .collect()
 }
 
-/// Puts what the audit record says on the request's span (fields declared
-/// by the HTTP layer; elsewhere this records nothing).
-fn note_outcome(record: &AuditRecord, error: Option<&BrokerError>) {
+/// Puts the grant and kind the audit record names on the request's span
+/// (fields declared by the HTTP layer; elsewhere this records nothing).
+fn note_request(record: &AuditRecord) {
     let span = tracing::Span::current();
     if let Some(grant) = &record.grant {
         span.record("stint.grant", grant.as_str());
@@ -672,9 +674,14 @@ fn note_outcome(record: &AuditRecord, error: Option<&BrokerError>) {
     if let Some(kind) = &record.kind {
         span.record("stint.kind", kind.as_str());
     }
+}
+
+/// The answer's outcome (and a refusal's reason) on the request's span.
+fn note_outcome(error: Option<&BrokerError>) {
+    let span = tracing::Span::current();
     let outcome = match error {
         Some(error) => error.outcome(),
-        None => record.outcome,
+        None => Outcome::Issued,
     };
     span.record("stint.outcome", outcome.as_str());
     if let Some(error) = error {

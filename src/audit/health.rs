@@ -170,7 +170,7 @@ impl AuditSink for WatchedSink {
     /// `/readyz` hears the store's answer, never the caller's impatience.
     /// The caller still sees the result before anything is released: the
     /// broker awaits this and hands out a credential only on `Ok`.
-    async fn append(&self, record: &AuditRecord) -> Result<AuditRecord, AuditError> {
+    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, AuditError> {
         self.health.begin();
         let watch = InFlight {
             health: self.health.clone(),
@@ -179,9 +179,8 @@ impl AuditSink for WatchedSink {
             finished: false,
         };
         let inner = self.inner.clone();
-        let record = record.clone();
         let write = async move {
-            let result = inner.append(&record).await;
+            let result = inner.append(record).await;
             watch.finish(result.is_ok());
             result
         };

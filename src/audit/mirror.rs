@@ -41,7 +41,7 @@ impl MirroredSink {
 
 #[async_trait::async_trait]
 impl AuditSink for MirroredSink {
-    async fn append(&self, record: &AuditRecord) -> Result<AuditRecord, AuditError> {
+    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, AuditError> {
         let stored = self.inner.append(record).await?;
         let line = serde_json::to_string(&stored).unwrap_or_default();
         let written = self
@@ -49,7 +49,7 @@ impl AuditSink for MirroredSink {
             .lock()
             .map(|mut out| writeln!(out, "{line}").and_then(|()| out.flush()));
         if !matches!(written, Ok(Ok(()))) {
-            tracing::warn!(request_id = %record.request_id, "audit mirror write failed; the store has the record");
+            tracing::warn!(request_id = %stored.request_id, "audit mirror write failed; the store has the record");
         }
         Ok(stored)
     }

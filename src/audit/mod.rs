@@ -174,8 +174,10 @@ pub enum AuditError {
 /// durable before returning `Ok`: the broker releases credentials on it.
 #[async_trait::async_trait]
 pub trait AuditSink: Send + Sync {
-    /// Appends one record durably; returns it as stored (seq and hashes set).
-    async fn append(&self, record: &AuditRecord) -> Result<AuditRecord, AuditError>;
+    /// Appends one record durably; returns it as stored (seq and hashes
+    /// set). The record is moved, not copied: it travels to the writer and
+    /// back.
+    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, AuditError>;
     /// Reads records back, newest first.
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError>;
     /// Cheap liveness check for `/readyz`.

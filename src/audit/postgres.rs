@@ -588,7 +588,7 @@ fn read_row(row: &Row) -> Result<AuditRecord, AuditError> {
 
 #[async_trait::async_trait]
 impl AuditSink for PostgresSink {
-    async fn append(&self, record: &AuditRecord) -> Result<AuditRecord, AuditError> {
+    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, AuditError> {
         let writer = self
             .writer
             .as_ref()
@@ -596,8 +596,8 @@ impl AuditSink for PostgresSink {
         let (done, answer) = oneshot::channel();
         writer
             .try_send(Pending {
-                record: record.clone(),
-                json: JsonColumns::of(record),
+                json: JsonColumns::of(&record),
+                record,
                 done,
             })
             .map_err(super::queue_refused)?;

@@ -399,7 +399,7 @@ fn write_transaction<T>(conn: &Connection, work: impl FnOnce() -> Result<T, Audi
 
 #[async_trait::async_trait]
 impl AuditSink for SqliteSink {
-    async fn append(&self, record: &AuditRecord) -> Result<AuditRecord, AuditError> {
+    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, AuditError> {
         let writer = self
             .writer
             .as_ref()
@@ -407,8 +407,8 @@ impl AuditSink for SqliteSink {
         let (done, answer) = tokio::sync::oneshot::channel();
         writer
             .try_send(Pending {
-                record: record.clone(),
-                json: JsonColumns::of(record),
+                json: JsonColumns::of(&record),
+                record,
                 done,
             })
             .map_err(super::queue_refused)?;
@@ -635,7 +635,7 @@ mod tests {
         for n in 0..total {
             let mut r = record(n);
             r.subject = Some(format!("repo:acme/{}", n % 5));
-            sink.append(&r).await.unwrap();
+            sink.append(r.clone()).await.unwrap();
         }
         let blocks = |path: &Path| {
             let conn = Connection::open(path).unwrap();
@@ -679,7 +679,7 @@ mod tests {
     async fn a_long_read_does_not_hold_appends() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Arc::new(SqliteSink::open(&dir.path().join("audit.db"), keys(), true).unwrap());
-        sink.append(&record(0)).await.unwrap();
+        sink.append(record(0)).await.unwrap();
         let (started, reading) = std::sync::mpsc::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let reader = {
@@ -705,7 +705,7 @@ mod tests {
             .unwrap();
         let hang = Duration::from_secs(20);
         for n in 1..4 {
-            let stored = tokio::time::timeout(hang, sink.append(&record(n)))
+            let stored = tokio::time::timeout(hang, sink.append(record(n)))
                 .await
                 .expect("an append waited for the reader")
                 .unwrap();
@@ -732,7 +732,7 @@ mod tests {
         let path = dir.path().join("audit.db");
         let sink = SqliteSink::open(&path, keys(), true).unwrap();
         for n in 0..3 {
-            sink.append(&record(n)).await.unwrap();
+            sink.append(record(n)).await.unwrap();
         }
         Connection::open(&path)
             .unwrap()
@@ -741,7 +741,7 @@ mod tests {
                  WHERE seq = 3; DELETE FROM audit_checkpoints",
             )
             .unwrap();
-        let err = sink.append(&record(3)).await.unwrap_err();
+        let err = sink.append(record(3)).await.unwrap_err();
         assert!(
             matches!(&err, AuditError::Tampered(e) if e.contains("(seq 3) has no record_hash")),
             "{err}"
@@ -765,7 +765,7 @@ mod tests {
         let mut seqs = Vec::new();
         for n in 0..6 {
             let sink = if n % 3 == 0 { &b } else { &a };
-            seqs.push(sink.append(&record(n)).await.unwrap().seq.unwrap());
+            seqs.push(sink.append(record(n)).await.unwrap().seq.unwrap());
         }
         assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
         let records = a.chain(0, 100).await.unwrap();
@@ -794,6 +794,6 @@ mod tests {
         .unwrap();
         let sink = SqliteSink::open(&path, keys(), true).unwrap();
         sink.check().await.unwrap();
-        assert_eq!(sink.append(&record(1)).await.unwrap().seq, Some(2));
+        assert_eq!(sink.append(record(1)).await.unwrap().seq, Some(2));
     }
 }

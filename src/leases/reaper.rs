@@ -246,7 +246,7 @@ impl Reaper {
             record_hash: None,
             record_mac: None,
         };
-        if let Err(e) = self.broker.audit().append(&record).await {
+        if let Err(e) = self.broker.audit().append(record).await {
             tracing::error!(lease_id = %lease.id, error = %e, "the role is dropped but its revocation could not be audited");
         }
     }

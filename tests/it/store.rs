@@ -115,7 +115,7 @@ async fn replicas_append_concurrently_into_one_gap_free_chain(backend: Backend) 
     for n in 0..60 {
         let sink = if n % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            sink.append(&record(n, "deploy", Outcome::Issued)).await.unwrap()
+            sink.append(record(n, "deploy", Outcome::Issued)).await.unwrap()
         }));
     }
     let mut seqs: Vec<i64> = Vec::new();
@@ -170,7 +170,7 @@ async fn queries_filter_and_page(backend: Backend) {
         if n % 6 == 0 {
             r.kind = Some("aws".into());
         }
-        sink.append(&r).await.unwrap();
+        sink.append(r.clone()).await.unwrap();
     }
     // Each filter, and filters together (the SQLite query names only the
     // filters given, one of them leading through its index).
@@ -329,7 +329,7 @@ async fn summaries_count_by_bucket_grant_reason_and_subject(backend: Backend) {
     }
     records.push(at(11, 8, "deploy", Outcome::Issued));
     for r in &records {
-        sink.append(r).await.unwrap();
+        sink.append(r.clone()).await.unwrap();
     }
     let summary = sink
         .summary(&SummaryQuery {
@@ -384,7 +384,7 @@ async fn hourly_rollups_add_up_to_the_range(backend: Backend) {
     {
         let mut r = record(n, grant, outcome);
         r.time = format!("2026-11-28T{hour:02}:{:02}:00Z", n * 7 % 60);
-        sink.append(&r).await.unwrap();
+        sink.append(r.clone()).await.unwrap();
     }
     let (since, until) = ("2026-11-28T08:00:00Z", "2026-11-28T14:00:00Z");
     let direct = sink
@@ -447,7 +447,7 @@ async fn a_postgres_head_changed_without_the_key_stops_appends() {
     let schema = store.rsplit("search_path%3D").next().unwrap().to_string();
     let sink = open(&store).await;
     for n in 0..3 {
-        sink.append(&record(n, "deploy", Outcome::Issued)).await.unwrap();
+        sink.append(record(n, "deploy", Outcome::Issued)).await.unwrap();
     }
     let admin = postgres_admin().await;
     // Someone with write access to the tables, but not the key.
@@ -459,7 +459,7 @@ async fn a_postgres_head_changed_without_the_key_stops_appends() {
     let refusal = |n: usize| {
         let sink = &sink;
         async move {
-            sink.append(&record(n, "deploy", Outcome::Issued))
+            sink.append(record(n, "deploy", Outcome::Issued))
                 .await
                 .unwrap_err()
                 .to_string()
@@ -471,7 +471,7 @@ async fn a_postgres_head_changed_without_the_key_stops_appends() {
     assert!(err.contains("(seq 3) does not verify"), "{err}");
 
     edit("UPDATE T.audit_records SET subject = 'repo:acme/api:2' WHERE seq = 3").await;
-    let stored = sink.append(&record(3, "deploy", Outcome::Denied)).await.unwrap();
+    let stored = sink.append(record(3, "deploy", Outcome::Denied)).await.unwrap();
     assert_eq!(stored.seq, Some(4), "appends resume once the head verifies again");
 
     edit("DELETE FROM T.audit_records WHERE seq = 4").await;
@@ -490,7 +490,7 @@ async fn a_postgres_connection_dropped_between_groups_fails_no_append() {
     let store = format!("{store}&application_name={name}");
     let sink = open(&store).await;
     for n in 0..3 {
-        sink.append(&record(n, "deploy", Outcome::Issued)).await.unwrap();
+        sink.append(record(n, "deploy", Outcome::Issued)).await.unwrap();
     }
     let admin = postgres_admin().await;
     let ended: i64 = admin
@@ -508,7 +508,7 @@ async fn a_postgres_connection_dropped_between_groups_fails_no_append() {
     // a restart).
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     for n in 3..6 {
-        let stored = sink.append(&record(n, "deploy", Outcome::Issued)).await.unwrap();
+        let stored = sink.append(record(n, "deploy", Outcome::Issued)).await.unwrap();
         assert_eq!(stored.seq, Some(i64::try_from(n).unwrap() + 1));
     }
     let records = sink.chain(0, 100).await.unwrap();
@@ -574,7 +574,7 @@ async fn the_postgres_store_verifies_the_server_certificate() {
     let sink = stint::audit::open(&by_name, keys())
         .await
         .unwrap_or_else(|e| panic!("TLS to localhost: {e}"));
-    let stored = sink.append(&record(1, "deploy", Outcome::Issued)).await.unwrap();
+    let stored = sink.append(record(1, "deploy", Outcome::Issued)).await.unwrap();
     assert_eq!(stored.seq, Some(1));
     let by_address = format!("{store}{tls}");
     let refused = stint::audit::open(&by_address, keys())
@@ -613,7 +613,7 @@ async fn a_store_is_verified_page_by_page() {
     for n in 0..2500 {
         let sink = sink.clone();
         appends.push(tokio::spawn(async move {
-            sink.append(&record(n, "deploy", Outcome::Issued)).await.unwrap()
+            sink.append(record(n, "deploy", Outcome::Issued)).await.unwrap()
         }));
     }
     for a in appends {
