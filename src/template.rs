@@ -143,7 +143,7 @@ impl Template {
                 Part::Issuer => ("issuer", ctx.token.issuer().to_string()),
                 Part::Grant => ("grant", ctx.grant.to_string()),
                 Part::Claim(name) => match ctx.token.claims().get(name) {
-                    Some(ClaimValue::Text(text)) => (name.as_str(), text.clone()),
+                    Some(ClaimValue::Text(text)) => (name.as_str(), text.into_owned()),
                     Some(ClaimValue::List(_)) => return Err(RenderError::ListClaim(name.clone())),
                     None => return Err(RenderError::MissingClaim(name.clone())),
                 },

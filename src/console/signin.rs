@@ -277,7 +277,7 @@ impl SignIn {
             return Err(Refusal::Upstream("the ID token is from another issuer".into()));
         }
         let text = |name: &str| match person.claims().get(name) {
-            Some(ClaimValue::Text(t)) => Some(t.clone()),
+            Some(ClaimValue::Text(t)) => Some(t.into_owned()),
             _ => None,
         };
         if text("nonce").as_deref() != Some(pending.nonce.as_str()) {

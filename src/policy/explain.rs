@@ -117,11 +117,14 @@ impl Policy {
                 let claims = if issuer_matched {
                     rule.claims
                         .iter()
-                        .map(|(claim, matcher)| ClaimCheck {
-                            claim: claim.clone(),
-                            expected: matcher.to_string(),
-                            actual: claims.get(claim).map(shown),
-                            matched: matcher.matches(claims.get(claim)),
+                        .map(|(claim, matcher)| {
+                            let value = claims.get(claim);
+                            ClaimCheck {
+                                claim: claim.clone(),
+                                expected: matcher.to_string(),
+                                actual: value.as_ref().map(shown),
+                                matched: matcher.matches(value.as_ref()),
+                            }
                         })
                         .collect()
                 } else {

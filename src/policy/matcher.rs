@@ -213,8 +213,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn text(s: &str) -> Option<ClaimValue> {
-        Some(ClaimValue::Text(s.to_string()))
+    fn text(s: &str) -> Option<ClaimValue<'_>> {
+        Some(ClaimValue::Text(s.into()))
     }
 
     fn compile(spec: MatcherSpec) -> Matcher {

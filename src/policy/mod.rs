@@ -202,7 +202,7 @@ impl Policy {
                 && rule
                     .claims
                     .iter()
-                    .all(|(claim, matcher)| matcher.matches(token.claims().get(claim)))
+                    .all(|(claim, matcher)| matcher.matches(token.claims().get(claim).as_ref()))
         })
     }
 
@@ -243,7 +243,7 @@ impl Policy {
             let failed: Vec<&String> = rule
                 .claims
                 .iter()
-                .filter(|(claim, matcher)| !matcher.matches(token.claims().get(claim)))
+                .filter(|(claim, matcher)| !matcher.matches(token.claims().get(claim).as_ref()))
                 .map(|(claim, _)| claim)
                 .collect();
             if failed.is_empty() {

@@ -8,7 +8,7 @@ use crate::policy::Matcher;
 pub(super) const PROBE: &str = "stint-lint-probe";
 
 pub(super) fn accepts(matcher: &Matcher, value: &str) -> bool {
-    matcher.matches(Some(&ClaimValue::Text(value.to_string())))
+    matcher.matches(Some(&ClaimValue::Text(value.into())))
 }
 
 /// Accepts a known, finite set of values.

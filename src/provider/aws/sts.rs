@@ -301,7 +301,12 @@ fn render_policy(value: &Value, ctx: &Context<'_>) -> Result<Value, ProviderErro
 /// CloudTrail reader sees the caller in the session name itself.
 fn default_session_name(token: &VerifiedToken) -> String {
     let claims = token.claims();
-    let pick = |names: &[&str]| names.iter().find_map(|n| claims.text(n)).map(str::to_string);
+    let pick = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| claims.text(n))
+            .map(std::borrow::Cow::into_owned)
+    };
     let what = pick(&[
         "repository",
         "project_path",
