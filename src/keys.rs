@@ -48,6 +48,8 @@ pub struct SigningKey {
     alg: SigningAlgorithm,
     pair: Pair,
     kid: String,
+    /// The JWS header every token carries, base64url: the same for each.
+    header_b64: String,
 }
 
 /// Why a key could not be loaded or created. Never contains key bytes.
@@ -134,8 +136,11 @@ impl SigningKey {
             alg,
             pair,
             kid: String::new(),
+            header_b64: String::new(),
         };
         key.kid = key.thumbprint();
+        let header = json!({"alg": alg.name(), "kid": key.kid, "typ": "JWT"});
+        key.header_b64 = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).ok()?);
         Some(key)
     }
 
@@ -187,21 +192,23 @@ impl SigningKey {
 
     /// Signs `claims` as a compact JWS with `typ: JWT` and this key's `kid`.
     pub fn sign_jwt(&self, claims: &Value) -> Result<String, KeyError> {
-        let header = json!({"alg": self.alg.name(), "kid": self.kid, "typ": "JWT"});
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
+        let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Generate)?;
+        // One buffer for the whole token: header, payload, then signature.
+        let mut token = String::with_capacity(self.header_b64.len() + payload.len().div_ceil(3) * 4 + 100);
+        token.push_str(&self.header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
         let signature = match &self.pair {
-            Pair::Ed(pair) => pair.sign(signing_input.as_bytes()).as_ref().to_vec(),
+            Pair::Ed(pair) => pair.sign(token.as_bytes()).as_ref().to_vec(),
             Pair::Ec(pair) => pair
-                .sign(&SystemRandom::new(), signing_input.as_bytes())
+                .sign(&SystemRandom::new(), token.as_bytes())
                 .map_err(|_| KeyError::Generate)?
                 .as_ref()
                 .to_vec(),
         };
-        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
     }
 }
 

@@ -65,10 +65,15 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             let StrictValue(value) = map.next_value()?;
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format!("duplicate key `{key}`")));
+            // One descent of the tree per key: the entry is the check.
+            match out.entry(key) {
+                serde_json::map::Entry::Vacant(entry) => {
+                    entry.insert(value);
+                }
+                serde_json::map::Entry::Occupied(entry) => {
+                    return Err(de::Error::custom(format!("duplicate key `{}`", entry.key())));
+                }
             }
-            out.insert(key, value);
         }
         Ok(Value::Object(out))
     }
