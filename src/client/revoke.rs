@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 
 use super::broker::{BrokerClient, ClientError};
 use super::discovery::{Discovery, ProcessEnv};
+use super::retry::wait_before_retry;
+use super::schedule::unit_random;
 
 /// A token this close to its `exp` is not re-used for the revokes: it may
 /// expire on the way, or by the broker's clock already have.
@@ -117,7 +119,7 @@ pub async fn revoke_all(
     let revokes = leases.iter().map(|lease| {
         let token = token.as_str();
         async move {
-            let line = match tokio::time::timeout_at(deadline, client.revoke(&lease.id, token)).await {
+            let line = match revoke_within(client, &lease.id, token, deadline).await {
                 Ok(Ok(body)) if body.get("state").and_then(Value::as_str) == Some("revoked") => {
                     format!("stint: lease {} (grant {}) revoked", lease.id, lease.grant)
                 }
@@ -142,6 +144,31 @@ pub async fn revoke_all(
         }
     });
     join_all(revokes).await;
+}
+
+/// Ends one lease, asking again while the broker is busy, rate limiting
+/// or unreachable (the rules of [`super::retry`]) and `deadline` allows:
+/// revocation is idempotent, so a second ask never ends more than the
+/// first. `Err(_)` (elapsed) when `deadline` passed without an answer.
+async fn revoke_within(
+    client: &BrokerClient,
+    lease_id: &str,
+    token: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Result<Map<String, Value>, ClientError>, tokio::time::error::Elapsed> {
+    let mut attempt: u32 = 0;
+    loop {
+        attempt = attempt.saturating_add(1);
+        let error = match tokio::time::timeout_at(deadline, client.revoke(lease_id, token)).await? {
+            Ok(body) => return Ok(Ok(body)),
+            Err(error) => error,
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match wait_before_retry(&error, attempt, unit_random(), left) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => return Ok(Err(error)),
+        }
+    }
 }
 
 fn not_revoked(lease: &Lease, why: &str) -> String {

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use stint::audit::{AuditRecord, Outcome};
 
 use crate::client::stint;
-use crate::harness::TestBroker;
+use crate::harness::{TestBroker, issuer_yaml};
 use crate::issuer::TestIssuer;
-use crate::leases::{Fixture, broker_on, chain, fixture, login, role_exists, token};
+use crate::leases::{Fixture, broker_on, chain, config_parts, fixture, login, role_exists, token};
 use crate::store::postgres_host_port as pg_host_port;
 
 const SUBJECT: &str = "repo:acme/api:ref:refs/heads/main";
@@ -158,6 +158,49 @@ async fn keep_leaves_the_role_until_its_expiry() {
     let records = records_of(&broker, &username).await;
     assert_eq!(records.iter().map(|r| r.outcome).collect::<Vec<_>>(), [Outcome::Issued]);
     assert!(!ran.stderr.contains("revoked"), "{}", ran.stderr);
+}
+
+/// A broker turning the revoke away (here: the address is over
+/// `limits.per_client`, 429 with `Retry-After`) is asked again within
+/// `--revoke-timeout`: the role still ends when COMMAND does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_turned_away_for_a_while_is_asked_again_within_the_timeout() {
+    let f = fixture().await;
+    let issuer = TestIssuer::start().await;
+    let (_, port) = pg_host_port();
+    let (grants, extra) = config_parts(&f, port, "");
+    // One request per two seconds: the issuance spends it, so the revoke
+    // right after is refused once.
+    let broker = TestBroker::start_on(
+        "sqlite://audit.db",
+        &format!("  key_file: {}\n", f.files.path().join("audit.key").display()),
+        &issuer_yaml("ci", &issuer, "github", ""),
+        &grants,
+        &format!("{extra}\nlimits: {{ per_client: {{ per_second: 0.5, burst: 1 }} }}\n"),
+        stint::server::StartOptions::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), token(&issuer, "acme/api", SUBJECT)).unwrap();
+
+    let ran = exec(&broker, dir.path(), &[], &psql_session(&f, "true")).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let (username, _, _) = creds(dir.path());
+    assert!(
+        !role_exists(&username).await,
+        "the role is dropped at exit: {}",
+        ran.stderr
+    );
+    let records = records_of(&broker, &username).await;
+    assert_eq!(
+        records.iter().map(|r| r.outcome).collect::<Vec<_>>(),
+        [Outcome::Issued, Outcome::Revoked]
+    );
+    assert!(
+        ran.stderr.contains("(grant app-db) revoked") && !ran.stderr.contains("not revoked"),
+        "{}",
+        ran.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ pub(crate) struct Fixture {
     tag: String,
     group: String,
     pub(crate) table: String,
-    files: tempfile::TempDir,
+    pub(crate) files: tempfile::TempDir,
 }
 
 pub(crate) async fn fixture() -> Fixture {
@@ -48,7 +48,7 @@ pub(crate) async fn fixture() -> Fixture {
     }
 }
 
-fn config_parts(f: &Fixture, port: u16, extra_db: &str) -> (String, String) {
+pub(crate) fn config_parts(f: &Fixture, port: u16, extra_db: &str) -> (String, String) {
     let (host, _) = pg_host_port();
     let grants = format!(
         r#"
