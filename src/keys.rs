@@ -199,15 +199,13 @@ impl SigningKey {
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
         let signature = match &self.pair {
-            Pair::Ed(pair) => pair.sign(token.as_bytes()).as_ref().to_vec(),
+            Pair::Ed(pair) => pair.sign(token.as_bytes()),
             Pair::Ec(pair) => pair
                 .sign(&SystemRandom::new(), token.as_bytes())
-                .map_err(|_| KeyError::Generate)?
-                .as_ref()
-                .to_vec(),
+                .map_err(|_| KeyError::Generate)?,
         };
         token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
         Ok(token)
     }
 }

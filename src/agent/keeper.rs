@@ -95,7 +95,8 @@ impl Keeper {
                             .map(|h| h.expires.saturating_duration_since(Instant::now()));
                         let cap = left.or(Some(FIRST_FETCH_RETRY_CAP));
                         let valid = left.filter(|l| !l.is_zero());
-                        let wait = honouring(retry_after(failures, unit_random(), cap), asked, valid);
+                        let jitter = unit_random();
+                        let wait = honouring(retry_after(failures, jitter, cap), asked, jitter, valid);
                         eprintln!(
                             "stint agent: grant {}: {message}; retry {failures} in {}ms",
                             self.grant.name,
@@ -146,7 +147,8 @@ impl Keeper {
                     if left.is_zero() {
                         return Err(message);
                     }
-                    let wait = honouring(retry_after(failures, unit_random(), Some(left)), asked, Some(left));
+                    let jitter = unit_random();
+                    let wait = honouring(retry_after(failures, jitter, Some(left)), asked, jitter, Some(left));
                     eprintln!(
                         "stint agent: grant {}: {message}; retry {failures} in {}ms",
                         self.grant.name,

@@ -14,34 +14,23 @@ use tokio::time::Instant;
 use super::broker::{BrokerClient, ClientError};
 use super::commands::ClientOptions;
 use super::discovery::ProcessEnv;
-use super::schedule::{retry_after as backoff, unit_random};
-
-/// A `Retry-After` wait is stretched by up to this share, at random, so the
-/// callers a burst turned away together do not all come back together.
-const SPREAD: f64 = 0.5;
+use super::schedule::{honouring, retry_after as backoff, unit_random};
 
 /// How long to wait before asking again after try number `attempt` (1 for
-/// the first) failed with `error`: at least the answer's `Retry-After`,
-/// spread by `jitter` (in 0..=1), and at least the doubling backoff of
-/// `exec --watch`. `None` when a retry cannot help, or its wait would end
-/// past `left`, the time left of `--retry-for`.
+/// the first) failed with `error`: the doubling backoff of `exec --watch`,
+/// never sooner than the answer's `Retry-After` (spread by `jitter`, in
+/// 0..=1; see [`honouring`]). `None` when a retry cannot help, or its
+/// wait would end past `left`, the time left of `--retry-for`.
 pub fn wait_before_retry(error: &ClientError, attempt: u32, jitter: f64, left: Duration) -> Option<Duration> {
-    let asked = match error {
-        ClientError::Unreachable { not_sent: true, .. } => None,
-        ClientError::Refused {
-            status: 429 | 502 | 503 | 504,
-            retry_after,
-            ..
-        } => *retry_after,
-        _ => return None,
+    let retryable = match error {
+        ClientError::Unreachable { not_sent, .. } => *not_sent,
+        ClientError::Refused { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+        _ => false,
     };
-    let doubling = backoff(attempt, jitter, None);
-    let wait = match asked {
-        Some(secs) => Duration::from_secs(u64::from(secs))
-            .mul_f64(1.0 + SPREAD * jitter.clamp(0.0, 1.0))
-            .max(doubling),
-        None => doubling,
-    };
+    if !retryable {
+        return None;
+    }
+    let wait = honouring(backoff(attempt, jitter, None), error.asked_wait(), jitter, None);
     (wait <= left).then_some(wait)
 }
 

@@ -69,12 +69,18 @@ impl From<super::broker::ClientError> for Failed {
     }
 }
 
+/// A `Retry-After` wait is stretched by up to this share, at random, so the
+/// callers a burst turned away together do not all come back together.
+const SPREAD: f64 = 0.5;
+
 /// `wait`, made at least `asked` (the answer's `Retry-After`: an earlier
-/// try would only be turned away again, and be audited as such), and
-/// still never past `left`, so the last try is made while the credential
-/// in hand is valid.
-pub fn honouring(wait: Duration, asked: Option<Duration>, left: Option<Duration>) -> Duration {
-    let wait = asked.map_or(wait, |asked| wait.max(asked));
+/// try would only be turned away again, and be audited as such) stretched
+/// by `jitter` (in 0..=1) times [`SPREAD`], and still never past `left`, so
+/// the last try is made while the credential in hand is valid.
+pub fn honouring(wait: Duration, asked: Option<Duration>, jitter: f64, left: Option<Duration>) -> Duration {
+    let wait = asked.map_or(wait, |asked| {
+        wait.max(asked.mul_f64(1.0 + SPREAD * jitter.clamp(0.0, 1.0)))
+    });
     match left {
         Some(left) => wait.min(left),
         None => wait,
@@ -141,17 +147,17 @@ mod tests {
     #[test]
     fn retry_after_is_a_floor_but_expiry_still_comes_first() {
         let half = Duration::from_millis(500);
-        assert_eq!(honouring(half, None, None), half);
+        assert_eq!(honouring(half, None, 0.0, None), half);
         assert_eq!(
-            honouring(half, Some(Duration::from_secs(3)), None),
+            honouring(half, Some(Duration::from_secs(3)), 0.0, None),
             Duration::from_secs(3)
         );
         assert_eq!(
-            honouring(Duration::from_secs(8), Some(Duration::from_secs(3)), None),
+            honouring(Duration::from_secs(8), Some(Duration::from_secs(3)), 0.0, None),
             Duration::from_secs(8)
         );
         assert_eq!(
-            honouring(half, Some(Duration::from_secs(3)), Some(Duration::from_secs(2))),
+            honouring(half, Some(Duration::from_secs(3)), 0.0, Some(Duration::from_secs(2))),
             Duration::from_secs(2),
             "the last try is made while the credential is valid"
         );

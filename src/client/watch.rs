@@ -356,7 +356,8 @@ fn failed(renewal: &Renewal<'_>, watch: &Watch, held: &mut Held, failure: Failed
         held.expiry_told = true;
     }
     let valid = left.filter(|l| !l.is_zero());
-    let wait = honouring(retry_after(held.failures, unit_random(), valid), asked, valid);
+    let jitter = unit_random();
+    let wait = honouring(retry_after(held.failures, jitter, valid), asked, jitter, valid);
     // One line per new error, not per try: a long outage stays readable.
     if error != held.last_error || held.failures == 1 {
         let still = valid

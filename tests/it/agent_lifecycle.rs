@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use stint::audit::{AuditQuery, Outcome};
+use stint::audit::{AuditQuery, AuditRecord, Outcome};
 
 use crate::agent::{AWS_GRANT, files, free_port, status, until};
 use crate::client::stint;
@@ -90,18 +90,29 @@ impl Agent {
 }
 
 async fn issued(broker: &TestBroker, grant: &str) -> usize {
-    broker
-        .server
-        .broker
-        .audit()
-        .query(&AuditQuery {
+    audited(
+        broker,
+        AuditQuery {
             grant: Some(grant.into()),
             outcome: Some(Outcome::Issued),
             ..AuditQuery::default()
-        })
+        },
+    )
+    .await
+    .len()
+}
+
+async fn audited(broker: &TestBroker, query: AuditQuery) -> Vec<AuditRecord> {
+    broker.server.broker.audit().query(&query).await.unwrap()
+}
+
+/// `stint agent --once` in `dir`, as an init container runs it.
+async fn init_container(dir: &Path) -> std::process::Output {
+    stint(dir)
+        .args(["agent", "--config", "agent.yaml", "--once"])
+        .output()
         .await
         .unwrap()
-        .len()
 }
 
 fn write_config(dir: &Path, broker: &str, health: u16, extra: &str, grants: &str) {
@@ -133,11 +144,7 @@ async fn the_init_container_fetches_once_and_the_sidecar_takes_over_without_issu
     );
 
     // The init container: fetched, written, kept, exit 0.
-    let once = stint(dir.path())
-        .args(["agent", "--config", "agent.yaml", "--once"])
-        .output()
-        .await
-        .unwrap();
+    let once = init_container(dir.path()).await;
     let stderr = String::from_utf8_lossy(&once.stderr);
     assert_eq!(once.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("grant feed: issued, expires"), "{stderr}");
@@ -403,17 +410,15 @@ async fn a_renewed_postgres_role_overlaps_the_old_one_then_the_agent_revokes_it(
     );
     assert!(role_exists(&new).await);
     assert!(agent.log().contains("(grant app-db) revoked"), "{}", agent.log());
-    let revoked = broker
-        .server
-        .broker
-        .audit()
-        .query(&AuditQuery {
+    let revoked = audited(
+        &broker,
+        AuditQuery {
             grant: Some("app-db".into()),
             outcome: Some(Outcome::Revoked),
             ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(revoked.len(), 1, "{revoked:?}");
     assert_eq!(revoked[0].reason.as_deref(), Some("revoked_by_caller"));
     assert_eq!(
@@ -545,24 +550,18 @@ async fn an_agent_over_its_rate_waits_as_long_as_the_broker_asks() {
     // issuance is 5 s away, and the broker says so (Retry-After).
     assert_eq!(broker.issue("feed", &token, None).await.status, 200);
 
-    let once = stint(dir.path())
-        .args(["agent", "--config", "agent.yaml", "--once"])
-        .output()
-        .await
-        .unwrap();
+    let once = init_container(dir.path()).await;
     let stderr = String::from_utf8_lossy(&once.stderr);
     assert_eq!(once.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("429") && stderr.contains("retry 1 in"), "{stderr}");
-    let refused = broker
-        .server
-        .broker
-        .audit()
-        .query(&AuditQuery {
+    let refused = audited(
+        &broker,
+        AuditQuery {
             outcome: Some(Outcome::Denied),
             ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(
         refused.iter().map(|r| r.reason.as_deref()).collect::<Vec<_>>(),
         [Some("rate_limited")],

@@ -72,13 +72,13 @@ pub(crate) fn stint(dir: &std::path::Path) -> tokio::process::Command {
     command
 }
 
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Ran {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-async fn run(mut command: tokio::process::Command) -> Ran {
+pub(crate) async fn run(mut command: tokio::process::Command) -> Ran {
     let out = tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .expect("stint finishes")

@@ -7,18 +7,12 @@ use std::time::{Duration, Instant};
 use stint::audit::Outcome;
 use stint::server::StartOptions;
 
-use crate::client::stint;
+use crate::client::{Ran, run, stint};
 use crate::harness::{DEPLOY_GRANT, TestBroker, issuer_yaml};
 use crate::issuer::TestIssuer;
 
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-async fn token(dir: &std::path::Path, broker: &str, extra: &[&str]) -> Ran {
+/// `stint token --grant deploy` against `broker`, and how long it took.
+async fn token(dir: &std::path::Path, broker: &str, extra: &[&str]) -> (Ran, Duration) {
     let mut command = stint(dir);
     command
         .args([
@@ -32,16 +26,8 @@ async fn token(dir: &std::path::Path, broker: &str, extra: &[&str]) -> Ran {
         ])
         .args(extra);
     let started = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(90), command.output())
-        .await
-        .expect("stint finishes")
-        .unwrap();
-    Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        took: started.elapsed(),
-    }
+    let ran = run(command).await;
+    (ran, started.elapsed())
 }
 
 /// The request id a line of stderr names (`request id ID)`).
@@ -62,10 +48,10 @@ async fn a_caller_over_its_rate_is_asked_again_after_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), issuer.sign(&issuer.github())).unwrap();
 
-    let first = token(dir.path(), &broker.url, &[]).await;
+    let (first, _) = token(dir.path(), &broker.url, &[]).await;
     assert_eq!(first.code, 0, "{}", first.stderr);
 
-    let refused = token(dir.path(), &broker.url, &["--retry-for", "0s"]).await;
+    let (refused, _) = token(dir.path(), &broker.url, &["--retry-for", "0s"]).await;
     assert_eq!(refused.code, 4, "--retry-for 0s: the 429 ends it: {}", refused.stderr);
     assert!(
         refused.stderr.contains("429") && refused.stderr.contains("code rate_limited"),
@@ -74,7 +60,7 @@ async fn a_caller_over_its_rate_is_asked_again_after_retry_after() {
     );
     assert!(!refused.stderr.contains("retrying"), "{}", refused.stderr);
 
-    let retried = token(dir.path(), &broker.url, &[]).await;
+    let (retried, took) = token(dir.path(), &broker.url, &[]).await;
     assert_eq!(retried.code, 0, "the retry is issued: {}", retried.stderr);
     assert_eq!(retried.stdout.trim().split('.').count(), 3, "a JWT: {}", retried.stdout);
     let line = retried
@@ -87,9 +73,9 @@ async fn a_caller_over_its_rate_is_asked_again_after_retry_after() {
         "{line}"
     );
     assert!(
-        retried.took >= Duration::from_secs(1),
+        took >= Duration::from_secs(1),
         "no sooner than Retry-After (at least 1s): {:?}",
-        retried.took
+        took
     );
     let denial = broker.audit_record(&request_id(line)).await;
     assert_eq!(
@@ -114,7 +100,7 @@ async fn a_broker_that_is_not_up_yet_is_waited_for() {
     let client = {
         let dir = dir.path().to_path_buf();
         let url = url.clone();
-        tokio::spawn(async move { token(&dir, &url, &[]).await })
+        tokio::spawn(async move { token(&dir, &url, &[]).await.0 })
     };
     // The client finds nothing listening, and tries again while the
     // broker starts (a rolling restart, a job that starts the broker).
@@ -138,7 +124,7 @@ async fn a_broker_that_is_not_up_yet_is_waited_for() {
         ran.stderr
     );
 
-    let gone = token(dir.path(), "http://127.0.0.1:9", &["--retry-for", "0s"]).await;
+    let (gone, _) = token(dir.path(), "http://127.0.0.1:9", &["--retry-for", "0s"]).await;
     assert_eq!(gone.code, 5, "nothing listening, no retries: {}", gone.stderr);
     assert!(!gone.stderr.contains("retrying"), "{}", gone.stderr);
 }
