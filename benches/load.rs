@@ -253,6 +253,9 @@ struct Figures {
     /// Of which the SQLite audit writer thread, per record (one record per
     /// request); 0 where the store has no writer thread (PostgreSQL).
     writer_cpu_us: f64,
+    /// Of `writer_cpu_us`, the writer's time in the kernel: WAL writes,
+    /// file locks, the sync (on a VM's disk, most of the writer's time).
+    writer_sys_us: f64,
     /// Bytes the writer thread handed to `write(2)` per record: the WAL
     /// frames of the table and its indexes.
     writer_bytes: f64,
@@ -272,9 +275,9 @@ const WRITER_THREAD: &str = "stint-audit-wri";
 
 /// CPU time (µs) and bytes written so far by the thread of `pid` named
 /// `name`, from `/proc/PID/task/TID/{stat,io}`.
-fn thread_usage(pid: u32, name: &str) -> (f64, f64) {
+fn thread_usage(pid: u32, name: &str) -> (f64, f64, f64) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return (0.0, 0.0);
+        return (0.0, 0.0, 0.0);
     };
     for task in tasks.flatten() {
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
@@ -286,10 +289,10 @@ fn thread_usage(pid: u32, name: &str) -> (f64, f64) {
                 .find_map(|l| l.strip_prefix("wchar:"))
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .unwrap_or(0.0);
-            return (stat_cpu_micros(&stat), wchar);
+            return (stat_cpu_micros(&stat), stat_field(&stat, 12) * 10_000.0, wchar);
         }
     }
-    (0.0, 0.0)
+    (0.0, 0.0, 0.0)
 }
 
 /// User + system CPU time so far of every process named `postgres` (the
@@ -371,6 +374,7 @@ fn figures(name: &str, mut micros: Vec<u32>, errors: usize, elapsed: Duration, c
         errors,
         server_cpu_us: cpu_us / micros.len().max(1) as f64,
         writer_cpu_us: 0.0,
+        writer_sys_us: 0.0,
         writer_bytes: 0.0,
         postgres_cpu_us: 0.0,
         server_sys_us: 0.0,
@@ -444,7 +448,8 @@ async fn load(
     let mut figures = figures(name, all, errors, elapsed, cpu_micros(server) - cpu_before);
     let records = figures.requests.max(1) as f64;
     figures.writer_cpu_us = (writer_after.0 - writer_before.0) / records;
-    figures.writer_bytes = (writer_after.1 - writer_before.1) / records;
+    figures.writer_sys_us = (writer_after.1 - writer_before.1) / records;
+    figures.writer_bytes = (writer_after.2 - writer_before.2) / records;
     figures.postgres_cpu_us = (postgres_after - postgres_before) / records;
     figures.server_sys_us = (sys_micros(server) - sys_before) / records;
     figures.server_switches = (context_switches(server) - switches_before) / records;
@@ -903,7 +908,7 @@ async fn all_phases(
 /// Prints the table and writes the JSON report.
 fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
     println!(
-        "\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>7} {:>6} {:>9} {:>8} {:>7} {:>7}",
+        "\n{:<40} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>7} {:>6} {:>9} {:>7} {:>8} {:>7} {:>7}",
         "phase",
         "req/s",
         "p50 ms",
@@ -915,13 +920,14 @@ fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
         "sys µs",
         "cs/req",
         "writer µs",
+        "wr sys",
         "wr B/rec",
         "pg µs",
         "errors"
     );
     for row in rows {
         println!(
-            "{:<40} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>8.1} {:>9.2} {:>7.1} {:>6.2} {:>9.1} {:>8.0} {:>7.1} {:>7}",
+            "{:<40} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>8.1} {:>9.2} {:>7.1} {:>6.2} {:>9.1} {:>7.1} {:>8.0} {:>7.1} {:>7}",
             row.name,
             row.per_second,
             row.p50_ms,
@@ -933,6 +939,7 @@ fn report(rows: &[Figures], notes: &[(String, Value)], ceiling_max: &Figures) {
             row.server_sys_us,
             row.server_switches,
             row.writer_cpu_us,
+            row.writer_sys_us,
             row.writer_bytes,
             row.postgres_cpu_us,
             row.errors

@@ -13,6 +13,7 @@ mod mirror;
 pub(crate) mod postgres;
 mod postgres_read;
 mod sqlite;
+mod sqlite_insert;
 mod sqlite_lookup;
 mod sqlite_read;
 pub mod summary;

@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::chain::{self, Checkpoint};
 use super::columns::{JsonColumns, record_from, unavailable};
+use super::sqlite_insert as insert;
 use super::sqlite_lookup as lookup;
 use super::sqlite_read::{Readers, query_sql};
 use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys};
@@ -115,9 +116,7 @@ fn writer_loop(
                     Some(own) if own.data_version == data_version => Some(own.head),
                     _ => verified_head(&conn, &keys)?,
                 };
-                for pending in &mut batch {
-                    append_one(&conn, &keys, &mut pending.record, &pending.json, &mut head)?;
-                }
+                append_group(&conn, &keys, &mut batch, &mut head)?;
                 Ok(head.map(|head| OwnHead { data_version, head }))
             }),
             Err(_) => Err(unavailable("audit connection poisoned")),
@@ -136,57 +135,34 @@ fn data_version(conn: &Connection) -> Result<i64, AuditError> {
         .map_err(unavailable)
 }
 
-/// Links one record to `head` and inserts it (inside a transaction);
-/// `head` becomes the record.
-fn append_one(
+/// Links a group's records to `head` and to each other, inserts them, and
+/// adds the checkpoints and lookup blocks they complete (inside a
+/// transaction); `head` becomes the last record.
+fn append_group(
     conn: &Connection,
     keys: &ChainKeys,
-    r: &mut AuditRecord,
-    json: &JsonColumns,
+    batch: &mut [Pending],
     head: &mut Option<(i64, String)>,
 ) -> Result<(), AuditError> {
-    chain::link_serialized(r, json, head.take(), &keys.key);
-    // Cached statements: parsing SQL showed up in profiles of the hot path.
-    conn.prepare_cached(
-        "INSERT INTO audit_records (seq, time, request_id, outcome, reason, grant_name, kind, issuer, subject,
-            claims, token_jti_hmac, issuance_id, ttl_seconds, expires_at, client_addr, detail,
-            chain_version, prev_hash, record_hash, record_mac)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-    )
-    .and_then(|mut insert| {
-        insert.execute(params![
-            r.seq,
-            r.time,
-            r.request_id,
-            r.outcome.as_str(),
-            r.reason,
-            r.grant,
-            r.kind,
-            r.issuer,
-            r.subject,
-            json.claims,
-            r.token_jti_hmac,
-            r.issuance_id,
-            r.ttl_seconds.and_then(|t| i64::try_from(t).ok()),
-            r.expires_at,
-            r.client_addr,
-            json.detail,
-            chain::CHAIN_VERSION,
-            r.prev_hash,
-            r.record_hash,
-            r.record_mac,
-        ])
-    })
-    .map_err(unavailable)?;
-    let seq = r.seq.unwrap_or(0);
-    *head = Some((seq, r.record_hash.clone().unwrap_or_default()));
-    let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
-    if seq % every == 0 {
-        let hash = r.record_hash.clone().unwrap_or_default();
-        insert_checkpoint(conn, &keys.signer.sign(seq, &hash, &now_rfc3339()))?;
+    for pending in batch.iter_mut() {
+        let r = &mut pending.record;
+        chain::link_serialized(r, &pending.json, head.take(), &keys.key);
+        *head = Some((r.seq.unwrap_or(0), r.record_hash.clone().unwrap_or_default()));
     }
-    if lookup::completes_block(seq) {
-        lookup::build(conn, seq.div_euclid(lookup::BLOCK)).map_err(unavailable)?;
+    let rows: Vec<_> = batch.iter().map(|p| (&p.record, &p.json)).collect();
+    insert::insert_records(conn, &rows)?;
+    // After the inserts: a block's lookup rows are read from its records.
+    let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
+    for pending in batch.iter() {
+        let r = &pending.record;
+        let seq = r.seq.unwrap_or(0);
+        if seq % every == 0 {
+            let hash = r.record_hash.as_deref().unwrap_or_default();
+            insert_checkpoint(conn, &keys.signer.sign(seq, hash, &now_rfc3339()))?;
+        }
+        if lookup::completes_block(seq) {
+            lookup::build(conn, seq.div_euclid(lookup::BLOCK)).map_err(unavailable)?;
+        }
     }
     Ok(())
 }
@@ -204,6 +180,9 @@ impl SqliteSink {
             .map_err(unavailable)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
+        // Room for every statement the writer keeps (six INSERT sizes among
+        // them) with no eviction between groups.
+        conn.set_prepared_statement_cache_capacity(32);
         create_schema(&conn).map_err(|e| config(&e))?;
         build_missing_lookups(&conn)?;
         let readers = Readers::open(path)?;
