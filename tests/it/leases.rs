@@ -48,6 +48,37 @@ pub(crate) async fn fixture() -> Fixture {
     }
 }
 
+/// The test's roles (the ones stint issued and left to expire, an admin
+/// role of its own, the group) and its table go with it, so a machine
+/// that runs the suite again and again does not collect them.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let (tag, table, group) = (&self.tag, &self.table, &self.group);
+        // One role at a time, each allowed to fail (one still logged in):
+        // the rest still go.
+        let sql = format!(
+            "DO $$ DECLARE r text; BEGIN
+               FOR r IN SELECT rolname FROM pg_roles
+                        WHERE starts_with(rolname, 'stint_it{tag}_') OR rolname = 'stint_it_admin_{tag}' LOOP
+                 BEGIN EXECUTE format('DROP ROLE %I', r); EXCEPTION WHEN OTHERS THEN NULL; END;
+               END LOOP;
+             END $$;
+             DROP TABLE IF EXISTS public.{table}; DROP ROLE IF EXISTS {group};"
+        );
+        // Drop runs inside the test's runtime, which cannot be blocked on:
+        // the statements run on a thread and a runtime of their own. A
+        // cleanup that fails (the server gone) leaves them, as before.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async { admin().await.batch_execute(&sql).await })
+        })
+        .join();
+    }
+}
+
 pub(crate) fn config_parts(f: &Fixture, port: u16, extra_db: &str) -> (String, String) {
     let (host, _) = pg_host_port();
     let grants = format!(
