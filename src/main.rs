@@ -290,7 +290,7 @@ struct ClientArgs {
     /// Say which token source and grants were used (never secret values).
     #[arg(short, long)]
     verbose: bool,
-    /// Ask again for this long when the broker is busy, restarting or rate limiting (honouring Retry-After); 0s: never.
+    /// Ask again for up to this long in all (exec: its grants together) when the broker is busy, restarting or rate limiting (honouring Retry-After); 0s: never.
     #[arg(long, env = "STINT_RETRY_FOR", value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     retry_for: std::time::Duration,
 }

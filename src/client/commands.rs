@@ -171,8 +171,9 @@ async fn issue_all(
 ) -> Result<(ChildEnv, Vec<(String, Map<String, Value>)>), CommandError> {
     let mut env = ChildEnv::default();
     let mut issued = Vec::new();
+    let deadline = retry::deadline(options);
     for grant in grants {
-        let body = retry::issue(options, client, grant, token, &request_options(ttl)).await?;
+        let body = retry::issue(options, client, grant, token, &request_options(ttl), deadline).await?;
         leases.extend(Lease::of(grant, &body));
         say(options, &describe(grant, &body));
         env.add(grant, &body, renames)?;
@@ -235,7 +236,15 @@ pub async fn credential_process(options: &ClientOptions, grant: &str, ttl: Optio
         say(options, "credentials from the local cache");
         return print_json(&cached);
     }
-    let body = retry::issue(options, &client, grant, &mut token, &request_options(ttl)).await?;
+    let body = retry::issue(
+        options,
+        &client,
+        grant,
+        &mut token,
+        &request_options(ttl),
+        retry::deadline(options),
+    )
+    .await?;
     say(options, &describe(grant, &body));
     let credentials = body.get("credentials").cloned().ok_or_else(|| {
         CommandError::Usage(format!(
@@ -256,7 +265,15 @@ pub async fn credential_process(options: &ClientOptions, grant: &str, ttl: Optio
 /// `stint token --grant`: prints a `kind: token` credential.
 pub async fn token(options: &ClientOptions, grant: &str, ttl: Option<&str>) -> Result<(), CommandError> {
     let (client, mut token) = connect(options).await?;
-    let body = retry::issue(options, &client, grant, &mut token, &request_options(ttl)).await?;
+    let body = retry::issue(
+        options,
+        &client,
+        grant,
+        &mut token,
+        &request_options(ttl),
+        retry::deadline(options),
+    )
+    .await?;
     say(options, &describe(grant, &body));
     let issued = body
         .get("token")

@@ -34,19 +34,27 @@ pub fn wait_before_retry(error: &ClientError, attempt: u32, jitter: f64, left: D
     (wait <= left).then_some(wait)
 }
 
-/// Asks for `grant`, and again while [`wait_before_retry`] says so. Each
-/// retry shows a token found afresh (a CI platform asked again, a
-/// projected token re-read): a `single_use_token` grant may have recorded
-/// the last one before it failed, and would refuse it as replayed. The
-/// token last shown is left in `token`, for the revokes at exit.
+/// When a command's retries end: `--retry-for` from now. One command has
+/// one such deadline, however many grants it asks for, so `--retry-for`
+/// bounds how long the command waits, not how long each grant may.
+pub fn deadline(options: &ClientOptions) -> Instant {
+    Instant::now() + options.retry_for
+}
+
+/// Asks for `grant`, and again while [`wait_before_retry`] says so and
+/// `deadline` allows. Each retry shows a token found afresh (a CI platform
+/// asked again, a projected token re-read): a `single_use_token` grant may
+/// have recorded the last one before it failed, and would refuse it as
+/// replayed. The token last shown is left in `token`, for the revokes at
+/// exit.
 pub async fn issue(
     options: &ClientOptions,
     client: &BrokerClient,
     grant: &str,
     token: &mut String,
     request: &Map<String, Value>,
+    deadline: Instant,
 ) -> Result<Map<String, Value>, ClientError> {
-    let deadline = Instant::now() + options.retry_for;
     let mut attempt: u32 = 0;
     loop {
         attempt = attempt.saturating_add(1);

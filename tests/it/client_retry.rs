@@ -128,3 +128,71 @@ async fn a_broker_that_is_not_up_yet_is_waited_for() {
     assert_eq!(gone.code, 5, "nothing listening, no retries: {}", gone.stderr);
     assert!(!gone.stderr.contains("retrying"), "{}", gone.stderr);
 }
+
+/// `--retry-for` bounds the command, not each grant: when waiting for the
+/// broker to come up used most of it on the first grant, a second grant
+/// turned away for longer than what is left ends `stint exec` at once
+/// (with a budget per grant it would wait out the `Retry-After`).
+#[tokio::test]
+async fn the_grants_of_one_exec_share_its_retry_for() {
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), issuer.sign(&issuer.github())).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+
+    let started = Instant::now();
+    let client = {
+        let mut command = stint(dir.path());
+        command.args([
+            "exec",
+            "--broker",
+            &url,
+            "--token-file",
+            "token",
+            "--grant",
+            "deploy",
+            "--grant",
+            "release",
+            "--retry-for",
+            "8s",
+            "--",
+            "true",
+        ]);
+        tokio::spawn(run(command))
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // One issuance per 5 s per caller: `deploy` spends it, and `release`
+    // is told to come back in 5 s, more than the 4 s or less left of 8.
+    let release = DEPLOY_GRANT.replace("  deploy:", "  release:");
+    let _broker = TestBroker::start_at(
+        &format!("127.0.0.1:{port}"),
+        "sqlite://audit.db",
+        "",
+        &issuer_yaml("ci", &issuer, "github", ""),
+        &format!("{DEPLOY_GRANT}{release}"),
+        "limits: { per_subject: { per_second: 0.2, burst: 1 } }\n",
+        StartOptions::default(),
+    )
+    .await;
+    let ran = client.await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(ran.code, 4, "the 429 ends it: {}", ran.stderr);
+    assert!(
+        ran.stderr.contains("grant `release`: 429") && ran.stderr.contains("code rate_limited"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        !ran.stderr
+            .lines()
+            .any(|l| l.contains("grant `release`") && l.contains("retrying in")),
+        "no retry past the command's --retry-for: {}",
+        ran.stderr
+    );
+    assert!(took < Duration::from_secs(12), "{took:?}");
+}
