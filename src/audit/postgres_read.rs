@@ -180,6 +180,48 @@ mod tests {
         );
     }
 
+    /// Forgetting expired single-use tokens, as the broker plans it (a
+    /// statement prepared per call, planned for its value), seeks the
+    /// expiry index of a table of 50,000 tokens none of which expired.
+    #[tokio::test]
+    async fn forgetting_expired_tokens_seeks_the_expiry_index() {
+        let url = std::env::var("STINT_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("this test needs PostgreSQL at {url} (STINT_TEST_POSTGRES; scripts/test starts one): {e}")
+            });
+        tokio::spawn(connection);
+        let schema = format!("stint_plan_{}", uuid::Uuid::new_v4().simple());
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; SET search_path = {schema}; {}
+                 INSERT INTO used_tokens (key, expires_at)
+                 SELECT md5(g::text), 2000000000 + g FROM generate_series(1, 50000) AS g;
+                 ANALYZE used_tokens;",
+                super::super::postgres::MIGRATIONS
+            ))
+            .await
+            .unwrap();
+        let sql = super::super::postgres::FORGET_EXPIRED.replace("$1", "1796500000");
+        let plan: Vec<String> = client
+            .simple_query(&format!("EXPLAIN {sql}"))
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect();
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+        assert!(plan.join("\n").contains("used_tokens_expiry"), "{}", plan.join("\n"));
+    }
+
     #[test]
     fn only_the_filters_given_are_in_the_statement() {
         let (sql, values) = query_sql(&AuditQuery::default());

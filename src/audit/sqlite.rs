@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS used_tokens (
     key        TEXT PRIMARY KEY,
     expires_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS used_tokens_expiry ON used_tokens (expires_at);
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     seq         INTEGER PRIMARY KEY,
     record_hash TEXT NOT NULL,
@@ -55,6 +56,12 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     kid         TEXT NOT NULL
 );
 ";
+
+/// Forgets the single-use tokens that can no longer be presented anyway,
+/// at every first use. Through `used_tokens_expiry`: without it each
+/// single-use issuance scanned the whole table (5 ms at 100,000 tokens)
+/// while holding the audit writer's connection.
+const FORGET_EXPIRED: &str = "DELETE FROM used_tokens WHERE expires_at < ?1";
 
 /// An audit log in one SQLite file.
 pub struct SqliteSink {
@@ -540,7 +547,7 @@ impl AuditSink for SqliteSink {
         self.with_conn(move |conn| {
             write_transaction(conn, || {
                 // Forget tokens that can no longer be presented anyway.
-                conn.execute("DELETE FROM used_tokens WHERE expires_at < ?1", [crate::clock::now()])
+                conn.execute(FORGET_EXPIRED, [crate::clock::now()])
                     .map_err(unavailable)?;
                 let inserted = conn
                     .execute(
@@ -647,6 +654,28 @@ mod tests {
         let sink = SqliteSink::open(&path, keys(), true).unwrap();
         assert_eq!(blocks(&path), [0, 1]);
         assert_eq!(seqs(&sink, &subject_4).await, want);
+    }
+
+    /// Forgetting expired single-use tokens seeks the expiry index on a
+    /// log with the broker's schema, a new one or one from before the
+    /// index: it never scans the table.
+    #[test]
+    fn forgetting_expired_tokens_seeks_the_expiry_index() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE used_tokens (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);")
+            .unwrap();
+        create_schema(&conn).unwrap();
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {FORGET_EXPIRED}")).unwrap();
+        let plan: Vec<String> = explain
+            .query_map([0], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("INDEX used_tokens_expiry (expires_at<?)")),
+            "{plan:?}"
+        );
     }
 
     async fn seqs(sink: &SqliteSink, query: &AuditQuery) -> Vec<i64> {
