@@ -45,7 +45,9 @@
 //!   STINT_BENCH_ROUNDS times (default 3): what the access log costs;
 //! - `auditor`: the ceiling and phase 5 (no moto or PostgreSQL needed);
 //! - `rss`: `token` issuances until STINT_BENCH_RSS_REQUESTS (default 1M),
-//!   with the broker's memory along the way.
+//!   with the broker's memory along the way;
+//! - `single_use`: the ceiling, and the `token` path on SQLite with and
+//!   without `single_use_token` (each caller token used once).
 
 use std::io::Write as _;
 use std::net::TcpListener as StdListener;
@@ -392,6 +394,20 @@ async fn load(
     body: Option<Value>,
     pace: Option<f64>,
 ) -> Figures {
+    load_tokens(name, server, url, tokens, body, pace, false).await
+}
+
+/// [`load`]; with `once`, each token is sent once and the phase ends when
+/// they are all spent (a `single_use_token` grant refuses a token again).
+async fn load_tokens(
+    name: &str,
+    server: u32,
+    url: &str,
+    tokens: Arc<Vec<String>>,
+    body: Option<Value>,
+    pace: Option<f64>,
+    once: bool,
+) -> Figures {
     let clients = connections();
     let cpu_before = cpu_micros(server);
     let (sys_before, switches_before) = (sys_micros(server), context_switches(server));
@@ -411,7 +427,7 @@ async fn load(
             let mut next = Instant::now();
             let (mut micros, mut errors) = (Vec::new(), 0usize);
             let mut n = client;
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && !(once && n >= tokens.len()) {
                 if let Some(interval) = interval {
                     next += interval;
                     if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -490,6 +506,7 @@ impl Broker {
              issuers: {{ bench: {{ issuer: \"{iss}\", audience: stint, algorithms: [RS256], platform: github }} }}\n\
              grants:\n\
              \x20 tok: {{ kind: token, ttl: 5m, audience: x, allow: [ {{ issuer: bench, claims: {{ repository: acme/api }} }} ] }}\n\
+             \x20 once: {{ kind: token, ttl: 5m, audience: x, single_use_token: true, allow: [ {{ issuer: bench, claims: {{ repository: acme/api }} }} ] }}\n\
              \x20 sec: {{ kind: secrets, ttl: 5m, secrets: [bench/db], cache_ttl: 5m, allow: [ {{ issuer: bench, claims: {{ repository: acme/api }} }} ] }}\n\
              \x20 aws: {{ kind: aws, ttl: 15m, role_arn: \"arn:aws:iam::123456789012:role/bench\", allow: [ {{ issuer: bench, claims: {{ repository: acme/api }} }} ] }}\n",
             iss = issuer.url
@@ -697,6 +714,34 @@ async fn token_phase(tokens: &Arc<Vec<String>>, issuer: &Issuer, rows: &mut Vec<
     postgres_execute(&format!("DROP SCHEMA {pg_schema} CASCADE")).await;
 }
 
+/// A `single_use_token` grant against the same grant without it, on
+/// SQLite: each caller token is recorded as used (a write of its own)
+/// before the credential is issued. Every request needs a token of its
+/// own, so STINT_BENCH_SINGLE_USE_TOKENS (default 30,000) are signed first
+/// and the phase ends when they are spent.
+async fn single_use_phase(tokens: &Arc<Vec<String>>, issuer: &Issuer, rows: &mut Vec<Figures>) {
+    let count: usize = env_number("STINT_BENCH_SINGLE_USE_TOKENS", 30_000);
+    let fresh: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..count / 2)
+                        .map(|i| issuer.token(&format!("bench:{}", i % CALLER_SUBJECTS)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("signer")).collect()
+    });
+    let fresh = Arc::new(fresh);
+    let broker = Broker::start("sqlite://audit.db", issuer, "http://127.0.0.1:9").await;
+    let pid = broker.process.0.id();
+    let url = |grant: &str| format!("{}/v1/issue/{grant}", broker.url);
+    rows.push(load("stint tok (SQLite)", pid, &url("tok"), tokens.clone(), None, None).await);
+    let name = "stint tok, single_use_token (SQLite)";
+    rows.push(load_tokens(name, pid, &url("once"), fresh, None, None, true).await);
+}
+
 /// Memory after many requests: the `token` path on SQLite in phases of
 /// STINT_BENCH_SECONDS until STINT_BENCH_RSS_REQUESTS (default 1,000,000)
 /// have been answered; the broker's resident memory after each phase goes
@@ -816,6 +861,7 @@ async fn main() {
     match only.as_deref() {
         Some("logging") => logging_phase(&issuer, &tokens, &mut rows, &mut notes).await,
         Some("token") => token_phase(&tokens, &issuer, &mut rows).await,
+        Some("single_use") => single_use_phase(&tokens, &issuer, &mut rows).await,
         Some("rss") => rss_phase(&tokens, &issuer, &mut rows, &mut notes).await,
         // No aws grant is asked for: the endpoint is never called.
         Some("auditor") => auditor_phase(&issuer, &tokens, "http://127.0.0.1:9", &mut rows, &mut notes).await,

@@ -16,6 +16,7 @@ mod sqlite;
 mod sqlite_insert;
 mod sqlite_lookup;
 mod sqlite_read;
+mod sqlite_writer;
 pub mod summary;
 
 use serde::{Deserialize, Serialize};

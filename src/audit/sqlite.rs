@@ -11,9 +11,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::chain::{self, Checkpoint};
 use super::columns::{JsonColumns, record_from, unavailable};
-use super::sqlite_insert as insert;
 use super::sqlite_lookup as lookup;
 use super::sqlite_read::{Readers, query_sql};
+use super::sqlite_writer::{Job, writer_loop};
 use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys};
 use crate::clock::now_rfc3339;
 
@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 /// at every first use. Through `used_tokens_expiry`: without it each
 /// single-use issuance scanned the whole table (5 ms at 100,000 tokens)
 /// while holding the audit writer's connection.
-const FORGET_EXPIRED: &str = "DELETE FROM used_tokens WHERE expires_at < ?1";
+pub(super) const FORGET_EXPIRED: &str = "DELETE FROM used_tokens WHERE expires_at < ?1";
 
 /// An audit log in one SQLite file.
 pub struct SqliteSink {
@@ -71,107 +71,7 @@ pub struct SqliteSink {
     /// Queries, chain walks and checkpoint lists.
     readers: Arc<Readers>,
     chain: Option<Arc<ChainKeys>>,
-    writer: Option<tokio::sync::mpsc::Sender<Pending>>,
-}
-
-/// A record waiting for the writer, and who to tell when it is durable.
-struct Pending {
-    record: AuditRecord,
-    json: JsonColumns,
-    done: tokio::sync::oneshot::Sender<Result<AuditRecord, AuditError>>,
-}
-
-/// Most records one commit may carry.
-const MAX_GROUP: usize = 256;
-
-/// The chain head this writer committed last, with the file's
-/// `data_version` inside that transaction. SQLite changes a connection's
-/// `data_version` only when another connection commits, so while it is
-/// unchanged the store's head is still this one: the next batch links to
-/// it without reading the head back and verifying it again. Any other
-/// writer (a second broker, someone editing the file) changes the version,
-/// and the next batch reads and verifies the head as before.
-struct OwnHead {
-    data_version: i64,
-    head: (i64, String),
-}
-
-/// The single writer. With group commit, every record that queued while
-/// the previous commit was being synced goes into the next transaction, so
-/// concurrent requests share one fsync instead of waiting in line for their
-/// own; each caller still hears back only after its record is durable.
-fn writer_loop(
-    conn: Arc<Mutex<Connection>>,
-    keys: Arc<ChainKeys>,
-    group: bool,
-    mut queue: tokio::sync::mpsc::Receiver<Pending>,
-) {
-    let mut own: Option<OwnHead> = None;
-    while let Some(first) = queue.blocking_recv() {
-        let mut batch = vec![first];
-        while group && batch.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let known = own.take();
-        let result = match conn.lock() {
-            Ok(conn) => write_transaction(&conn, || {
-                let data_version = data_version(&conn)?;
-                let mut head = match known {
-                    Some(own) if own.data_version == data_version => Some(own.head),
-                    _ => verified_head(&conn, &keys)?,
-                };
-                append_group(&conn, &keys, &mut batch, &mut head)?;
-                Ok(head.map(|head| OwnHead { data_version, head }))
-            }),
-            Err(_) => Err(unavailable("audit connection poisoned")),
-        };
-        let result = result.map(|head| own = head);
-        for pending in batch {
-            let _ = pending.done.send(result.clone().map(|()| pending.record));
-        }
-    }
-}
-
-/// `PRAGMA data_version` of the writer's connection (see [`OwnHead`]).
-fn data_version(conn: &Connection) -> Result<i64, AuditError> {
-    conn.prepare_cached("PRAGMA data_version")
-        .and_then(|mut statement| statement.query_row([], |r| r.get(0)))
-        .map_err(unavailable)
-}
-
-/// Links a group's records to `head` and to each other, inserts them, and
-/// adds the checkpoints and lookup blocks they complete (inside a
-/// transaction); `head` becomes the last record.
-fn append_group(
-    conn: &Connection,
-    keys: &ChainKeys,
-    batch: &mut [Pending],
-    head: &mut Option<(i64, String)>,
-) -> Result<(), AuditError> {
-    for pending in batch.iter_mut() {
-        let r = &mut pending.record;
-        chain::link_serialized(r, &pending.json, head.take(), &keys.key);
-        *head = Some((r.seq.unwrap_or(0), r.record_hash.clone().unwrap_or_default()));
-    }
-    let rows: Vec<_> = batch.iter().map(|p| (&p.record, &p.json)).collect();
-    insert::insert_records(conn, &rows)?;
-    // After the inserts: a block's lookup rows are read from its records.
-    let every = i64::try_from(keys.checkpoint_every.max(1)).unwrap_or(i64::MAX);
-    for pending in batch.iter() {
-        let r = &pending.record;
-        let seq = r.seq.unwrap_or(0);
-        if seq % every == 0 {
-            let hash = r.record_hash.as_deref().unwrap_or_default();
-            insert_checkpoint(conn, &keys.signer.sign(seq, hash, &now_rfc3339()))?;
-        }
-        if lookup::completes_block(seq) {
-            lookup::build(conn, seq.div_euclid(lookup::BLOCK)).map_err(unavailable)?;
-        }
-    }
-    Ok(())
+    writer: Option<tokio::sync::mpsc::Sender<Job>>,
 }
 
 impl SqliteSink {
@@ -236,6 +136,21 @@ impl SqliteSink {
         })
         .await
         .map_err(unavailable)?
+    }
+
+    /// Queues a job for the writer thread and waits for its answer, which
+    /// comes once the job's transaction is committed (or failed).
+    async fn ask_writer<T>(
+        &self,
+        job: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, AuditError>>) -> Job,
+    ) -> Result<T, AuditError> {
+        let writer = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| unavailable("the audit log is open read-only"))?;
+        let (done, answer) = tokio::sync::oneshot::channel();
+        writer.try_send(job(done)).map_err(super::queue_refused)?;
+        answer.await.map_err(|_| unavailable("the audit writer has stopped"))?
     }
 
     fn keys(&self) -> Result<Arc<ChainKeys>, AuditError> {
@@ -308,7 +223,7 @@ pub(super) fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord>
 
 /// The last record's seq and hash, refused when it does not verify under
 /// the key; `None` for an empty log.
-fn verified_head(conn: &Connection, keys: &ChainKeys) -> Result<Option<(i64, String)>, AuditError> {
+pub(super) fn verified_head(conn: &Connection, keys: &ChainKeys) -> Result<Option<(i64, String)>, AuditError> {
     let last = conn
         .prepare_cached("SELECT * FROM audit_records ORDER BY seq DESC LIMIT 1")
         .and_then(|mut statement| statement.query_row([], read_row).optional())
@@ -349,7 +264,7 @@ fn chained(conn: &Connection) -> Result<bool, AuditError> {
     .map_err(unavailable)
 }
 
-fn insert_checkpoint(conn: &Connection, checkpoint: &Checkpoint) -> Result<(), AuditError> {
+pub(super) fn insert_checkpoint(conn: &Connection, checkpoint: &Checkpoint) -> Result<(), AuditError> {
     conn.execute(
         "INSERT OR IGNORE INTO audit_checkpoints (seq, record_hash, time, signature, kid) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
@@ -365,7 +280,10 @@ fn insert_checkpoint(conn: &Connection, checkpoint: &Checkpoint) -> Result<(), A
 }
 
 /// Runs `work` inside `BEGIN IMMEDIATE` ... `COMMIT`, rolling back on error.
-fn write_transaction<T>(conn: &Connection, work: impl FnOnce() -> Result<T, AuditError>) -> Result<T, AuditError> {
+pub(super) fn write_transaction<T>(
+    conn: &Connection,
+    work: impl FnOnce() -> Result<T, AuditError>,
+) -> Result<T, AuditError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
     match work() {
         Ok(value) => match conn.execute_batch("COMMIT") {
@@ -386,19 +304,8 @@ fn write_transaction<T>(conn: &Connection, work: impl FnOnce() -> Result<T, Audi
 #[async_trait::async_trait]
 impl AuditSink for SqliteSink {
     async fn append(&self, record: AuditRecord) -> Result<AuditRecord, AuditError> {
-        let writer = self
-            .writer
-            .as_ref()
-            .ok_or_else(|| unavailable("the audit log is open read-only"))?;
-        let (done, answer) = tokio::sync::oneshot::channel();
-        writer
-            .try_send(Pending {
-                json: JsonColumns::of(&record),
-                record,
-                done,
-            })
-            .map_err(super::queue_refused)?;
-        answer.await.map_err(|_| unavailable("the audit writer has stopped"))?
+        let json = JsonColumns::of(&record);
+        self.ask_writer(|done| Job::Append { record, json, done }).await
     }
 
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
@@ -544,21 +451,7 @@ impl AuditSink for SqliteSink {
 
     async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError> {
         let key = key.to_string();
-        self.with_conn(move |conn| {
-            write_transaction(conn, || {
-                // Forget tokens that can no longer be presented anyway.
-                conn.execute(FORGET_EXPIRED, [crate::clock::now()])
-                    .map_err(unavailable)?;
-                let inserted = conn
-                    .execute(
-                        "INSERT OR IGNORE INTO used_tokens (key, expires_at) VALUES (?1, ?2)",
-                        params![key, expires_at],
-                    )
-                    .map_err(unavailable)?;
-                Ok(inserted == 1)
-            })
-        })
-        .await
+        self.ask_writer(|done| Job::FirstUse { key, expires_at, done }).await
     }
 }
 
@@ -676,6 +569,57 @@ mod tests {
                 .any(|step| step.contains("INDEX used_tokens_expiry (expires_at<?)")),
             "{plan:?}"
         );
+    }
+
+    /// Single-use tokens go through the writer with the appends: many
+    /// callers presenting one token at once, among appends, find it new
+    /// exactly once; another token is new too; every append is stored in
+    /// one gap-free chain; and the key outlives a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_is_new_once_among_concurrent_uses_and_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let sink = Arc::new(SqliteSink::open(&path, keys(), true).unwrap());
+        let far = crate::clock::now() + 3600;
+        let mut uses = Vec::new();
+        let mut appends = Vec::new();
+        for n in 0..40 {
+            let (using, appending) = (sink.clone(), sink.clone());
+            uses.push(tokio::spawn(
+                async move { using.first_use("token-a", far).await.unwrap() },
+            ));
+            appends.push(tokio::spawn(async move { appending.append(record(n)).await.unwrap() }));
+        }
+        let mut new = 0;
+        for used in uses {
+            new += usize::from(used.await.unwrap());
+        }
+        assert_eq!(new, 1, "one of 40 concurrent uses finds the token new");
+        let mut seqs = Vec::new();
+        for appended in appends {
+            seqs.push(appended.await.unwrap().seq.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=40).collect::<Vec<i64>>());
+        assert!(sink.first_use("token-b", far).await.unwrap());
+        drop(sink);
+        let sink = SqliteSink::open(&path, keys(), true).unwrap();
+        assert!(
+            !sink.first_use("token-a", far).await.unwrap(),
+            "still used after a restart"
+        );
+        let stored = sink
+            .query(&AuditQuery {
+                limit: Some(100),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut previous = chain::GENESIS.to_string();
+        for r in stored.iter().rev() {
+            assert_eq!(r.prev_hash.as_deref(), Some(previous.as_str()), "seq {:?}", r.seq);
+            previous = r.record_hash.clone().unwrap();
+        }
     }
 
     async fn seqs(sink: &SqliteSink, query: &AuditQuery) -> Vec<i64> {
