@@ -46,8 +46,9 @@
 //! - `auditor`: the ceiling and phase 5 (no moto or PostgreSQL needed);
 //! - `rss`: `token` issuances until STINT_BENCH_RSS_REQUESTS (default 1M),
 //!   with the broker's memory along the way;
-//! - `single_use`: the ceiling, and the `token` path on SQLite with and
-//!   without `single_use_token` (each caller token used once).
+//! - `single_use`: the ceiling, and the `token` path on SQLite and
+//!   PostgreSQL with and without `single_use_token` (each caller token
+//!   used once).
 
 use std::io::Write as _;
 use std::net::TcpListener as StdListener;
@@ -715,7 +716,7 @@ async fn token_phase(tokens: &Arc<Vec<String>>, issuer: &Issuer, rows: &mut Vec<
 }
 
 /// A `single_use_token` grant against the same grant without it, on
-/// SQLite: each caller token is recorded as used (a write of its own)
+/// SQLite and PostgreSQL: each caller token is recorded as used (a write of its own)
 /// before the credential is issued. Every request needs a token of its
 /// own, so STINT_BENCH_SINGLE_USE_TOKENS (default 30,000) are signed first
 /// and the phase ends when they are spent.
@@ -734,12 +735,27 @@ async fn single_use_phase(tokens: &Arc<Vec<String>>, issuer: &Issuer, rows: &mut
         workers.into_iter().flat_map(|w| w.join().expect("signer")).collect()
     });
     let fresh = Arc::new(fresh);
-    let broker = Broker::start("sqlite://audit.db", issuer, "http://127.0.0.1:9").await;
-    let pid = broker.process.0.id();
-    let url = |grant: &str| format!("{}/v1/issue/{grant}", broker.url);
-    rows.push(load("stint tok (SQLite)", pid, &url("tok"), tokens.clone(), None, None).await);
-    let name = "stint tok, single_use_token (SQLite)";
-    rows.push(load_tokens(name, pid, &url("once"), fresh, None, None, true).await);
+    let (pg_store, pg_schema) = postgres_store().await;
+    // Each store keeps its own used tokens: the same tokens serve both.
+    for (label, store) in [("SQLite", "sqlite://audit.db"), ("PostgreSQL", pg_store.as_str())] {
+        let broker = Broker::start(store, issuer, "http://127.0.0.1:9").await;
+        let pid = broker.process.0.id();
+        let url = |grant: &str| format!("{}/v1/issue/{grant}", broker.url);
+        rows.push(
+            load(
+                &format!("stint tok ({label})"),
+                pid,
+                &url("tok"),
+                tokens.clone(),
+                None,
+                None,
+            )
+            .await,
+        );
+        let name = format!("stint tok, single_use_token ({label})");
+        rows.push(load_tokens(&name, pid, &url("once"), fresh.clone(), None, None, true).await);
+    }
+    postgres_execute(&format!("DROP SCHEMA {pg_schema} CASCADE")).await;
 }
 
 /// Memory after many requests: the `token` path on SQLite in phases of

@@ -8,6 +8,7 @@ mod columns;
 pub(crate) use columns::unavailable;
 pub mod commands;
 mod health;
+mod job;
 mod key;
 mod mirror;
 pub(crate) mod postgres;

@@ -3,6 +3,7 @@
 //! append locks the single `audit_head` row, so replicas take turns and
 //! seq stays gap-free; a replica killed mid-commit leaves nothing behind.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio_postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 use super::chain::{self, Checkpoint};
 use super::columns::{JsonColumns, record_from, unavailable};
+use super::job::Job;
 use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys};
 use crate::clock::now_rfc3339;
 
@@ -238,17 +240,18 @@ fn redact(url: &str) -> String {
     crate::redact::connection_string(url)
 }
 
-struct Pending {
-    record: AuditRecord,
-    json: JsonColumns,
-    done: oneshot::Sender<Result<AuditRecord, AuditError>>,
+/// A group's single-use tokens, each key once (the first time it came).
+#[derive(Default)]
+struct UsedKeys {
+    keys: Vec<String>,
+    expires_at: Vec<i64>,
 }
 
 /// An audit log in PostgreSQL.
 pub struct PostgresSink {
     reads: Session,
     chain: Option<Arc<ChainKeys>>,
-    writer: Option<mpsc::Sender<Pending>>,
+    writer: Option<mpsc::Sender<Job>>,
 }
 
 const MAX_GROUP: usize = 256;
@@ -274,6 +277,21 @@ impl PostgresSink {
         })
     }
 
+    /// Queues a job for the writer task and waits for its answer, which
+    /// comes once the job's transaction is committed (or failed).
+    async fn ask_writer<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, AuditError>>) -> Job,
+    ) -> Result<T, AuditError> {
+        let writer = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| unavailable("the audit log is open read-only"))?;
+        let (done, answer) = oneshot::channel();
+        writer.try_send(job(done)).map_err(super::queue_refused)?;
+        answer.await.map_err(|_| unavailable("the audit writer has stopped"))?
+    }
+
     /// Connects for reading only (no migrations, no writer).
     pub async fn open_existing(url: &str) -> Result<PostgresSink, AuditError> {
         Ok(PostgresSink {
@@ -286,7 +304,7 @@ impl PostgresSink {
 
 /// The single writer of this process: queued records share one
 /// transaction (group commit); the head row lock orders all replicas.
-async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Receiver<Pending>) {
+async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Receiver<Job>) {
     let group = keys.group_commit;
     let mut own: Option<OwnHead> = None;
     let mut prepared: Option<Prepared> = None;
@@ -300,26 +318,45 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
         }
         let mut records = Vec::with_capacity(batch.len());
         let mut waiting = Vec::with_capacity(batch.len());
-        for pending in batch {
-            records.push((pending.record, pending.json));
-            waiting.push(pending.done);
+        let (mut uses, mut used) = (Vec::new(), UsedKeys::default());
+        for job in batch {
+            match job {
+                Job::Append { record, json, done } => {
+                    records.push((record, json));
+                    waiting.push(done);
+                }
+                Job::FirstUse { key, expires_at, done } => {
+                    if !used.keys.contains(&key) {
+                        used.keys.push(key.clone());
+                        used.expires_at.push(expires_at);
+                    }
+                    uses.push((key, done));
+                }
+            }
         }
         let (keys, known, cached) = (keys.clone(), own.take(), prepared.take());
         match session
             .run_counted(move |client, connection| {
-                Box::pin(write_batch(client, connection, keys, records, known, cached))
+                Box::pin(write_batch(client, connection, keys, records, used, known, cached))
             })
             .await
         {
-            Ok((stored, head, statements)) => {
-                own = Some(head);
+            Ok((stored, head, statements, mut new)) => {
+                own = head;
                 prepared = Some(statements);
                 for (record, done) in stored.into_iter().zip(waiting) {
                     let _ = done.send(Ok(record));
                 }
+                // A key twice in the group: new for the first caller only.
+                for (key, done) in uses {
+                    let _ = done.send(Ok(new.remove(&key)));
+                }
             }
             Err(e) => {
                 for done in waiting {
+                    let _ = done.send(Err(e.clone()));
+                }
+                for (_, done) in uses {
                     let _ = done.send(Err(e.clone()));
                 }
             }
@@ -356,6 +393,8 @@ struct Prepared {
     lock_head: Statement,
     insert: Statement,
     checkpoint: Statement,
+    forget: Statement,
+    remember: Statement,
 }
 
 impl Prepared {
@@ -365,10 +404,12 @@ impl Prepared {
         if let Some(cached) = cached.filter(|cached| cached.connection == connection) {
             return Ok(cached);
         }
-        let (lock_head, insert, checkpoint) = tokio::try_join!(
+        let (lock_head, insert, checkpoint, forget, remember) = tokio::try_join!(
             client.prepare(LOCK_HEAD),
             client.prepare(INSERT_GROUP),
             client.prepare(INSERT_CHECKPOINT),
+            client.prepare(FORGET_EXPIRED),
+            client.prepare(REMEMBER_USED),
         )
         .map_err(unavailable)?;
         Ok(Prepared {
@@ -376,9 +417,15 @@ impl Prepared {
             lock_head,
             insert,
             checkpoint,
+            forget,
+            remember,
         })
     }
 }
+
+/// Records a group's single-use keys; returns those that were new.
+const REMEMBER_USED: &str = "INSERT INTO used_tokens (key, expires_at)
+    SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT (key) DO NOTHING RETURNING key";
 
 /// Inserts a group (one array per column) and moves the head; returns the
 /// transaction id that wrote them.
@@ -399,10 +446,11 @@ const INSERT_GROUP: &str = "WITH inserted AS (
     )
     UPDATE audit_head SET seq = $21, record_hash = $22 WHERE id = 1 RETURNING xmin::text";
 
-/// Links and inserts `records` in one transaction; returns them as stored,
-/// the head they leave and the statements, prepared on `connection`
-/// (`cached`, when given, holds them if they were prepared there before).
-/// A round trip costs more than the work of a record, so the statements do
+/// Links and inserts `records` and records the `used` keys in one
+/// transaction; returns the records as stored, the head they leave (`own`
+/// again when there were none), the statements, prepared on `connection`
+/// (`cached`, when given, holds them if they were prepared there before),
+/// and the keys that were new. A round trip costs more than the work of a record, so the statements do
 /// not grow with the group, and they are pipelined: `BEGIN` and locking the
 /// head go in one round trip; the insert, any checkpoints and `COMMIT` in
 /// another. The head is read back and verified in a third only when `own`
@@ -413,10 +461,11 @@ async fn write_batch(
     connection: u64,
     keys: Arc<ChainKeys>,
     records: Vec<(AuditRecord, JsonColumns)>,
+    used: UsedKeys,
     own: Option<OwnHead>,
     cached: Option<Prepared>,
-) -> Result<(Vec<AuditRecord>, OwnHead, Prepared), AuditError> {
-    let result = write_pipelined(client, connection, &keys, records, own, cached).await;
+) -> Result<Written, AuditError> {
+    let result = write_pipelined(client, connection, &keys, records, &used, own, cached).await;
     if result.is_err() {
         // Whatever failed, end the transaction, so the connection is
         // clean for the next group (after a failed insert the COMMIT
@@ -426,15 +475,52 @@ async fn write_batch(
     result
 }
 
+/// What a group's transaction leaves: the records as stored, the head, the
+/// statements, and the single-use keys that were new.
+type Written = (Vec<AuditRecord>, Option<OwnHead>, Prepared, HashSet<String>);
+
 async fn write_pipelined(
     client: &Client,
     connection: u64,
     keys: &ChainKeys,
     mut records: Vec<(AuditRecord, JsonColumns)>,
+    used: &UsedKeys,
     own: Option<OwnHead>,
     cached: Option<Prepared>,
-) -> Result<(Vec<AuditRecord>, OwnHead, Prepared), AuditError> {
+) -> Result<Written, AuditError> {
     let statements = Prepared::on(client, connection, cached).await?;
+    let now = crate::clock::now();
+    // Sent in the transaction before the records (or alone, in one round
+    // trip, for a group of tokens only): nothing when there are none.
+    let forget = async {
+        if used.keys.is_empty() {
+            return Ok(0);
+        }
+        client.execute(&statements.forget, &[&now]).await
+    };
+    let remember = async {
+        if used.keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        client
+            .query(&statements.remember, &[&used.keys, &used.expires_at])
+            .await
+    };
+    if records.is_empty() {
+        // No record, so no head: its lock and row stay as they are, and so
+        // does what `own` vouches for.
+        let (begin, forgot, remembered, commit) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            forget,
+            remember,
+            client.batch_execute("COMMIT")
+        );
+        begin.map_err(unavailable)?;
+        forgot.map_err(unavailable)?;
+        let new = new_keys(remembered)?;
+        commit.map_err(unavailable)?;
+        return Ok((Vec::new(), own, statements, new));
+    }
     let (begin, head) = tokio::join!(
         client.batch_execute("BEGIN"),
         client.query_opt(&statements.lock_head, &[]),
@@ -503,11 +589,15 @@ async fn write_pipelined(
             .execute(checkpoint, &[&c.seq, &c.record_hash, &c.time, &c.signature, &c.kid])
             .await
     });
-    let (inserted, signed, commit) = tokio::join!(
+    let (forgot, remembered, inserted, signed, commit) = tokio::join!(
+        forget,
+        remember,
         client.query_one(&statements.insert, &values),
         futures_util::future::join_all(signs),
         client.batch_execute("COMMIT"),
     );
+    forgot.map_err(unavailable)?;
+    let new = new_keys(remembered)?;
     let xid: String = inserted.map_err(unavailable)?.try_get(0).map_err(unavailable)?;
     signed
         .into_iter()
@@ -515,7 +605,15 @@ async fn write_pipelined(
         .map_err(unavailable)?;
     commit.map_err(unavailable)?;
     let stored = records.into_iter().map(|(record, _)| record).collect();
-    Ok((stored, OwnHead { seq, hash, xid }, statements))
+    Ok((stored, Some(OwnHead { seq, hash, xid }), statements, new))
+}
+
+/// The keys `REMEMBER_USED` inserted.
+fn new_keys(rows: Result<Vec<Row>, tokio_postgres::Error>) -> Result<HashSet<String>, AuditError> {
+    rows.map_err(unavailable)?
+        .iter()
+        .map(|row| row.try_get::<_, String>(0).map_err(unavailable))
+        .collect()
 }
 
 /// A group's records as one array per column, for `UNNEST`, borrowed
@@ -595,19 +693,8 @@ fn read_row(row: &Row) -> Result<AuditRecord, AuditError> {
 #[async_trait::async_trait]
 impl AuditSink for PostgresSink {
     async fn append(&self, record: AuditRecord) -> Result<AuditRecord, AuditError> {
-        let writer = self
-            .writer
-            .as_ref()
-            .ok_or_else(|| unavailable("the audit log is open read-only"))?;
-        let (done, answer) = oneshot::channel();
-        writer
-            .try_send(Pending {
-                json: JsonColumns::of(&record),
-                record,
-                done,
-            })
-            .map_err(super::queue_refused)?;
-        answer.await.map_err(|_| unavailable("the audit writer has stopped"))?
+        let json = JsonColumns::of(&record);
+        self.ask_writer(|done| Job::Append { record, json, done }).await
     }
 
     async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
@@ -753,24 +840,7 @@ impl AuditSink for PostgresSink {
 
     async fn first_use(&self, key: &str, expires_at: i64) -> Result<bool, AuditError> {
         let key = key.to_string();
-        self.reads
-            .run(move |client| {
-                Box::pin(async move {
-                    client
-                        .execute(FORGET_EXPIRED, &[&crate::clock::now()])
-                        .await
-                        .map_err(unavailable)?;
-                    let inserted = client
-                        .execute(
-                            "INSERT INTO used_tokens (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                            &[&key, &expires_at],
-                        )
-                        .await
-                        .map_err(unavailable)?;
-                    Ok(inserted == 1)
-                })
-            })
-            .await
+        self.ask_writer(|done| Job::FirstUse { key, expires_at, done }).await
     }
 }
 

@@ -11,9 +11,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::chain::{self, Checkpoint};
 use super::columns::{JsonColumns, record_from, unavailable};
+use super::job::Job;
 use super::sqlite_lookup as lookup;
 use super::sqlite_read::{Readers, query_sql};
-use super::sqlite_writer::{Job, writer_loop};
+use super::sqlite_writer::writer_loop;
 use super::{AuditError, AuditQuery, AuditRecord, AuditSink, ChainKeys};
 use crate::clock::now_rfc3339;
 
@@ -569,57 +570,6 @@ mod tests {
                 .any(|step| step.contains("INDEX used_tokens_expiry (expires_at<?)")),
             "{plan:?}"
         );
-    }
-
-    /// Single-use tokens go through the writer with the appends: many
-    /// callers presenting one token at once, among appends, find it new
-    /// exactly once; another token is new too; every append is stored in
-    /// one gap-free chain; and the key outlives a restart.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_token_is_new_once_among_concurrent_uses_and_appends() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.db");
-        let sink = Arc::new(SqliteSink::open(&path, keys(), true).unwrap());
-        let far = crate::clock::now() + 3600;
-        let mut uses = Vec::new();
-        let mut appends = Vec::new();
-        for n in 0..40 {
-            let (using, appending) = (sink.clone(), sink.clone());
-            uses.push(tokio::spawn(
-                async move { using.first_use("token-a", far).await.unwrap() },
-            ));
-            appends.push(tokio::spawn(async move { appending.append(record(n)).await.unwrap() }));
-        }
-        let mut new = 0;
-        for used in uses {
-            new += usize::from(used.await.unwrap());
-        }
-        assert_eq!(new, 1, "one of 40 concurrent uses finds the token new");
-        let mut seqs = Vec::new();
-        for appended in appends {
-            seqs.push(appended.await.unwrap().seq.unwrap());
-        }
-        seqs.sort_unstable();
-        assert_eq!(seqs, (1..=40).collect::<Vec<i64>>());
-        assert!(sink.first_use("token-b", far).await.unwrap());
-        drop(sink);
-        let sink = SqliteSink::open(&path, keys(), true).unwrap();
-        assert!(
-            !sink.first_use("token-a", far).await.unwrap(),
-            "still used after a restart"
-        );
-        let stored = sink
-            .query(&AuditQuery {
-                limit: Some(100),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let mut previous = chain::GENESIS.to_string();
-        for r in stored.iter().rev() {
-            assert_eq!(r.prev_hash.as_deref(), Some(previous.as_str()), "seq {:?}", r.seq);
-            previous = r.record_hash.clone().unwrap();
-        }
     }
 
     async fn seqs(sink: &SqliteSink, query: &AuditQuery) -> Vec<i64> {

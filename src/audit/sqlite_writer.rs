@@ -9,33 +9,12 @@ use tokio::sync::oneshot;
 
 use super::chain;
 use super::columns::{JsonColumns, unavailable};
+use super::job::Job;
 use super::sqlite::{FORGET_EXPIRED, insert_checkpoint, verified_head, write_transaction};
 use super::sqlite_insert as insert;
 use super::sqlite_lookup as lookup;
 use super::{AuditError, AuditRecord, ChainKeys};
 use crate::clock::now_rfc3339;
-
-/// What the writer is asked to make durable.
-// Appends are nearly every job: boxing the record to shrink the rare
-// variant would cost an allocation per append instead.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Job {
-    /// A record to append, and who to tell when it is durable.
-    Append {
-        record: AuditRecord,
-        json: JsonColumns,
-        done: oneshot::Sender<Result<AuditRecord, AuditError>>,
-    },
-    /// A single-use token's key to record, and who to tell whether it was
-    /// new. Before, each was a transaction (and a sync) of its own on the
-    /// writer's connection, taken in turn with the appends' groups; now it
-    /// shares the group's.
-    FirstUse {
-        key: String,
-        expires_at: i64,
-        done: oneshot::Sender<Result<bool, AuditError>>,
-    },
-}
 
 /// A record of the group being written.
 struct Pending {

@@ -156,6 +156,44 @@ async fn used_tokens_are_shared_and_forgotten_after_expiry(backend: Backend) {
     );
 }
 
+/// Single-use tokens go through the writer with the appends: many callers
+/// presenting one token at once, among appends, find it new exactly once;
+/// another token is new too; every append is stored in one gap-free
+/// chain; and another broker on the store sees the token used.
+async fn a_token_is_new_once_among_concurrent_uses_and_appends(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    let sink = open(&store).await;
+    let later = stint::clock::now() + 600;
+    let (mut uses, mut appends) = (Vec::new(), Vec::new());
+    for n in 0..40 {
+        let (using, appending) = (sink.clone(), sink.clone());
+        uses.push(tokio::spawn(async move {
+            using.first_use("grant/jti-a", later).await.unwrap()
+        }));
+        appends.push(tokio::spawn(async move {
+            appending.append(record(n, "deploy", Outcome::Issued)).await.unwrap()
+        }));
+    }
+    let mut new = 0;
+    for used in uses {
+        new += usize::from(used.await.unwrap());
+    }
+    assert_eq!(new, 1, "{backend:?}: one of 40 concurrent uses finds the token new");
+    let mut seqs = Vec::new();
+    for appended in appends {
+        seqs.push(appended.await.unwrap().seq.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=40).collect::<Vec<i64>>(), "{backend:?}");
+    assert!(sink.first_use("grant/jti-b", later).await.unwrap());
+    let other = open(&store).await;
+    assert!(!other.first_use("grant/jti-a", later).await.unwrap(), "{backend:?}");
+    let records = other.chain(0, 1000).await.unwrap();
+    let checkpoints = other.checkpoints().await.unwrap();
+    let verified = chain::verify(&records, &checkpoints, Some(&AuditKey::from_bytes(&KEY)), &public_key()).unwrap();
+    assert_eq!(verified.last_seq, 40, "{backend:?}");
+}
+
 async fn queries_filter_and_page(backend: Backend) {
     let (store, _guard) = fresh_store(backend).await;
     let sink = open(&store).await;
@@ -433,6 +471,7 @@ per_backend!(
     hourly_rollups_add_up_to_the_range,
     replicas_append_concurrently_into_one_gap_free_chain,
     used_tokens_are_shared_and_forgotten_after_expiry,
+    a_token_is_new_once_among_concurrent_uses_and_appends,
     queries_filter_and_page,
     summaries_count_by_bucket_grant_reason_and_subject,
 );
