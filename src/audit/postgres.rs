@@ -240,11 +240,25 @@ fn redact(url: &str) -> String {
     crate::redact::connection_string(url)
 }
 
-/// A group's single-use tokens, each key once (the first time it came).
-#[derive(Default)]
+/// A group's single-use tokens, each key once, in key order: two brokers
+/// inserting the same keys then wait for each other in one order, never in
+/// a cycle (a deadlock PostgreSQL would break by failing one group).
 struct UsedKeys {
     keys: Vec<String>,
     expires_at: Vec<i64>,
+}
+
+impl UsedKeys {
+    fn of(uses: &[(String, i64)]) -> UsedKeys {
+        let mut sorted: Vec<&(String, i64)> = uses.iter().collect();
+        // Stable: of one key twice, the first to come is kept.
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        sorted.dedup_by(|a, b| a.0 == b.0);
+        UsedKeys {
+            keys: sorted.iter().map(|(key, _)| key.clone()).collect(),
+            expires_at: sorted.iter().map(|(_, expires_at)| *expires_at).collect(),
+        }
+    }
 }
 
 /// An audit log in PostgreSQL.
@@ -318,7 +332,7 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
         }
         let mut records = Vec::with_capacity(batch.len());
         let mut waiting = Vec::with_capacity(batch.len());
-        let (mut uses, mut used) = (Vec::new(), UsedKeys::default());
+        let (mut asked, mut uses) = (Vec::new(), Vec::new());
         for job in batch {
             match job {
                 Job::Append { record, json, done } => {
@@ -326,14 +340,12 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
                     waiting.push(done);
                 }
                 Job::FirstUse { key, expires_at, done } => {
-                    if !used.keys.contains(&key) {
-                        used.keys.push(key.clone());
-                        used.expires_at.push(expires_at);
-                    }
+                    asked.push((key.clone(), expires_at));
                     uses.push((key, done));
                 }
             }
         }
+        let used = UsedKeys::of(&asked);
         let (keys, known, cached) = (keys.clone(), own.take(), prepared.take());
         match session
             .run_counted(move |client, connection| {
@@ -450,10 +462,10 @@ const INSERT_GROUP: &str = "WITH inserted AS (
 /// transaction; returns the records as stored, the head they leave (`own`
 /// again when there were none), the statements, prepared on `connection`
 /// (`cached`, when given, holds them if they were prepared there before),
-/// and the keys that were new. A round trip costs more than the work of a record, so the statements do
-/// not grow with the group, and they are pipelined: `BEGIN` and locking the
-/// head go in one round trip; the insert, any checkpoints and `COMMIT` in
-/// another. The head is read back and verified in a third only when `own`
+/// and the keys that were new. A round trip costs more than the work of a
+/// record, so the statements do not grow with the group, and they are
+/// pipelined: `BEGIN` and locking the head go in one round trip; the
+/// single-use keys, the insert, any checkpoints and `COMMIT` in another. The head is read back and verified in a third only when `own`
 /// does not vouch for it, and a connection's first group prepares the
 /// statements in one more.
 async fn write_batch(
@@ -897,7 +909,15 @@ async fn checkpoint_head(client: &mut Client, keys: Arc<ChainKeys>) -> Result<Op
 
 #[cfg(test)]
 mod tests {
-    use super::split_tls;
+    use super::{UsedKeys, split_tls};
+
+    #[test]
+    fn a_groups_keys_go_in_key_order_each_once_as_first_asked() {
+        let asked = [("b".to_string(), 2), ("a".to_string(), 1), ("b".to_string(), 9)];
+        let used = UsedKeys::of(&asked);
+        assert_eq!(used.keys, ["a", "b"]);
+        assert_eq!(used.expires_at, [1, 2]);
+    }
 
     #[test]
     fn tls_settings_are_split_off_the_url_and_the_rest_kept_as_written() {
