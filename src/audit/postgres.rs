@@ -67,8 +67,8 @@ CREATE INDEX IF NOT EXISTS used_tokens_expiry ON used_tokens (expires_at);
 ";
 
 /// Forgets the single-use tokens that can no longer be presented anyway,
-/// at every first use, through `used_tokens_expiry` (without it, a scan of
-/// the whole table per single-use issuance).
+/// in each writer transaction that records some, through
+/// `used_tokens_expiry` (without it, a scan of the whole table each time).
 pub(super) const FORGET_EXPIRED: &str = "DELETE FROM used_tokens WHERE expires_at < $1";
 
 /// Splits stint's TLS settings off a connection URL: `sslmode=verify-full`
@@ -249,13 +249,13 @@ struct UsedKeys {
 }
 
 impl UsedKeys {
-    fn of(uses: &[(String, i64)]) -> UsedKeys {
-        let mut sorted: Vec<&(String, i64)> = uses.iter().collect();
+    fn of<'a>(uses: impl Iterator<Item = (&'a str, i64)>) -> UsedKeys {
+        let mut sorted: Vec<(&str, i64)> = uses.collect();
         // Stable: of one key twice, the first to come is kept.
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        sorted.dedup_by(|a, b| a.0 == b.0);
+        sorted.sort_by_key(|(key, _)| *key);
+        sorted.dedup_by_key(|(key, _)| *key);
         UsedKeys {
-            keys: sorted.iter().map(|(key, _)| key.clone()).collect(),
+            keys: sorted.iter().map(|(key, _)| (*key).to_string()).collect(),
             expires_at: sorted.iter().map(|(_, expires_at)| *expires_at).collect(),
         }
     }
@@ -332,20 +332,17 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
         }
         let mut records = Vec::with_capacity(batch.len());
         let mut waiting = Vec::with_capacity(batch.len());
-        let (mut asked, mut uses) = (Vec::new(), Vec::new());
+        let mut uses = Vec::new();
         for job in batch {
             match job {
                 Job::Append { record, json, done } => {
                     records.push((record, json));
                     waiting.push(done);
                 }
-                Job::FirstUse { key, expires_at, done } => {
-                    asked.push((key.clone(), expires_at));
-                    uses.push((key, done));
-                }
+                Job::FirstUse { key, expires_at, done } => uses.push((key, expires_at, done)),
             }
         }
-        let used = UsedKeys::of(&asked);
+        let used = UsedKeys::of(uses.iter().map(|(key, expires_at, _)| (key.as_str(), *expires_at)));
         let (keys, known, cached) = (keys.clone(), own.take(), prepared.take());
         match session
             .run_counted(move |client, connection| {
@@ -360,7 +357,7 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
                     let _ = done.send(Ok(record));
                 }
                 // A key twice in the group: new for the first caller only.
-                for (key, done) in uses {
+                for (key, _, done) in uses {
                     let _ = done.send(Ok(new.remove(&key)));
                 }
             }
@@ -368,7 +365,7 @@ async fn writer_loop(session: Session, keys: Arc<ChainKeys>, mut queue: mpsc::Re
                 for done in waiting {
                     let _ = done.send(Err(e.clone()));
                 }
-                for (_, done) in uses {
+                for (_, _, done) in uses {
                     let _ = done.send(Err(e.clone()));
                 }
             }
@@ -913,8 +910,7 @@ mod tests {
 
     #[test]
     fn a_groups_keys_go_in_key_order_each_once_as_first_asked() {
-        let asked = [("b".to_string(), 2), ("a".to_string(), 1), ("b".to_string(), 9)];
-        let used = UsedKeys::of(&asked);
+        let used = UsedKeys::of([("b", 2), ("a", 1), ("b", 9)].into_iter());
         assert_eq!(used.keys, ["a", "b"]);
         assert_eq!(used.expires_at, [1, 2]);
     }

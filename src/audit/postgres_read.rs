@@ -76,13 +76,9 @@ mod tests {
     use super::*;
     use crate::audit::Outcome;
 
-    /// Against the test PostgreSQL, with the broker's schema, 50,000
-    /// records and the statement planned generically (as a prepared
-    /// statement after five runs, or `plan_cache_mode = force_generic_plan`,
-    /// plans it): every filter that has an index is still answered from it.
-    /// (`($1 IS NULL OR subject = $1)` terms walk the primary key here.)
-    #[tokio::test]
-    async fn every_indexed_filter_uses_its_index_even_under_a_generic_plan() {
+    /// A connection to the test PostgreSQL, in a schema of its own that
+    /// has the broker's tables and then ran `setup`; drop the schema after.
+    async fn schema_with(setup: &str) -> (tokio_postgres::Client, String) {
         let url = std::env::var("STINT_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -94,17 +90,44 @@ mod tests {
         let schema = format!("stint_plan_{}", uuid::Uuid::new_v4().simple());
         client
             .batch_execute(&format!(
-                "CREATE SCHEMA {schema}; SET search_path = {schema}; {}
-                 INSERT INTO audit_records (seq, time, request_id, outcome, grant_name, subject, claims, detail)
-                 SELECT g, '2026-12-04T00:00:00Z', 'r-' || g, 'issued', 'grant-' || (g % 2000),
-                        'subject-' || (g % 2000), '{{}}', '{{}}'
-                 FROM generate_series(1, 50000) AS g;
-                 ANALYZE audit_records;
-                 SET plan_cache_mode = force_generic_plan;",
+                "CREATE SCHEMA {schema}; SET search_path = {schema}; {} {setup}",
                 super::super::postgres::MIGRATIONS
             ))
             .await
             .unwrap();
+        (client, schema)
+    }
+
+    /// The lines of `EXPLAIN statement`.
+    async fn explain(client: &tokio_postgres::Client, statement: &str) -> Vec<String> {
+        client
+            .simple_query(&format!("EXPLAIN {statement}"))
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Against the test PostgreSQL, with the broker's schema, 50,000
+    /// records and the statement planned generically (as a prepared
+    /// statement after five runs, or `plan_cache_mode = force_generic_plan`,
+    /// plans it): every filter that has an index is still answered from it.
+    /// (`($1 IS NULL OR subject = $1)` terms walk the primary key here.)
+    #[tokio::test]
+    async fn every_indexed_filter_uses_its_index_even_under_a_generic_plan() {
+        let (client, schema) = schema_with(
+            "INSERT INTO audit_records (seq, time, request_id, outcome, grant_name, subject, claims, detail)
+             SELECT g, '2026-12-04T00:00:00Z', 'r-' || g, 'issued', 'grant-' || (g % 2000),
+                    'subject-' || (g % 2000), '{}', '{}'
+             FROM generate_series(1, 50000) AS g;
+             ANALYZE audit_records;
+             SET plan_cache_mode = force_generic_plan;",
+        )
+        .await;
         let text = |s: &str| Some(s.to_string());
         let cases = [
             (
@@ -155,16 +178,7 @@ mod tests {
                 .batch_execute(&format!("PREPARE q ({}) AS {sql}", types.join(", ")))
                 .await
                 .unwrap();
-            let plan: Vec<String> = client
-                .simple_query(&format!("EXPLAIN EXECUTE q ({})", args.join(", ")))
-                .await
-                .unwrap()
-                .iter()
-                .filter_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-                    _ => None,
-                })
-                .collect();
+            let plan = explain(&client, &format!("EXECUTE q ({})", args.join(", "))).await;
             if !plan.join("\n").contains(index) {
                 failures.push(format!("{sql}: {}", plan.join(" / ")));
             }
@@ -185,36 +199,14 @@ mod tests {
     /// expiry index of a table of 50,000 tokens none of which expired.
     #[tokio::test]
     async fn forgetting_expired_tokens_seeks_the_expiry_index() {
-        let url = std::env::var("STINT_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("this test needs PostgreSQL at {url} (STINT_TEST_POSTGRES; scripts/test starts one): {e}")
-            });
-        tokio::spawn(connection);
-        let schema = format!("stint_plan_{}", uuid::Uuid::new_v4().simple());
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA {schema}; SET search_path = {schema}; {}
-                 INSERT INTO used_tokens (key, expires_at)
-                 SELECT md5(g::text), 2000000000 + g FROM generate_series(1, 50000) AS g;
-                 ANALYZE used_tokens;",
-                super::super::postgres::MIGRATIONS
-            ))
-            .await
-            .unwrap();
+        let (client, schema) = schema_with(
+            "INSERT INTO used_tokens (key, expires_at)
+             SELECT md5(g::text), 2000000000 + g FROM generate_series(1, 50000) AS g;
+             ANALYZE used_tokens;",
+        )
+        .await;
         let sql = super::super::postgres::FORGET_EXPIRED.replace("$1", "1796500000");
-        let plan: Vec<String> = client
-            .simple_query(&format!("EXPLAIN {sql}"))
-            .await
-            .unwrap()
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-                _ => None,
-            })
-            .collect();
+        let plan = explain(&client, &sql).await;
         client
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .await

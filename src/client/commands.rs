@@ -173,9 +173,8 @@ async fn issue_all(
     let mut issued = Vec::new();
     let deadline = retry::deadline(options);
     for grant in grants {
-        let body = retry::issue(options, client, grant, token, &request_options(ttl), deadline).await?;
+        let body = issue(options, client, grant, token, ttl, deadline).await?;
         leases.extend(Lease::of(grant, &body));
-        say(options, &describe(grant, &body));
         env.add(grant, &body, renames)?;
         issued.push((grant.clone(), body));
     }
@@ -185,6 +184,21 @@ async fn issue_all(
         )));
     }
     Ok((env, issued))
+}
+
+/// Issues `grant` (asking again within `deadline`, see [`retry::issue`]) and,
+/// with `-v`, says what came back.
+async fn issue(
+    options: &ClientOptions,
+    client: &BrokerClient,
+    grant: &str,
+    token: &mut String,
+    ttl: Option<&str>,
+    deadline: tokio::time::Instant,
+) -> Result<Map<String, Value>, ClientError> {
+    let body = retry::issue(options, client, grant, token, &request_options(ttl), deadline).await?;
+    say(options, &describe(grant, &body));
+    Ok(body)
 }
 
 /// `-v`: the program and the names (never the values) of its variables.
@@ -236,16 +250,7 @@ pub async fn credential_process(options: &ClientOptions, grant: &str, ttl: Optio
         say(options, "credentials from the local cache");
         return print_json(&cached);
     }
-    let body = retry::issue(
-        options,
-        &client,
-        grant,
-        &mut token,
-        &request_options(ttl),
-        retry::deadline(options),
-    )
-    .await?;
-    say(options, &describe(grant, &body));
+    let body = issue(options, &client, grant, &mut token, ttl, retry::deadline(options)).await?;
     let credentials = body.get("credentials").cloned().ok_or_else(|| {
         CommandError::Usage(format!(
             "grant `{grant}` is not an aws grant: credential-process needs `kind: aws`"
@@ -265,16 +270,7 @@ pub async fn credential_process(options: &ClientOptions, grant: &str, ttl: Optio
 /// `stint token --grant`: prints a `kind: token` credential.
 pub async fn token(options: &ClientOptions, grant: &str, ttl: Option<&str>) -> Result<(), CommandError> {
     let (client, mut token) = connect(options).await?;
-    let body = retry::issue(
-        options,
-        &client,
-        grant,
-        &mut token,
-        &request_options(ttl),
-        retry::deadline(options),
-    )
-    .await?;
-    say(options, &describe(grant, &body));
+    let body = issue(options, &client, grant, &mut token, ttl, retry::deadline(options)).await?;
     let issued = body
         .get("token")
         .and_then(Value::as_str)

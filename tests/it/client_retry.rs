@@ -30,6 +30,17 @@ async fn token(dir: &std::path::Path, broker: &str, extra: &[&str]) -> (Ran, Dur
     (ran, started.elapsed())
 }
 
+/// A loopback port nothing listens on (yet), and its URL: where a broker
+/// that is not up is looked for.
+fn nothing_listening() -> (u16, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    (port, format!("http://127.0.0.1:{port}"))
+}
+
 /// The request id a line of stderr names (`request id ID)`).
 fn request_id(line: &str) -> String {
     let start = line.find("request id ").expect("a request id") + "request id ".len();
@@ -90,12 +101,7 @@ async fn a_broker_that_is_not_up_yet_is_waited_for() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), issuer.sign(&issuer.github())).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let (port, url) = nothing_listening();
 
     let client = {
         let dir = dir.path().to_path_buf();
@@ -138,12 +144,7 @@ async fn the_grants_of_one_exec_share_its_retry_for() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), issuer.sign(&issuer.github())).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let (port, url) = nothing_listening();
 
     let started = Instant::now();
     let client = {
